@@ -1,0 +1,35 @@
+"""``hash_64`` and consumer-group membership, bit-exact with the Postgres functions (SPEC §5.2)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from eventodb.core.streams import cardinal_id
+
+_TWO_63 = 1 << 63
+_TWO_64 = 1 << 64
+
+
+def hash_64(value: str) -> int:
+    """First 8 bytes of MD5 as a signed big-endian 64-bit integer.
+
+    This is what Postgres computes with ``('x' || left(md5(v), 16))::bit(64)::bigint``.
+    """
+    unsigned = int.from_bytes(hashlib.md5(value.encode("utf-8")).digest()[:8], "big")
+    return unsigned - _TWO_64 if unsigned >= _TWO_63 else unsigned
+
+
+def group_member(stream_name: str, size: int) -> int | None:
+    """The consumer-group member (of ``size``) that owns ``stream_name``; ``None`` if no member does.
+
+    Streams without an id (no ``-``) belong to no member.
+    """
+    cid = cardinal_id(stream_name)
+    if cid is None:
+        return None
+    return abs(hash_64(cid)) % size
+
+
+def in_group(stream_name: str, member: int, size: int) -> bool:
+    """Whether member ``member`` of a group of ``size`` consumes ``stream_name``."""
+    return group_member(stream_name, size) == member

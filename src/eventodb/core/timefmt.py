@@ -1,0 +1,75 @@
+"""Timestamps on the wire (SPEC §4.4): UTC RFC 3339 with a ``Z`` and trimmed fractions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def format_time(dt: datetime) -> str:
+    """``2024-01-15T10:30:00.12345Z``: microseconds, trailing zeros and a bare dot removed.
+
+    ``dt`` must be UTC (aware or naive-meaning-UTC).
+    """
+    base = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+    if dt.microsecond:
+        return f"{base}.{dt.microsecond:06d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+def format_seconds(dt: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` with the fraction truncated (``lastActivity``, ``createdAt``)."""
+    return format_time(dt.replace(microsecond=0))
+
+
+def format_unix_seconds(seconds: int) -> str:
+    return format_seconds(datetime.fromtimestamp(seconds, UTC))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_micros(dt: datetime) -> int:
+    """Unix microseconds, exact (no float rounding)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    seconds, micro = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (fractions of any length, ``Z`` or an offset) to aware UTC.
+
+    Raises:
+        ValueError: when ``text`` is not RFC 3339.
+    """
+    if len(text) < 20 or text[10] not in "Tt":
+        raise ValueError(f"invalid time format: {text!r}")
+    head, frac, zone = text[:19], "", ""
+    rest = text[19:]
+    if rest.startswith("."):
+        i = 1
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        if i == 1:
+            raise ValueError(f"invalid time format: {text!r}")
+        frac, rest = rest[1:i], rest[i:]
+    zone = "+00:00" if rest in ("Z", "z") else rest
+    micro = frac[:6].ljust(6, "0") if frac else "000000"
+    try:
+        parsed = datetime.fromisoformat(f"{head}.{micro}{zone}")
+    except ValueError:
+        raise ValueError(f"invalid time format: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"invalid time format: {text!r}")
+    return parsed.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

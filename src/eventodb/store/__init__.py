@@ -1,0 +1,1 @@
+"""Storage: one interface (:mod:`eventodb.store.base`) and one module per backend."""

@@ -1,0 +1,451 @@
+"""The store interface every backend implements, and the records it speaks in.
+
+Public methods validate their arguments (through :mod:`eventodb.core.validation`, so both
+backends refuse the same inputs with the same messages) and then call the backend's
+``_``-prefixed primitive. Backends translate driver errors into :mod:`eventodb.core.errors`
+exceptions at their boundary; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventodb.core import ids, validation
+from eventodb.core.errors import InvalidArgument, NamespaceNotFound
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message. ``time`` is aware UTC with microsecond precision on every backend."""
+
+    id: str
+    stream_name: str
+    type: str
+    position: int
+    global_position: int
+    data: dict[str, Any]
+    metadata: dict[str, Any] | None
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A validated write request, with its JSON already serialised once for the backend."""
+
+    stream_name: str
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] | None
+    data_json: str
+    metadata_json: str | None
+    id: str | None
+    expected_version: int | None
+
+    def same_content(self, existing: Message) -> bool:
+        """Whether ``existing`` (found under the same id) makes this write an idempotent retry."""
+        return (
+            existing.stream_name == self.stream_name
+            and existing.type == self.type
+            and existing.data == self.data
+            and existing.metadata == self.metadata
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    position: int
+    global_position: int
+    duplicate: bool = False
+    """True when an identical message with the same id already existed: nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroup:
+    member: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceRecord:
+    id: str
+    token_hash: str
+    description: str
+    created_at: int
+    """Unix seconds (UTC), as upstream stores it."""
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStats:
+    message_count: int
+    stream_count: int
+    last_activity: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    stream: str
+    version: int
+    last_activity: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryInfo:
+    category: str
+    stream_count: int
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Poke:
+    """A committed write, as subscribers learn of it."""
+
+    namespace: str
+    stream: str
+    position: int
+    global_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Pokes may have been missed (e.g. a LISTEN connection was lost and re-established).
+
+    Subscribers should re-read from the database from their last known position.
+    ``namespace`` is ``None`` when every namespace is affected.
+    """
+
+    namespace: str | None = None
+
+
+Listener = Callable[[Poke | Gap], None]
+"""Called on the event loop for every committed write the store learns of, or for a gap."""
+
+
+class Store(abc.ABC):
+    """An event store holding a registry of namespaces, each with its own message store."""
+
+    backend: str
+    """Name reported by ``sys.health``: ``sqlite``, ``memory`` or ``postgres``."""
+
+    def __init__(self, *, max_message_bytes: int = validation.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._listeners: list[Listener] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations to the registry and to every namespace.
+
+        Raises:
+            BackendError: the database is unreachable or a migration failed (the database is
+                left as it was before that migration).
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- change notification -----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Register ``listener`` for pokes; returns a function that unregisters it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _publish(self, poke: Poke | Gap) -> None:
+        for listener in list(self._listeners):
+            listener(poke)
+
+    # -- namespaces --------------------------------------------------------------------------
+
+    async def create_namespace(
+        self, namespace: str, token_hash: str, description: str = ""
+    ) -> NamespaceRecord:
+        """Register a namespace and create its physical store.
+
+        Raises:
+            InvalidArgument: the id is unsafe for storage (SPEC §13 Q17).
+            NamespaceExists: the id, or on Postgres its schema name, is taken.
+        """
+        validation.check_namespace_id(namespace)
+        return await self._create_namespace(namespace, token_hash, description)
+
+    async def delete_namespace(self, namespace: str) -> int:
+        """Drop a namespace and all its messages.
+
+        Returns:
+            The number of messages deleted.
+
+        Raises:
+            NamespaceNotFound: no such namespace.
+        """
+        return await self._delete_namespace(namespace)
+
+    @abc.abstractmethod
+    async def get_namespace(self, namespace: str) -> NamespaceRecord:
+        """Raises: NamespaceNotFound."""
+
+    @abc.abstractmethod
+    async def list_namespaces(self) -> list[NamespaceRecord]:
+        """Every namespace, newest first."""
+
+    async def namespace_exists(self, namespace: str) -> bool:
+        try:
+            await self.get_namespace(namespace)
+        except NamespaceNotFound:
+            return False
+        return True
+
+    @abc.abstractmethod
+    async def set_token_hash(self, namespace: str, token_hash: str) -> None:
+        """Replace the stored token hash. Raises: NamespaceNotFound."""
+
+    @abc.abstractmethod
+    async def namespace_stats(self, namespace: str) -> NamespaceStats:
+        """Message count, distinct stream count and newest message time. Raises: NamespaceNotFound."""
+
+    async def clear_namespace(self, namespace: str) -> int:
+        """Delete every message and restart global positions at 1 (``/import?force=true``).
+
+        Returns:
+            The number of messages deleted.
+        """
+        return await self._clear_namespace(namespace)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write_message(
+        self,
+        namespace: str,
+        stream_name: str,
+        message_type: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> WriteResult:
+        """Append a message at the stream's next position (SPEC §5.3).
+
+        Args:
+            message_id: a UUID in any spelling Go accepts; ``None`` or ``""`` generates a UUIDv7.
+            expected_version: the stream version the caller saw; −1 means "no messages yet".
+
+        Returns:
+            The position and global position; for an idempotent retry (same id and content as an
+            existing message) the original ones, with ``duplicate`` set.
+
+        Raises:
+            InvalidArgument: bad name, type, payload or id.
+            VersionConflict: the stream is not at ``expected_version``; nothing was written.
+            DuplicateMessageId: the id exists with different content.
+            NamespaceNotFound: no such namespace.
+        """
+        validation.check_stream_name(stream_name)
+        validation.check_message_type(message_type)
+        data_json, meta_json = validation.encode_payload(data, metadata, self.max_message_bytes)
+        canonical: str | None = None
+        if message_id:
+            canonical = ids.canonical_uuid(message_id)
+            if canonical is None:
+                raise InvalidArgument("options.id must be a UUID")
+        if expected_version is not None:
+            validation.check_int64(expected_version, "options.expectedVersion")
+        new = NewMessage(
+            stream_name,
+            message_type,
+            data,
+            metadata,
+            data_json,
+            meta_json,
+            canonical,
+            expected_version,
+        )
+        result = await self._write(namespace, new)
+        if not result.duplicate:
+            self._after_write(namespace, stream_name, result)
+        return result
+
+    def _after_write(self, namespace: str, stream_name: str, result: WriteResult) -> None:
+        """Tell listeners. Backends with a database-side notification override this."""
+        self._publish(Poke(namespace, stream_name, result.position, result.global_position))
+
+    async def import_messages(self, namespace: str, messages: Sequence[Message]) -> None:
+        """Insert messages with their given positions, ids and times, all or nothing.
+
+        Global positions are preserved; afterwards new writes get global positions above every
+        existing one. Imports publish no pokes.
+
+        Raises:
+            PositionExists: a record collides with an existing global position, id or stream
+                position (``index`` names it); nothing of the batch was written.
+            NamespaceNotFound: no such namespace.
+        """
+        if messages:
+            await self._import(namespace, messages)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get_stream_messages(
+        self,
+        namespace: str,
+        stream_name: str,
+        *,
+        position: int = 0,
+        global_position: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[Message]:
+        """Messages of one stream from ``position`` (or ``global_position``), by position.
+
+        Args:
+            batch_size: at most this many; −1 unlimited, 0 none.
+
+        Raises:
+            InvalidArgument: bad name or batch size.
+            NamespaceNotFound: no such namespace.
+        """
+        validation.check_stream_name(stream_name)
+        validation.check_batch_size(batch_size)
+        validation.check_int64(position, "options.position")
+        if global_position is not None:
+            validation.check_int64(global_position, "options.globalPosition")
+        if batch_size == 0:
+            await self.get_namespace(namespace)
+            return []
+        return await self._read_stream(namespace, stream_name, position, global_position, batch_size)
+
+    async def get_category_messages(
+        self,
+        namespace: str,
+        category: str,
+        *,
+        position: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        correlation: str | None = None,
+        consumer_group: ConsumerGroup | None = None,
+    ) -> list[Message]:
+        """Messages of a category (``""`` = the whole namespace) from global ``position``.
+
+        Filters (SPEC §5.5): ``correlation`` keeps messages whose
+        ``metadata.correlationStreamName`` has that category; ``consumer_group`` keeps streams
+        owned by the member (SPEC §5.2). The batch limit applies after the filters.
+
+        Raises:
+            InvalidArgument: bad category, correlation, group or batch size.
+            NamespaceNotFound: no such namespace.
+        """
+        validation.check_text(category, "categoryName")
+        validation.check_batch_size(batch_size)
+        validation.check_int64(position, "options.position")
+        if correlation is not None:
+            validation.check_text(correlation, "options.correlation")
+            if correlation == "":
+                correlation = None
+        if consumer_group is not None:
+            validation.check_consumer_group(consumer_group.member, consumer_group.size)
+        if batch_size == 0:
+            await self.get_namespace(namespace)
+            return []
+        return await self._read_category(
+            namespace, category, position, batch_size, correlation, consumer_group
+        )
+
+    async def get_last_stream_message(
+        self, namespace: str, stream_name: str, message_type: str | None = None
+    ) -> Message | None:
+        """The message with the highest position, optionally among those of one type.
+
+        An empty ``message_type`` means no filter (SPEC §5.9).
+        """
+        validation.check_stream_name(stream_name)
+        if message_type is not None:
+            validation.check_text(message_type, "options.type")
+        return await self._last_message(namespace, stream_name, message_type or None)
+
+    async def stream_version(self, namespace: str, stream_name: str) -> int | None:
+        """Position of the stream's last message; ``None`` for a stream with no messages."""
+        validation.check_stream_name(stream_name)
+        return await self._stream_version(namespace, stream_name)
+
+    async def list_streams(
+        self, namespace: str, *, prefix: str = "", cursor: str = "", limit: int = 100
+    ) -> list[StreamInfo]:
+        """Streams whose name starts with ``prefix`` (literally) and sorts after ``cursor``.
+
+        Names are compared and sorted by code point on every backend.
+        """
+        validation.check_text(prefix, "prefix")
+        validation.check_text(cursor, "cursor")
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument("limit must be between 1 and 1000")
+        return await self._list_streams(namespace, prefix, cursor, limit)
+
+    @abc.abstractmethod
+    async def list_categories(self, namespace: str) -> list[CategoryInfo]:
+        """Categories with their distinct stream and message counts, sorted by code point."""
+
+    # -- backend primitives ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _create_namespace(
+        self, namespace: str, token_hash: str, description: str
+    ) -> NamespaceRecord: ...
+
+    @abc.abstractmethod
+    async def _delete_namespace(self, namespace: str) -> int: ...
+
+    @abc.abstractmethod
+    async def _clear_namespace(self, namespace: str) -> int: ...
+
+    @abc.abstractmethod
+    async def _write(self, namespace: str, message: NewMessage) -> WriteResult: ...
+
+    @abc.abstractmethod
+    async def _import(self, namespace: str, messages: Sequence[Message]) -> None: ...
+
+    @abc.abstractmethod
+    async def _read_stream(
+        self,
+        namespace: str,
+        stream_name: str,
+        position: int,
+        global_position: int | None,
+        batch_size: int,
+    ) -> list[Message]: ...
+
+    @abc.abstractmethod
+    async def _read_category(
+        self,
+        namespace: str,
+        category: str,
+        position: int,
+        batch_size: int,
+        correlation: str | None,
+        consumer_group: ConsumerGroup | None,
+    ) -> list[Message]: ...
+
+    @abc.abstractmethod
+    async def _last_message(
+        self, namespace: str, stream_name: str, message_type: str | None
+    ) -> Message | None: ...
+
+    @abc.abstractmethod
+    async def _stream_version(self, namespace: str, stream_name: str) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _list_streams(
+        self, namespace: str, prefix: str, cursor: str, limit: int
+    ) -> list[StreamInfo]: ...

@@ -1,0 +1,615 @@
+"""SQLite backend: a registry database plus one database per namespace (SPEC §9).
+
+All Message DB logic (versions, categories, consumer groups) lives here in Python and SQL,
+since SQLite has no stored functions. Database work runs on threads
+(:mod:`eventodb.store.sqlite_worker`): one writer thread per namespace, a shared read pool for
+file-backed namespaces; in memory every namespace lives on its writer's connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from eventodb.core import ids, jsoncodec, timefmt
+from eventodb.core.errors import (
+    BackendError,
+    DuplicateMessageId,
+    NamespaceExists,
+    NamespaceNotFound,
+    PositionExists,
+    VersionConflict,
+)
+from eventodb.core.hashing import group_member
+from eventodb.store import migrations
+from eventodb.store.base import (
+    CategoryInfo,
+    ConsumerGroup,
+    Message,
+    NamespaceRecord,
+    NamespaceStats,
+    NewMessage,
+    Store,
+    StreamInfo,
+    WriteResult,
+)
+from eventodb.store.sqlite_worker import ReadPool, Writer
+
+BUSY_TIMEOUT_MS = 5000
+REGISTRY_FILE = "metadata.db"
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _category_sql(expr: str) -> str:
+    return (
+        f"(CASE WHEN instr({expr}, '-') > 0 THEN substr({expr}, 1, instr({expr}, '-') - 1) "
+        f"ELSE {expr} END)"
+    )
+
+
+# Spelled like the messages_category index expression so SQLite uses the index.
+_CATEGORY = _category_sql("stream_name")
+_CORRELATION_CATEGORY = _category_sql("(metadata ->> '$.correlationStreamName')")
+_COLUMNS = "id, stream_name, type, position, global_position, data, metadata, time"
+
+
+def db_file_name(namespace: str, taken: set[str], registry_file: str = REGISTRY_FILE) -> str:
+    """The file name of a namespace database inside the data directory.
+
+    Ordinary ids (``[A-Za-z0-9_.-]``, not starting with ``.``) keep upstream's ``<id>.db``.
+    Any other id, or one whose ``<id>.db`` would clash case-insensitively with an existing file
+    or the registry, gets ``ns-<sanitised>-<sha256 prefix>.db``: never a path, never shared.
+
+    Args:
+        taken: lower-cased file names already in use.
+    """
+    plain = f"{namespace}.db"
+    if (
+        _PLAIN_ID.fullmatch(namespace)
+        and plain.lower() not in taken
+        and plain.lower() != registry_file.lower()
+    ):
+        return plain
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", namespace)[:24]
+    digest = hashlib.sha256(namespace.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"ns-{safe}-{digest}.db"
+
+
+def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("eventodb_member", 2, _member, deterministic=True)
+
+
+def _member(stream_name: str, size: int) -> int | None:
+    return group_member(stream_name, size)
+
+
+def _to_message(row: tuple[Any, ...]) -> Message:
+    return Message(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        jsoncodec.loads(row[5]) if row[5] is not None else {},
+        jsoncodec.loads(row[6]) if row[6] is not None else None,
+        timefmt.from_micros(row[7]),
+    )
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class _Namespace:
+    """Open handles to one namespace database."""
+
+    def __init__(self, name: str, writer: Writer, reader: ReadPool | None) -> None:
+        self.name = name
+        self.writer = writer
+        self.reader = reader
+
+    async def read(self, fn: Callable[[sqlite3.Connection], Any], verb: str) -> Any:
+        if self.reader is not None:
+            return await self.reader.call(fn, verb=verb)
+        return await self.writer.call(fn, write=False, verb=verb)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], Any], verb: str) -> Any:
+        return await self.writer.call(fn, write=True, verb=verb)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        await self.writer.stop()
+
+
+class SQLiteStore(Store):
+    """Namespaces as SQLite databases: files under ``data_dir``, or in memory when it is None.
+
+    Args:
+        data_dir: directory for ``metadata.db`` and one ``<namespace>.db`` per namespace;
+            ``None`` keeps everything in memory for the life of this object (test mode).
+        synchronous: ``NORMAL`` (default; WAL is fsynced at checkpoints: acknowledged writes
+            survive a process crash, an OS crash may lose the last ones) or ``FULL`` (fsync at
+            every commit).
+        migrations_root: alternative migration files (tests).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        registry_file: str = REGISTRY_FILE,
+        synchronous: str = "NORMAL",
+        read_threads: int = 4,
+        migrations_root: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA", "OFF"):
+            raise ValueError(f"unknown synchronous mode {synchronous!r}")
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.backend = "sqlite" if self.data_dir is not None else "memory"
+        self._registry_file = registry_file or REGISTRY_FILE
+        self._synchronous = synchronous.upper()
+        self._migrations_root = migrations_root
+        self._registry_migrations = migrations.load("sqlite", "registry", migrations_root)
+        self._namespace_migrations = migrations.load("sqlite", "namespace", migrations_root)
+        self._registry: Writer | None = None
+        self._handles: dict[str, _Namespace] = {}
+        self._executor = (
+            ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="eventodb-read")
+            if self.data_dir is not None
+            else None
+        )
+        self.migrations_applied = 0
+        """How many namespace migrations :meth:`open` applied (reported at start-up)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        if target != ":memory:":
+            _configure(conn, self._synchronous)
+        else:
+            conn.create_function("eventodb_member", 2, _member, deterministic=True)
+        return conn
+
+    async def open(self) -> None:
+        if self._registry is not None:
+            return
+        if self.data_dir is not None:
+            try:
+                self.data_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"Failed to create data directory {self.data_dir}: {exc}") from None
+            target = str(self.data_dir / self._registry_file)
+        else:
+            target = ":memory:"
+        self._registry = Writer("eventodb-registry", lambda: self._connect(target))
+        await self._registry.call(
+            lambda c: _migrate(c, self._registry_migrations, "registry", target),
+            write=False,
+            verb="migrate registry",
+        )
+        for record in await self.list_namespaces():
+            handle = self._open_handle(record.id, await self._db_path(record.id))
+            self.migrations_applied += await handle.writer.call(
+                lambda c, n=record.id: _migrate(c, self._namespace_migrations, "namespace", n),
+                write=False,
+                verb="migrate namespace",
+            )
+
+    async def close(self) -> None:
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            await handle.close()
+        if self._registry is not None:
+            await self._registry.stop()
+            self._registry = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def _reg(self, fn: Callable[[sqlite3.Connection], Any], verb: str, write: bool) -> Any:
+        if self._registry is None:
+            raise BackendError(f"Failed to {verb}: store is not open")
+        return await self._registry.call(fn, write=write, verb=verb)
+
+    async def get_namespace(self, namespace: str) -> NamespaceRecord:
+        row = await self._reg(
+            lambda c: c.execute(
+                "SELECT id, token_hash, description, created_at FROM namespaces WHERE id = ?",
+                (namespace,),
+            ).fetchone(),
+            "get namespace",
+            write=False,
+        )
+        if row is None:
+            raise NamespaceNotFound(namespace)
+        return NamespaceRecord(row[0], row[1], row[2] or "", row[3])
+
+    async def list_namespaces(self) -> list[NamespaceRecord]:
+        rows = await self._reg(
+            lambda c: c.execute(
+                "SELECT id, token_hash, description, created_at FROM namespaces "
+                "ORDER BY created_at DESC, id"
+            ).fetchall(),
+            "list namespaces",
+            write=False,
+        )
+        return [NamespaceRecord(r[0], r[1], r[2] or "", r[3]) for r in rows]
+
+    async def set_token_hash(self, namespace: str, token_hash: str) -> None:
+        def update(c: sqlite3.Connection) -> int:
+            return c.execute(
+                "UPDATE namespaces SET token_hash = ? WHERE id = ?", (token_hash, namespace)
+            ).rowcount
+
+        if not await self._reg(update, "update token", write=True):
+            raise NamespaceNotFound(namespace)
+
+    async def _db_path(self, namespace: str) -> str:
+        row = await self._reg(
+            lambda c: c.execute(
+                "SELECT db_path FROM namespaces WHERE id = ?", (namespace,)
+            ).fetchone(),
+            "get namespace",
+            write=False,
+        )
+        if row is None:
+            raise NamespaceNotFound(namespace)
+        return str(row[0])
+
+    def _open_handle(self, namespace: str, db_path: str) -> _Namespace:
+        handle = self._handles.get(namespace)
+        if handle is not None:
+            return handle
+        if self.data_dir is None:
+            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(":memory:"))
+            handle = _Namespace(namespace, writer, None)
+        else:
+            path = str(self.data_dir / db_path)
+            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(path))
+            assert self._executor is not None
+            handle = _Namespace(namespace, writer, ReadPool(lambda: self._connect(path), self._executor))
+        self._handles[namespace] = handle
+        return handle
+
+    async def _handle(self, namespace: str) -> _Namespace:
+        handle = self._handles.get(namespace)
+        if handle is not None:
+            return handle
+        return self._open_handle(namespace, await self._db_path(namespace))
+
+    async def _create_namespace(
+        self, namespace: str, token_hash: str, description: str
+    ) -> NamespaceRecord:
+        created_at = int(time.time())
+
+        def reserve(c: sqlite3.Connection) -> str:
+            if c.execute("SELECT 1 FROM namespaces WHERE id = ?", (namespace,)).fetchone():
+                raise NamespaceExists(namespace)
+            if self.data_dir is None:
+                db_path = f"memory:{namespace}"
+            else:
+                taken = {r[0].lower() for r in c.execute("SELECT db_path FROM namespaces")}
+                db_path = db_file_name(namespace, taken, self._registry_file)
+            c.execute(
+                "INSERT INTO namespaces (id, token_hash, db_path, description, created_at, metadata)"
+                " VALUES (?, ?, ?, ?, ?, '{}')",
+                (namespace, token_hash, db_path, description, created_at),
+            )
+            return db_path
+
+        try:
+            db_path = await self._reg(reserve, "create namespace", write=True)
+        except BackendError as exc:
+            if "UNIQUE constraint failed: namespaces.token_hash" in exc.message:
+                raise BackendError("Failed to create namespace: token already in use") from None
+            raise
+        if self.data_dir is not None:
+            _remove_db_files(self.data_dir / db_path)  # stale files of an earlier namespace
+        handle = self._open_handle(namespace, db_path)
+        try:
+            await handle.writer.call(
+                lambda c: _migrate(c, self._namespace_migrations, "namespace", namespace),
+                write=False,
+                verb="create namespace",
+            )
+        except BaseException:
+            self._handles.pop(namespace, None)
+            await handle.close()
+            await self._reg(
+                lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)),
+                "create namespace",
+                write=True,
+            )
+            raise
+        return NamespaceRecord(namespace, token_hash, description, created_at)
+
+    async def _delete_namespace(self, namespace: str) -> int:
+        db_path = await self._db_path(namespace)
+        handle = await self._handle(namespace)
+        try:
+            count = await handle.read(
+                lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0], "count"
+            )
+        except BackendError:
+            count = 0
+        deleted = await self._reg(
+            lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)).rowcount,
+            "delete namespace",
+            write=True,
+        )
+        if self._handles.get(namespace) is handle:
+            del self._handles[namespace]
+        await handle.close()
+        if not deleted:
+            raise NamespaceNotFound(namespace)
+        if self.data_dir is not None:
+            _remove_db_files(self.data_dir / db_path)
+        return int(count)
+
+    async def namespace_stats(self, namespace: str) -> NamespaceStats:
+        handle = await self._handle(namespace)
+        row = await handle.read(
+            lambda c: c.execute(
+                "SELECT count(*), count(DISTINCT stream_name), max(time) FROM messages"
+            ).fetchone(),
+            "count messages",
+        )
+        last = timefmt.from_micros(row[2]) if row[2] is not None else None
+        return NamespaceStats(row[0], row[1], last)
+
+    async def _clear_namespace(self, namespace: str) -> int:
+        def clear(c: sqlite3.Connection) -> int:
+            count = c.execute("DELETE FROM messages").rowcount
+            c.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
+            return int(count)
+
+        handle = await self._handle(namespace)
+        return int(await handle.write(clear, "clear namespace"))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, namespace: str, message: NewMessage) -> WriteResult:
+        handle = await self._handle(namespace)
+        result: WriteResult = await handle.write(
+            lambda c: _insert(c, message), "write message"
+        )
+        return result
+
+    async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
+        def insert_all(c: sqlite3.Connection) -> None:
+            for index, m in enumerate(messages):
+                try:
+                    c.execute(
+                        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            m.id,
+                            m.stream_name,
+                            m.type,
+                            m.position,
+                            m.global_position,
+                            jsoncodec.dumps_str(m.data),
+                            None if m.metadata is None else jsoncodec.dumps_str(m.metadata),
+                            timefmt.to_micros(m.time),
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise PositionExists(_collision_message(str(exc), m), index) from None
+
+        handle = await self._handle(namespace)
+        await handle.write(insert_all, "import messages")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read_stream(
+        self,
+        namespace: str,
+        stream_name: str,
+        position: int,
+        global_position: int | None,
+        batch_size: int,
+    ) -> list[Message]:
+        if global_position is not None:
+            sql = (
+                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND global_position >= ?"
+                " ORDER BY position LIMIT ?"
+            )
+            args: tuple[Any, ...] = (stream_name, global_position, batch_size)
+        else:
+            sql = (
+                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND position >= ?"
+                " ORDER BY position LIMIT ?"
+            )
+            args = (stream_name, position, batch_size)
+        handle = await self._handle(namespace)
+        rows = await handle.read(lambda c: c.execute(sql, args).fetchall(), "read stream")
+        return [_to_message(r) for r in rows]
+
+    async def _read_category(
+        self,
+        namespace: str,
+        category: str,
+        position: int,
+        batch_size: int,
+        correlation: str | None,
+        consumer_group: ConsumerGroup | None,
+    ) -> list[Message]:
+        where = ["global_position >= ?"]
+        args: list[Any] = [position]
+        if category:
+            where.insert(0, f"{_CATEGORY} = ?")
+            args.insert(0, category)
+        if correlation is not None:
+            where.append(f"{_CORRELATION_CATEGORY} = ?")
+            args.append(correlation)
+        if consumer_group is not None:
+            where.append("eventodb_member(stream_name, ?) = ?")
+            args.extend((consumer_group.size, consumer_group.member))
+        sql = (
+            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
+            " ORDER BY global_position LIMIT ?"
+        )
+        args.append(batch_size)
+        handle = await self._handle(namespace)
+        rows = await handle.read(lambda c: c.execute(sql, args).fetchall(), "read category")
+        return [_to_message(r) for r in rows]
+
+    async def _last_message(
+        self, namespace: str, stream_name: str, message_type: str | None
+    ) -> Message | None:
+        if message_type is None:
+            sql = (
+                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ?"
+                " ORDER BY position DESC LIMIT 1"
+            )
+            args: tuple[Any, ...] = (stream_name,)
+        else:
+            sql = (
+                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND type = ?"
+                " ORDER BY position DESC LIMIT 1"
+            )
+            args = (stream_name, message_type)
+        handle = await self._handle(namespace)
+        row = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read last message")
+        return _to_message(row) if row is not None else None
+
+    async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
+        handle = await self._handle(namespace)
+        version: int | None = await handle.read(
+            lambda c: _version(c, stream_name), "read stream version"
+        )
+        return version
+
+    async def _list_streams(
+        self, namespace: str, prefix: str, cursor: str, limit: int
+    ) -> list[StreamInfo]:
+        sql = (
+            "SELECT stream_name, max(position), max(time) FROM messages"
+            " WHERE stream_name > ? AND stream_name >= ? AND substr(stream_name, 1, ?) = ?"
+            " GROUP BY stream_name ORDER BY stream_name LIMIT ?"
+        )
+        args = (cursor, prefix, len(prefix), prefix, limit)
+        handle = await self._handle(namespace)
+        rows = await handle.read(lambda c: c.execute(sql, args).fetchall(), "list streams")
+        return [StreamInfo(r[0], r[1], timefmt.from_micros(r[2])) for r in rows]
+
+    async def list_categories(self, namespace: str) -> list[CategoryInfo]:
+        sql = (
+            f"SELECT {_CATEGORY} AS category, count(DISTINCT stream_name), count(*)"
+            " FROM messages GROUP BY category ORDER BY category"
+        )
+        handle = await self._handle(namespace)
+        rows = await handle.read(lambda c: c.execute(sql).fetchall(), "list categories")
+        return [CategoryInfo(r[0], r[1], r[2]) for r in rows]
+
+
+# -- statements run on worker threads ----------------------------------------------------------
+
+
+def _version(c: sqlite3.Connection, stream_name: str) -> int | None:
+    row = c.execute(
+        "SELECT max(position) FROM messages WHERE stream_name = ?", (stream_name,)
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
+    """Runs inside the namespace writer's transaction, so check and insert are atomic."""
+    message_id = m.id
+    if message_id is not None:
+        row = c.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is not None:
+            existing = _to_message(row)
+            if m.same_content(existing):
+                return WriteResult(existing.position, existing.global_position, duplicate=True)
+            raise DuplicateMessageId(message_id, existing.stream_name)
+    else:
+        message_id = ids.new_id()
+    current = _version(c, m.stream_name)
+    actual = -1 if current is None else current
+    if m.expected_version is not None and m.expected_version != actual:
+        raise VersionConflict(m.stream_name, m.expected_version, actual)
+    position = actual + 1
+    cur = c.execute(
+        "INSERT INTO messages (id, stream_name, type, position, data, metadata, time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message_id, m.stream_name, m.type, position, m.data_json, m.metadata_json, _now_micros()),
+    )
+    assert cur.lastrowid is not None
+    return WriteResult(position, cur.lastrowid)
+
+
+def _collision_message(error: str, m: Message) -> str:
+    if "global_position" in error:
+        return f"global position already exists: {m.global_position}"
+    if "messages.id" in error:
+        return f"message id already exists: {m.id}"
+    return f"stream position already exists: {m.stream_name}@{m.position}"
+
+
+def _migrate(
+    c: sqlite3.Connection, pending_from: list[migrations.Migration], level: str, target: str
+) -> int:
+    """Apply pending migrations, each in its own transaction; returns how many ran."""
+    if level == "registry":
+        try:
+            done = {r[0] for r in c.execute("SELECT version FROM schema_migrations")}
+        except sqlite3.OperationalError:
+            done = set()
+        pending = [m for m in pending_from if m.name not in done]
+    else:
+        try:
+            current = c.execute("SELECT max(version) FROM _schema_version").fetchone()[0] or 0
+        except sqlite3.OperationalError:
+            current = 0
+        pending = [m for m in pending_from if m.version > current]
+    for m in pending:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
+            )
+            for statement in migrations.split_sqlite_statements(m.sql):
+                c.execute(statement)
+            now = int(time.time())
+            if level == "namespace":
+                c.execute(
+                    "INSERT OR IGNORE INTO _schema_version (version, applied_at) VALUES (?, ?)",
+                    (m.version, now),
+                )
+            c.execute(
+                "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (m.name, now),
+            )
+            c.execute("COMMIT")
+        except Exception as exc:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise BackendError(str(migrations.MigrationError(target, m.name, exc))) from None
+    return len(pending)
+
+
+def _remove_db_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{path}{suffix}")
