@@ -1,0 +1,36 @@
+"""Fixtures shared by the whole suite.
+
+``store`` runs a test once per backend: SQLite on files, SQLite in memory and Postgres. The
+contract suite in ``tests/contract`` uses only this fixture, so every backend passes the same
+tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from eventodb.store.base import Store
+from eventodb.store.sqlite import SQLiteStore
+from tests.postgres_support import postgres_dsn, postgres_store
+
+__all__ = ["postgres_dsn", "postgres_store"]
+
+BACKENDS = ["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An opened, empty store (no namespaces) of each backend."""
+    if request.param == "postgres":
+        pg: Store = request.getfixturevalue("postgres_store")
+        yield pg
+        return
+    sqlite = SQLiteStore(tmp_path / "data" if request.param == "sqlite-file" else None)
+    await sqlite.open()
+    try:
+        yield sqlite
+    finally:
+        await sqlite.close()
