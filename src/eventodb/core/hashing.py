@@ -20,7 +20,7 @@ def hash_64(value: str) -> int:
 
 
 def group_member(stream_name: str, size: int) -> int | None:
-    """The consumer-group member (of ``size``) that owns ``stream_name``; ``None`` if no member does.
+    """The member of a group of ``size`` that owns ``stream_name``; ``None`` if none does.
 
     Streams without an id (no ``-``) belong to no member.
     """

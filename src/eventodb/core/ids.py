@@ -19,9 +19,7 @@ def canonical_uuid(text: str) -> str | None:
     ``{...}`` braces and the ``urn:uuid:`` prefix.
     """
     n = len(text)
-    if n == 36:
-        body = text
-    elif n == 32:
+    if n == 36 or n == 32:
         body = text
     elif n == 38 and text[0] == "{" and text[-1] == "}":
         body = text[1:-1]

@@ -14,7 +14,7 @@ def category(stream_name: str) -> str:
 
 def stream_id(stream_name: str) -> str | None:
     """Text after the first ``-``; ``None`` when there is no ``-`` (``account-`` has id ``""``)."""
-    head, sep, tail = stream_name.partition("-")
+    _, sep, tail = stream_name.partition("-")
     return tail if sep else None
 
 

@@ -63,9 +63,7 @@ def parse(token: str) -> str:
             "invalid token format: namespace part is not valid base64url: illegal base64 data"
         )
     try:
-        raw = base64.b64decode(
-            encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True
-        )
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
         namespace = raw.decode("utf-8")
     except (binascii.Error, ValueError) as exc:
         raise TokenFormatError(

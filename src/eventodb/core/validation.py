@@ -24,7 +24,9 @@ def check_text(value: str, field: str) -> None:
     """No NUL and at most 1,024 UTF-8 bytes (names, types, categories, prefixes...)."""
     if "\x00" in value:
         raise InvalidArgument(f"{field} must not contain NUL characters")
-    if len(value) > MAX_NAME_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    # At most 256 code points cannot exceed 1,024 UTF-8 bytes: skip the encode then.
+    too_long = len(value) > MAX_NAME_BYTES // 4
+    if too_long and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise InvalidArgument(f"{field} must be at most {MAX_NAME_BYTES} bytes")
     if _has_surrogate(value):
         raise InvalidArgument(f"{field} must be valid UTF-8")

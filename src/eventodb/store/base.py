@@ -215,7 +215,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def namespace_stats(self, namespace: str) -> NamespaceStats:
-        """Message count, distinct stream count and newest message time. Raises: NamespaceNotFound."""
+        """Message count, distinct streams, newest message time. Raises: NamespaceNotFound."""
 
     async def clear_namespace(self, namespace: str) -> int:
         """Delete every message and restart global positions at 1 (``/import?force=true``).
@@ -242,7 +242,7 @@ class Store(abc.ABC):
 
         Args:
             message_id: a UUID in any spelling Go accepts; ``None`` or ``""`` generates a UUIDv7.
-            expected_version: the stream version the caller saw; −1 means "no messages yet".
+            expected_version: the stream version the caller saw; -1 means "no messages yet".
 
         Returns:
             The position and global position; for an idempotent retry (same id and content as an
@@ -311,7 +311,7 @@ class Store(abc.ABC):
         """Messages of one stream from ``position`` (or ``global_position``), by position.
 
         Args:
-            batch_size: at most this many; −1 unlimited, 0 none.
+            batch_size: at most this many; -1 unlimited, 0 none.
 
         Raises:
             InvalidArgument: bad name or batch size.
@@ -325,7 +325,9 @@ class Store(abc.ABC):
         if batch_size == 0:
             await self.get_namespace(namespace)
             return []
-        return await self._read_stream(namespace, stream_name, position, global_position, batch_size)
+        return await self._read_stream(
+            namespace, stream_name, position, global_position, batch_size
+        )
 
     async def get_category_messages(
         self,

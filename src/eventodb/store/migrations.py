@@ -42,9 +42,7 @@ def load(backend: str, level: Level, root: Path | None = None) -> list[Migration
         root: a directory holding ``<backend>/<level>/*.sql`` instead of the packaged ones
             (tests use it to inject failing migrations).
     """
-    base: Traversable = (
-        Path(root) if root is not None else resources.files("eventodb.migrations")
-    )
+    base: Traversable = Path(root) if root is not None else resources.files("eventodb.migrations")
     folder = base / backend / level
     found: list[Migration] = []
     for entry in folder.iterdir():
@@ -79,6 +77,4 @@ def split_sqlite_statements(sql: str) -> list[str]:
 
 
 def _has_code(text: str) -> bool:
-    return any(
-        line.strip() and not line.strip().startswith("--") for line in text.splitlines()
-    )
+    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())

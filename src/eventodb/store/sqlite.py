@@ -196,7 +196,9 @@ class SQLiteStore(Store):
             try:
                 self.data_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             except OSError as exc:
-                raise BackendError(f"Failed to create data directory {self.data_dir}: {exc}") from None
+                raise BackendError(
+                    f"Failed to create data directory {self.data_dir}: {exc}"
+                ) from None
             target = str(self.data_dir / self._registry_file)
         else:
             target = ":memory:"
@@ -208,11 +210,15 @@ class SQLiteStore(Store):
         )
         for record in await self.list_namespaces():
             handle = self._open_handle(record.id, await self._db_path(record.id))
-            self.migrations_applied += await handle.writer.call(
-                lambda c, n=record.id: _migrate(c, self._namespace_migrations, "namespace", n),
-                write=False,
-                verb="migrate namespace",
-            )
+            self.migrations_applied += await self._migrate_namespace(handle)
+
+    async def _migrate_namespace(self, handle: _Namespace) -> int:
+        applied: int = await handle.writer.call(
+            lambda c: _migrate(c, self._namespace_migrations, "namespace", handle.name),
+            write=False,
+            verb="migrate namespace",
+        )
+        return applied
 
     async def close(self) -> None:
         handles, self._handles = self._handles, {}
@@ -287,7 +293,9 @@ class SQLiteStore(Store):
             path = str(self.data_dir / db_path)
             writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(path))
             assert self._executor is not None
-            handle = _Namespace(namespace, writer, ReadPool(lambda: self._connect(path), self._executor))
+            handle = _Namespace(
+                namespace, writer, ReadPool(lambda: self._connect(path), self._executor)
+            )
         self._handles[namespace] = handle
         return handle
 
@@ -311,7 +319,8 @@ class SQLiteStore(Store):
                 taken = {r[0].lower() for r in c.execute("SELECT db_path FROM namespaces")}
                 db_path = db_file_name(namespace, taken, self._registry_file)
             c.execute(
-                "INSERT INTO namespaces (id, token_hash, db_path, description, created_at, metadata)"
+                "INSERT INTO namespaces"
+                " (id, token_hash, db_path, description, created_at, metadata)"
                 " VALUES (?, ?, ?, ?, ?, '{}')",
                 (namespace, token_hash, db_path, description, created_at),
             )
@@ -327,11 +336,7 @@ class SQLiteStore(Store):
             _remove_db_files(self.data_dir / db_path)  # stale files of an earlier namespace
         handle = self._open_handle(namespace, db_path)
         try:
-            await handle.writer.call(
-                lambda c: _migrate(c, self._namespace_migrations, "namespace", namespace),
-                write=False,
-                verb="create namespace",
-            )
+            await self._migrate_namespace(handle)
         except BaseException:
             self._handles.pop(namespace, None)
             await handle.close()
@@ -390,9 +395,7 @@ class SQLiteStore(Store):
 
     async def _write(self, namespace: str, message: NewMessage) -> WriteResult:
         handle = await self._handle(namespace)
-        result: WriteResult = await handle.write(
-            lambda c: _insert(c, message), "write message"
-        )
+        result: WriteResult = await handle.write(lambda c: _insert(c, message), "write message")
         return result
 
     async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
@@ -602,7 +605,7 @@ def _migrate(
                 (m.name, now),
             )
             c.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure must roll the migration back
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise BackendError(str(migrations.MigrationError(target, m.name, exc))) from None

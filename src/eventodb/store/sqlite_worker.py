@@ -197,7 +197,7 @@ class ReadPool:
                 raise translate(exc, verb) from None
         try:
             return fn(conn)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised, translated
             raise translate(exc, verb) from None
         finally:
             if self._closed:

@@ -1,0 +1,69 @@
+"""Bulk insert with given positions (the import path of SPEC §7.2), all or nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from eventodb.core.errors import PositionExists
+from eventodb.store.base import Message, Store
+
+T0 = datetime(2025, 1, 15, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+def _msg(gp: int, stream: str, pos: int, uid: int | None = None) -> Message:
+    uid = gp if uid is None else uid
+    return Message(
+        f"00000000-0000-4000-8000-{uid:012d}",
+        stream,
+        "Imported",
+        pos,
+        gp,
+        {"gp": gp},
+        {"correlationStreamName": "x-1"} if gp % 2 else None,
+        T0,
+    )
+
+
+async def test_import_preserves_positions_ids_and_times(store: Store, ns: str) -> None:
+    batch = [_msg(10, "a-1", 0), _msg(20, "a-1", 1), _msg(15, "b-1", 0)]
+    await store.import_messages(ns, batch)
+    read = await store.get_category_messages(ns, "")
+    assert [(m.global_position, m.stream_name, m.position) for m in read] == [
+        (10, "a-1", 0),
+        (15, "b-1", 0),
+        (20, "a-1", 1),
+    ]
+    assert read[0] == batch[0]
+
+
+async def test_writes_after_an_import_get_higher_global_positions(store: Store, ns: str) -> None:
+    await store.write_message(ns, "a-1", "T", {})
+    await store.import_messages(ns, [_msg(100, "a-1", 1)])
+    await store.import_messages(ns, [_msg(50, "c-1", 0)])
+    after = await store.write_message(ns, "a-1", "T", {})
+    assert (after.position, after.global_position) == (2, 101)
+
+
+@pytest.mark.parametrize(
+    ("clash", "message"),
+    [
+        (_msg(1, "z-1", 0, uid=99), "global position already exists: 1"),
+        (_msg(7, "z-1", 0, uid=1), "message id already exists"),
+        (_msg(7, "a-1", 0, uid=98), "stream position already exists"),
+    ],
+)
+async def test_a_colliding_record_aborts_the_whole_batch(
+    store: Store, ns: str, clash: Message, message: str
+) -> None:
+    await store.import_messages(ns, [_msg(1, "a-1", 0)])
+    with pytest.raises(PositionExists, match=message) as info:
+        await store.import_messages(ns, [_msg(5, "y-1", 0), clash])
+    assert info.value.index == 1
+    assert [m.global_position for m in await store.get_category_messages(ns, "")] == [1]
+
+
+async def test_an_empty_import_is_a_no_op(store: Store, ns: str) -> None:
+    await store.import_messages(ns, [])
+    assert await store.get_category_messages(ns, "") == []
