@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,11 @@ def _to_message(row: tuple[Any, ...]) -> Message:
         jsoncodec.loads(row[6]) if row[6] is not None else None,
         timefmt.from_micros(row[7]),
     )
+
+
+def _messages(rows: Iterable[tuple[Any, ...]]) -> list[Message]:
+    """Decode rows on the database thread, keeping JSON parsing off the event loop."""
+    return [_to_message(r) for r in rows]
 
 
 def _now_micros() -> int:
@@ -444,8 +449,10 @@ class SQLiteStore(Store):
             )
             args = (stream_name, position, batch_size)
         handle = await self._handle(namespace)
-        rows = await handle.read(lambda c: c.execute(sql, args).fetchall(), "read stream")
-        return [_to_message(r) for r in rows]
+        messages: list[Message] = await handle.read(
+            lambda c: _messages(c.execute(sql, args)), "read stream"
+        )
+        return messages
 
     async def _read_category(
         self,
@@ -473,8 +480,10 @@ class SQLiteStore(Store):
         )
         args.append(batch_size)
         handle = await self._handle(namespace)
-        rows = await handle.read(lambda c: c.execute(sql, args).fetchall(), "read category")
-        return [_to_message(r) for r in rows]
+        messages: list[Message] = await handle.read(
+            lambda c: _messages(c.execute(sql, args)), "read category"
+        )
+        return messages
 
     async def _last_message(
         self, namespace: str, stream_name: str, message_type: str | None
@@ -492,8 +501,10 @@ class SQLiteStore(Store):
             )
             args = (stream_name, message_type)
         handle = await self._handle(namespace)
-        row = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read last message")
-        return _to_message(row) if row is not None else None
+        messages: list[Message] = await handle.read(
+            lambda c: _messages(c.execute(sql, args)), "read last message"
+        )
+        return messages[0] if messages else None
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         handle = await self._handle(namespace)

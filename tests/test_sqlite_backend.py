@@ -1,0 +1,317 @@
+"""SQLite-only behaviour: files, memory isolation, migrations, crashes and other processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from eventodb.core import tokens
+from eventodb.core.errors import BackendError
+from eventodb.store import sqlite as sqlite_backend
+from eventodb.store.sqlite import SQLiteStore, db_file_name
+
+MIGRATIONS = Path(sqlite_backend.__file__).parent.parent / "migrations"
+
+
+def _hash(namespace: str) -> str:
+    return tokens.hash_token(tokens.generate(namespace))
+
+
+def _registry_paths(data: Path) -> dict[str, str]:
+    with sqlite3.connect(data / "metadata.db") as conn:
+        return dict(conn.execute("SELECT id, db_path FROM namespaces").fetchall())
+
+
+# -- file names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("namespace", ["default", "Test.NS", "t_3_lx2k9_ab12", "test-foo-1"])
+def test_ordinary_ids_keep_the_upstream_file_name(namespace: str) -> None:
+    assert db_file_name(namespace, set()) == f"{namespace}.db"
+
+
+@pytest.mark.parametrize("namespace", ["with space", "ünï", "a?b", ".hidden", "-x'y"])
+def test_other_ids_get_a_hashed_file_name_without_path_characters(namespace: str) -> None:
+    name = db_file_name(namespace, set())
+    assert name.startswith("ns-")
+    assert name.endswith(".db")
+    assert os.sep not in name
+    assert all(c.isalnum() or c in "-_." for c in name)
+
+
+def test_ids_that_would_clash_ignoring_case_get_distinct_files() -> None:
+    assert db_file_name("Tenant", {"tenant.db"}) != "Tenant.db"
+    assert db_file_name("metadata", set()) != "metadata.db"
+    assert db_file_name("a b", set()) != db_file_name("a_b", set())
+    assert db_file_name("a b", set()) != db_file_name("a?b", set())
+
+
+async def test_namespace_files_live_inside_the_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        for namespace in ("plain", "Plain", "metadata", "with space"):
+            await store.create_namespace(namespace, _hash(namespace))
+            await store.write_message(namespace, "s-1", "T", {"ns": namespace})
+        paths = _registry_paths(data)
+        assert paths["plain"] == "plain.db"
+        assert len({p.lower() for p in paths.values()}) == 4
+        for namespace in paths:
+            [msg] = await store.get_stream_messages(namespace, "s-1")
+            assert msg.data == {"ns": namespace}
+    files = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.rglob("*.db")))
+    assert files == sorted(["metadata.db", *paths.values()])
+
+
+async def test_deleting_removes_the_database_and_its_side_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("gone", _hash("gone"))
+        await store.write_message("gone", "s-1", "T", {})
+        assert (data / "gone.db").exists()
+        await store.delete_namespace("gone")
+        assert not list(data.glob("gone.db*"))
+
+
+async def test_stale_files_of_an_unregistered_namespace_are_not_resurrected(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("x", _hash("x"))
+        await store.write_message("x", "s-1", "T", {})
+    with sqlite3.connect(data / "metadata.db") as conn:
+        conn.execute("DELETE FROM namespaces")
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("x", _hash("x"))
+        assert await store.get_stream_messages("x", "s-1") == []
+
+
+# -- memory mode -------------------------------------------------------------------------------
+
+
+async def test_two_memory_stores_do_not_share_data() -> None:
+    async with SQLiteStore(None) as first, SQLiteStore(None) as second:
+        await first.create_namespace("default", _hash("default"))
+        await second.create_namespace("default", _hash("default"))
+        await first.write_message("default", "s-1", "T", {"in": 1})
+        assert await second.get_stream_messages("default", "s-1") == []
+        assert first.backend == "memory"
+
+
+# -- persistence and durability ----------------------------------------------------------------
+
+
+async def test_data_survives_reopening(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("keep", _hash("keep"))
+        await store.write_message("keep", "s-1", "T", {"v": 1}, {"m": 2})
+    async with SQLiteStore(data) as store:
+        [msg] = await store.get_stream_messages("keep", "s-1")
+        assert (msg.data, msg.metadata) == ({"v": 1}, {"m": 2})
+        assert (await store.write_message("keep", "s-1", "T", {})).global_position == 2
+
+
+def test_databases_use_wal_journaling(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def create() -> None:
+        async with SQLiteStore(data) as store:
+            await store.create_namespace("w", _hash("w"))
+
+    asyncio.run(create())
+    with sqlite3.connect(data / "w.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from eventodb.store.sqlite import SQLiteStore
+
+    async def main(data, stream, count, sync):
+        async with SQLiteStore(data, synchronous=sync) as store:
+            for i in range(count):
+                r = await store.write_message("shared", stream, "T", {"i": i})
+                print(r.position, r.global_position, flush=True)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+    """
+)
+
+
+def _spawn_writer(
+    data: Path, stream: str, count: int, sync: str = "NORMAL"
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(data), stream, str(count), sync],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def _prepare_shared(data: Path) -> None:
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("shared", _hash("shared"))
+
+
+@pytest.mark.timeout(120)
+async def test_acknowledged_writes_survive_a_killed_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _prepare_shared(data)
+    proc = _spawn_writer(data, "s-1", 100_000)
+    assert proc.stdout is not None
+    acknowledged = []
+    for line in proc.stdout:
+        acknowledged.append(tuple(int(x) for x in line.split()))
+        if len(acknowledged) >= 300:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    async with SQLiteStore(data) as store:
+        stored = await store.get_stream_messages("shared", "s-1", batch_size=-1)
+    positions = {(m.position, m.global_position) for m in stored}
+    assert set(acknowledged) <= positions
+    assert [m.position for m in stored] == list(range(len(stored)))
+
+
+@pytest.mark.timeout(120)
+async def test_two_processes_writing_one_stream_stay_gapless(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _prepare_shared(data)
+    procs = [_spawn_writer(data, "s-1", 200) for _ in range(2)]
+    outputs = [p.communicate(timeout=90) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    acked = [
+        tuple(int(x) for x in line.split())
+        for out, _ in outputs
+        for line in out.split("\n")
+        if line
+    ]
+    assert sorted(p for p, _ in acked) == list(range(400))
+    async with SQLiteStore(data) as store:
+        stored = await store.get_stream_messages("shared", "s-1", batch_size=-1)
+    assert [m.position for m in stored] == list(range(400))
+
+
+async def test_database_work_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "data") as store:
+        await store.create_namespace("busy", _hash("busy"))
+        worst = 0.0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal worst
+            while not done:
+                start = time.perf_counter()
+                await asyncio.sleep(0.001)
+                worst = max(worst, time.perf_counter() - start)
+
+        task = asyncio.create_task(ticker())
+        big = {"blob": "x" * 200_000}
+        await asyncio.gather(*(store.write_message("busy", f"s-{i}", "T", big) for i in range(200)))
+        await store.get_category_messages("busy", "s", batch_size=-1)
+        done = True
+        await task
+    # Each of those operations takes milliseconds of SQLite time; none may block the loop.
+    assert worst < 0.25
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("m", _hash("m"))
+    async with SQLiteStore(data) as store:
+        assert store.migrations_applied == 0
+    with sqlite3.connect(data / "m.db") as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM _schema_version ORDER BY 1")]
+        names = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [1, 2, 3]
+    assert names == ["001_message_db.sql", "002_category_get_all.sql", "003_time_microseconds.sql"]
+    with sqlite3.connect(data / "metadata.db") as conn:
+        registry = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert registry == ["001_namespace_registry.sql"]
+
+
+def _copy_migrations(tmp_path: Path) -> Path:
+    root = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS / "sqlite", root / "sqlite")
+    return root
+
+
+async def test_a_failing_migration_stops_start_up_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        await store.create_namespace("m", _hash("m"))
+        await store.write_message("m", "s-1", "T", {})
+    root = _copy_migrations(tmp_path)
+    (root / "sqlite" / "namespace" / "004_broken.sql").write_text(
+        "CREATE TABLE half_done (x INTEGER);\nUPDATE messages SET type = 'changed';\n"
+        "INSERT INTO no_such_table VALUES (1);\n"
+    )
+    with pytest.raises(BackendError, match=r"004_broken\.sql") as info:
+        async with SQLiteStore(data, migrations_root=root):
+            pass
+    assert "no_such_table" in info.value.message
+    with sqlite3.connect(data / "m.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "half_done" not in tables
+        assert conn.execute("SELECT type FROM messages").fetchall() == [("T",)]
+        assert conn.execute("SELECT max(version) FROM _schema_version").fetchone()[0] == 3
+
+
+async def test_a_new_migration_is_applied_to_every_namespace_at_start_up(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data) as store:
+        for name in ("a", "b"):
+            await store.create_namespace(name, _hash(name))
+    root = _copy_migrations(tmp_path)
+    (root / "sqlite" / "namespace" / "004_extra_index.sql").write_text(
+        "CREATE INDEX IF NOT EXISTS messages_type ON messages (type);\n"
+    )
+    async with SQLiteStore(data, migrations_root=root) as store:
+        assert store.migrations_applied == 2
+    for name in ("a", "b"):
+        with sqlite3.connect(data / f"{name}.db") as conn:
+            indexes = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+            }
+            assert "messages_type" in indexes
+
+
+async def test_an_upstream_database_with_second_timestamps_is_converted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    root = _copy_migrations(tmp_path)
+    upstream_root = tmp_path / "upstream"
+    (upstream_root / "sqlite" / "namespace").mkdir(parents=True)
+    shutil.copytree(root / "sqlite" / "registry", upstream_root / "sqlite" / "registry")
+    for name in ("001_message_db.sql", "002_category_get_all.sql"):
+        shutil.copy(root / "sqlite" / "namespace" / name, upstream_root / "sqlite" / "namespace")
+    async with SQLiteStore(data, migrations_root=upstream_root) as store:
+        await store.create_namespace("old", _hash("old"))
+    with sqlite3.connect(data / "old.db") as conn:
+        conn.execute(
+            "INSERT INTO messages (id, stream_name, type, position, data, metadata, time)"
+            " VALUES ('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 's-1', 'T', 0, '{}', NULL, ?)",
+            (1_736_935_200,),
+        )
+    async with SQLiteStore(data) as store:
+        assert store.migrations_applied == 1
+        [msg] = await store.get_stream_messages("old", "s-1")
+    assert msg.time.isoformat() == "2025-01-15T10:00:00+00:00"
