@@ -12,7 +12,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from eventodb.core import ids, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound
@@ -135,6 +135,8 @@ class Store(abc.ABC):
     def __init__(self, *, max_message_bytes: int = validation.DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
         self._listeners: list[Listener] = []
+        self.migrations_applied = 0
+        """How many namespace migrations :meth:`open` applied (logged at start-up)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

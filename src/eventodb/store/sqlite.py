@@ -179,8 +179,6 @@ class SQLiteStore(Store):
             if self.data_dir is not None
             else None
         )
-        self.migrations_applied = 0
-        """How many namespace migrations :meth:`open` applied (reported at start-up)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
