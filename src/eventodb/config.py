@@ -1,0 +1,300 @@
+"""Server settings from Go-style flags and ``EVENTODB_*`` environment variables (SPEC §10.2).
+
+The upstream binary uses Go's ``flag`` package, and the harnesses that start it rely on all of
+its spellings: ``-name value``, ``-name=value``, ``--name value``, ``--name=value``, and for
+booleans ``-name``, ``--name`` or ``-name=true|false``. ``argparse`` accepts neither single-dash
+long names nor Go's boolean rules, and no maintained Python port of Go's parser exists, so this
+module carries a small parser of its own (:func:`parse_flags`).
+
+Each flag's default comes from its environment variable when that is set and non-empty; an
+explicit flag wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from eventodb.core.validation import DEFAULT_MAX_MESSAGE_BYTES
+
+DEFAULT_DATA_DIR = "./eventodb-data"
+"""Where the embedded default keeps its SQLite files when neither a URL nor test mode is given."""
+
+Kind = Literal["str", "int", "bool", "float"]
+
+
+class FlagError(ValueError):
+    """A command line Go's flag package would refuse (the CLI prints usage and exits 2)."""
+
+
+class HelpRequested(Exception):
+    """``-h``/``-help`` among the flags: print usage and exit 0, as Go does."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    kind: Kind
+    env: str | None
+    help: str
+    default: str | int | bool | float | None = None
+
+
+SERVE_FLAGS: tuple[Flag, ...] = (
+    Flag("port", "int", "EVENTODB_PORT", "TCP port to listen on", 8080),
+    Flag(
+        "db-url",
+        "str",
+        "EVENTODB_DB_URL",
+        "database URL: postgres://..., postgresql://..., sqlite://<file>",
+    ),
+    Flag("data-dir", "str", "EVENTODB_DATA_DIR", "directory for SQLite files"),
+    Flag("db-type", "str", "EVENTODB_DB_TYPE", "database flavour (accepted, unused)"),
+    Flag("token", "str", "EVENTODB_TOKEN", "token of the default namespace (generated if empty)"),
+    Flag("test-mode", "bool", "EVENTODB_TEST_MODE", "relaxed auth; in-memory without --db-url"),
+    Flag("log-level", "str", "EVENTODB_LOG_LEVEL", "debug, info, warn or error", "info"),
+    Flag("log-format", "str", "EVENTODB_LOG_FORMAT", "console or json", "console"),
+    # Ours, beyond upstream.
+    Flag("host", "str", "EVENTODB_HOST", "interface to listen on", "0.0.0.0"),
+    Flag(
+        "permissive-admin",
+        "bool",
+        "EVENTODB_PERMISSIVE_ADMIN",
+        "any valid token may administer any namespace (upstream behaviour)",
+    ),
+    Flag(
+        "max-message-bytes",
+        "int",
+        "EVENTODB_MAX_MESSAGE_BYTES",
+        "largest serialised data+metadata of one message",
+        DEFAULT_MAX_MESSAGE_BYTES,
+    ),
+    Flag(
+        "sse-heartbeat",
+        "float",
+        "EVENTODB_SSE_HEARTBEAT",
+        "seconds between SSE heartbeat comments (0 = none)",
+        15.0,
+    ),
+    Flag(
+        "sqlite-sync", "str", "EVENTODB_SQLITE_SYNC", "SQLite synchronous: normal or full", "normal"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``serve`` needs, resolved from flags and environment."""
+
+    port: int = 8080
+    db_url: str | None = None
+    data_dir: str | None = None
+    db_type: str | None = None
+    token: str | None = None
+    test_mode: bool = False
+    log_level: str = "info"
+    log_format: str = "console"
+    host: str = "0.0.0.0"
+    permissive_admin: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    sse_heartbeat: float = 15.0
+    sqlite_sync: str = "normal"
+    extra: tuple[str, ...] = field(default=())
+    """Positional arguments left after the flags (Go stops parsing at the first one)."""
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool``.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean value {text!r}")
+
+
+def _convert(flag: Flag, text: str) -> str | int | bool | float:
+    if flag.kind == "bool":
+        return parse_bool(text)
+    if flag.kind == "int":
+        return int(text.strip(), 10)
+    if flag.kind == "float":
+        return float(text)
+    return text
+
+
+def _env_default(flag: Flag, env: Mapping[str, str]) -> str | int | bool | float | None:
+    """The environment overrides the built-in default; an unparsable value is ignored as in Go
+    (``EVENTODB_PORT=abc`` → 8080, ``EVENTODB_TEST_MODE=yes`` → false)."""
+    raw = env.get(flag.env) if flag.env else None
+    if not raw:
+        return flag.default
+    try:
+        return _convert(flag, raw)
+    except ValueError:
+        return False if flag.kind == "bool" else flag.default
+
+
+def parse_flags(
+    args: Sequence[str], flags: Sequence[Flag], env: Mapping[str, str]
+) -> tuple[dict[str, str | int | bool | float | None], list[str]]:
+    """Parse Go-style flags.
+
+    Returns:
+        The value of every flag (by name) and the positional arguments after the flags.
+
+    Raises:
+        FlagError: unknown flag, missing or malformed value (Go's message).
+        HelpRequested: ``-h``/``--help``/``-help``.
+    """
+    by_name = {f.name: f for f in flags}
+    values = {f.name: _env_default(f, env) for f in flags}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if len(arg) < 2 or arg[0] != "-":
+            break
+        name = arg[2:] if arg.startswith("--") else arg[1:]
+        if not name or name[0] in "-=":
+            raise FlagError(f"bad flag syntax: {arg}")
+        name, has_value, value = name.partition("=")
+        flag = by_name.get(name)
+        if flag is None:
+            if name in ("h", "help"):
+                raise HelpRequested
+            raise FlagError(f"flag provided but not defined: -{name}")
+        i += 1
+        if flag.kind == "bool" and not has_value:
+            values[name] = True
+            continue
+        if not has_value:
+            if i >= len(args):
+                raise FlagError(f"flag needs an argument: -{name}")
+            value = args[i]
+            i += 1
+        try:
+            values[name] = _convert(flag, value)
+        except ValueError:
+            kind = {"bool": "boolean", "int": "integer", "float": "float"}.get(flag.kind, "")
+            raise FlagError(f'invalid {kind} value "{value}" for flag -{name}') from None
+    return values, list(args[i:])
+
+
+def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Settings for ``serve`` from its arguments and the environment.
+
+    Raises:
+        FlagError, HelpRequested: see :func:`parse_flags`.
+    """
+    values, rest = parse_flags(args, SERVE_FLAGS, env)
+
+    def text(name: str) -> str | None:
+        value = values[name]
+        return str(value) if value not in (None, "") else None
+
+    port = int(values["port"] or 0)
+    if not 0 <= port <= 65535:
+        raise FlagError(f'invalid value "{port}" for flag -port: out of range')
+    max_bytes = int(values["max-message-bytes"] or 0)
+    if max_bytes <= 0:
+        raise FlagError("invalid value for flag -max-message-bytes: must be positive")
+    sync = str(values["sqlite-sync"]).lower()
+    if sync not in ("normal", "full"):
+        raise FlagError(f'invalid value "{sync}" for flag -sqlite-sync: use normal or full')
+    return Settings(
+        port=port,
+        db_url=text("db-url"),
+        data_dir=text("data-dir"),
+        db_type=text("db-type"),
+        token=text("token"),
+        test_mode=bool(values["test-mode"]),
+        log_level=str(values["log-level"] or "info").lower(),
+        log_format=str(values["log-format"] or "console").lower(),
+        host=text("host") or "0.0.0.0",
+        permissive_admin=bool(values["permissive-admin"]),
+        max_message_bytes=max_bytes,
+        sse_heartbeat=max(0.0, float(values["sse-heartbeat"] or 0.0)),
+        sqlite_sync=sync,
+        extra=tuple(rest),
+    )
+
+
+def usage(flags: Sequence[Flag] = SERVE_FLAGS) -> str:
+    """Help text listing every flag with its environment variable and default."""
+    lines = []
+    for f in flags:
+        head = f"  -{f.name}" + ("" if f.kind == "bool" else f" {f.kind}")
+        extra = []
+        if f.env:
+            extra.append(f"env {f.env}")
+        if f.default not in (None, "", False):
+            extra.append(f"default {f.default}")
+        suffix = f" ({', '.join(extra)})" if extra else ""
+        lines.append(f"{head}\n        {f.help}{suffix}")
+    return "\n".join(lines)
+
+
+class UnsupportedScheme(ValueError):
+    """The database URL names a backend we do not have (fatal at start-up)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Which store to open, decided from the URL, test mode and data directory."""
+
+    kind: Literal["postgres", "sqlite", "memory"]
+    dsn: str | None = None
+    data_dir: str | None = None
+    registry_file: str = "metadata.db"
+    embedded_default: bool = False
+    """True when nothing was configured and we fell back to SQLite files (logged)."""
+
+
+def resolve_backend(settings: Settings) -> Backend:
+    """Pick the backend (SPEC §10.2 plus the DECIDED embedded default).
+
+    * ``postgres://`` / ``postgresql://`` → Postgres.
+    * ``sqlite://<file>`` → SQLite files: registry ``<data-dir>/<file>`` (``metadata.db`` when
+      empty); ``sqlite://:memory:`` → everything in memory (our choice, SPEC §9).
+    * no URL, test mode → in memory.
+    * no URL, no test mode → SQLite files in ``--data-dir`` or ``./eventodb-data``.
+
+    Raises:
+        UnsupportedScheme: any other URL, with upstream's message.
+    """
+    url = settings.db_url
+    if url is None:
+        if settings.test_mode:
+            return Backend("memory")
+        return Backend(
+            "sqlite",
+            data_dir=settings.data_dir or DEFAULT_DATA_DIR,
+            embedded_default=True,
+        )
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme in ("postgres", "postgresql"):
+        return Backend("postgres", dsn=url)
+    if scheme == "sqlite":
+        if rest == ":memory:":
+            return Backend("memory")
+        return Backend(
+            "sqlite",
+            data_dir=settings.data_dir or DEFAULT_DATA_DIR,
+            registry_file=rest or "metadata.db",
+        )
+    raise UnsupportedScheme(
+        f"unsupported database scheme: {scheme or url} "
+        "(use postgres://, postgresql:// or sqlite://)"
+    )
