@@ -1,26 +1,508 @@
-"""Fan-out of pokes from the store to live subscriptions (owned by the subscriptions work).
+"""Fan-out of pokes from the store to live subscriptions (SPEC §6.4, §6.5).
 
-Agreed interface (placeholder until that work lands):
+The store calls :meth:`Broker._on_event` on the event loop for every committed write
+(:class:`Poke`) and whenever pokes may have been missed (:class:`Gap`). The broker hands each
+poke to the subscriptions that want it; each :class:`Subscription` turns what it is offered,
+plus what it reads back from the database, into the pokes its client has not seen yet.
 
-- ``Broker(store)``: ``await broker.start()`` registers with ``store.add_listener``;
-  ``await broker.close()`` ends every subscription (graceful shutdown);
-  ``broker.close_namespace(ns)`` ends the subscriptions of a deleted namespace.
+Delivery rules, and why they cannot lose a poke:
+
+* **Register first, then replay.** A subscription is in the broker before its replay reads the
+  database, so every message is either visible to the replay (committed before the read) or
+  announced to the subscription afterwards (committed later).
+* **Dedupe per stream, never by "next expected".** Stream positions are assigned and committed
+  in order under the stream's write lock, so a poke for ``(stream, p)`` proves every position
+  ``<= p`` of that stream exists. A poke is dropped only when the client already got one for
+  the same stream at the same or a later position. Global positions are *not* committed in
+  order across streams, so they are never used to drop anything.
+* **Coalesce, do not drop.** Undelivered pokes wait in a map keyed by stream that keeps only
+  the latest position (enough for the client to fetch from). When that map outgrows its bound
+  it is replaced by a database re-read from its lowest global position, which covers every
+  entry it held.
+* **Gaps re-read.** After a :class:`Gap` each affected subscription re-reads from a position
+  that cannot be later than any write the broker could have missed (see :class:`_Horizon`).
 """
 
 from __future__ import annotations
 
-from eventodb.store.base import Store
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from eventodb.core.hashing import group_member
+from eventodb.core.streams import category
+from eventodb.store.base import ConsumerGroup, Gap, Message, Poke, Store
+
+log = logging.getLogger("eventodb.subscriptions")
+
+PAGE_SIZE = 1000
+"""Messages read from the database per replay query."""
+
+MAX_PENDING_STREAMS = 512
+"""Distinct streams with an undelivered poke a subscription keeps before it re-reads instead."""
+
+MAX_SEEN_STREAMS = 4096
+"""Streams whose delivered high-water mark a subscription remembers (forgetting one only risks a
+duplicate poke, never a lost one)."""
+
+GAP_LOOKBACK = 30.0
+"""Seconds: after a gap, re-read from the highest global position known to exist this long
+before the last sign of life of the notification path. Any write whose transaction took less
+time than this is covered."""
+
+CLOSE_GRACE = 5.0
+"""Seconds :meth:`Broker.close` waits for subscriptions to finish their responses."""
+
+
+PokeTuple = tuple[str, int, int]
+"""``(stream, position, global_position)`` as sent to the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """What a subscription wants (SPEC §6.1).
+
+    ``stream`` set: one stream, ``position`` is a stream position. Otherwise ``category`` (``""``
+    for the whole namespace), ``position`` a global position, and an optional consumer group.
+    """
+
+    stream: str | None
+    category: str
+    position: int
+    group: ConsumerGroup | None = None
+
+
+class Subscription:
+    """One client's delivery state: pending pokes, re-read requests and what it has been sent.
+
+    The client's response loop calls :meth:`next` repeatedly; the broker calls :meth:`offer`,
+    :meth:`request_reread` and :meth:`end`.
+    """
+
+    __slots__ = (
+        "_cursor",
+        "_pending",
+        "_reread_from",
+        "_seen",
+        "_waiter",
+        "broker",
+        "closed",
+        "filter",
+        "namespace",
+        "sending",
+        "store",
+        "task",
+    )
+
+    def __init__(self, broker: Broker, namespace: str, filter: Filter) -> None:
+        self.broker = broker
+        self.store = broker.store
+        self.namespace = namespace
+        self.filter = filter
+        self.closed = False
+        self.task: asyncio.Task[object] | None = None
+        """The task running the client's response; cancelled by :meth:`end` while it is stuck
+        writing to a client that does not read."""
+        self.sending = False
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._seen: dict[str, int] = {}
+        self._reread_from: int | None = filter.position
+        """The initial replay is simply the first re-read."""
+        self._cursor: int | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- called by the broker ------------------------------------------------------------------
+
+    def wants(self, poke: Poke, members: dict[int, int | None]) -> bool:
+        """Whether ``poke`` matches the filter. ``members`` caches group membership per size."""
+        f = self.filter
+        if f.stream is not None:
+            return poke.position >= f.position
+        if poke.global_position < f.position:
+            return False
+        if f.group is None:
+            return True
+        size = f.group.size
+        if size not in members:
+            members[size] = group_member(poke.stream, size)
+        return members[size] == f.group.member
+
+    def offer(self, poke: Poke) -> None:
+        """Queue a matching poke, coalesced per stream."""
+        if self.closed or self._covered(poke.stream, poke.position):
+            return
+        pending = self._pending.get(poke.stream)
+        if pending is None or poke.position > pending[0]:
+            self._pending[poke.stream] = (poke.position, poke.global_position)
+        if len(self._pending) > MAX_PENDING_STREAMS:
+            # Every pending poke is a committed message at or above the lowest global position
+            # held, so one re-read from there delivers all of them (or later positions).
+            lowest = min(gp for _, gp in self._pending.values())
+            self._pending.clear()
+            self.request_reread(lowest)
+            return
+        self._wake()
+
+    def request_reread(self, position: int) -> None:
+        """Ask for every matching message from ``position`` to be read back from the database.
+
+        ``position`` is a stream position for stream subscriptions, global otherwise.
+        """
+        if self.closed:
+            return
+        if self._reread_from is None or position < self._reread_from:
+            self._reread_from = position
+        self._wake()
+
+    def on_gap(self, floor: int | None) -> None:
+        """Pokes may have been missed; ``floor`` is a global position no missed write is below."""
+        f = self.filter
+        if f.stream is not None:
+            # Positions of one stream commit in order: anything missed is after the last seen.
+            seen = self._seen.get(f.stream)
+            self.request_reread(f.position if seen is None else max(f.position, seen + 1))
+        else:
+            self.request_reread(f.position if floor is None else max(f.position, floor))
+
+    def end(self) -> None:
+        """Finish the subscription (client gone, namespace deleted or server shutting down)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending.clear()
+        self._seen.clear()
+        self._wake()
+        if self.sending and self.task is not None and not self.task.done():
+            self.task.cancel(_END)
+
+    # -- called by the client's response loop --------------------------------------------------
+
+    async def next(self, deadline: float | None) -> list[PokeTuple] | None:
+        """The next pokes to send, in order.
+
+        Returns:
+            A non-empty list of pokes; ``[]`` when ``deadline`` (event-loop time) passed with
+            nothing to send; ``None`` once the subscription has ended.
+
+        Raises:
+            EventoDBError: reading the database failed (e.g. the namespace was deleted).
+        """
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            if self._reread_from is not None:
+                start, self._reread_from = self._reread_from, None
+                self._cursor = start if self._cursor is None else min(self._cursor, start)
+            if self._cursor is not None:
+                pokes = await self._read_page(self._cursor)
+                if pokes:
+                    return pokes
+                continue
+            if self._pending:
+                pokes = self._take_pending()
+                if pokes:
+                    return pokes
+                continue
+            if deadline is not None and loop.time() >= deadline:
+                return []
+            await self._wait(loop, deadline)
+        return None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _covered(self, stream: str, position: int) -> bool:
+        seen = self._seen.get(stream)
+        return seen is not None and position <= seen
+
+    def _mark(self, stream: str, position: int) -> None:
+        seen = self._seen
+        if stream in seen:
+            del seen[stream]  # re-insert at the end: the dict's order is least recently used
+        elif len(seen) >= MAX_SEEN_STREAMS:
+            del seen[next(iter(seen))]
+        seen[stream] = position
+
+    def _take_pending(self) -> list[PokeTuple]:
+        pending, self._pending = self._pending, {}
+        pokes: list[PokeTuple] = []
+        for stream, (position, global_position) in pending.items():
+            if not self._covered(stream, position):
+                self._mark(stream, position)
+                pokes.append((stream, position, global_position))
+        return pokes
+
+    async def _read_page(self, cursor: int) -> list[PokeTuple]:
+        f = self.filter
+        messages: list[Message]
+        if f.stream is not None:
+            messages = await self.store.get_stream_messages(
+                self.namespace, f.stream, position=cursor, batch_size=PAGE_SIZE
+            )
+            after = messages[-1].position + 1 if messages else cursor
+        else:
+            messages = await self.store.get_category_messages(
+                self.namespace,
+                f.category,
+                position=cursor,
+                batch_size=PAGE_SIZE,
+                consumer_group=f.group,
+            )
+            after = messages[-1].global_position + 1 if messages else cursor
+        # Requests that arrived during the read wait in _reread_from; next() merges them.
+        self._cursor = None if len(messages) < PAGE_SIZE else after
+        if messages:
+            self.broker.observe(self.namespace, max(m.global_position for m in messages))
+        pokes: list[PokeTuple] = []
+        for m in messages:
+            if not self._covered(m.stream_name, m.position):
+                self._mark(m.stream_name, m.position)
+                pokes.append((m.stream_name, m.position, m.global_position))
+        return pokes
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = None
+        if deadline is not None:
+            timer = loop.call_at(deadline, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+_END = "subscription ended"
+"""Cancellation message marking a cancel issued by :meth:`Subscription.end`."""
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def ended_by_us(error: asyncio.CancelledError) -> bool:
+    """Whether a cancellation was :meth:`Subscription.end` interrupting a stuck write."""
+    return bool(error.args) and error.args[0] == _END
+
+
+class _Horizon:
+    """Pairs (time, g) meaning "global position g existed by that event-loop time".
+
+    After a gap, the highest g known to exist ``GAP_LOOKBACK`` seconds before the notification
+    path was last seen alive is a safe floor to re-read from: a write missed during the gap got
+    its global position when its transaction started, later than that.
+    """
+
+    __slots__ = ("_points",)
+
+    SPACING = 1.0
+    KEEP = 300.0
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, int]] = deque()
+
+    def observe(self, now: float, global_position: int) -> None:
+        points = self._points
+        if points and global_position <= points[-1][1]:
+            return
+        if len(points) >= 2 and now - points[-2][0] < self.SPACING:
+            # Points stay about a second apart: move the newest one forward instead of adding.
+            # Forgetting the pair it held only makes later floors lower, i.e. safer.
+            points[-1] = (now, global_position)
+        else:
+            points.append((now, global_position))
+        while len(points) > 2 and now - points[1][0] > self.KEEP:
+            points.popleft()
+
+    def floor(self, before: float) -> int | None:
+        best: int | None = None
+        for t, g in self._points:
+            if t > before:
+                break
+            best = g
+        return best
+
+
+class _NamespaceSubscriptions:
+    __slots__ = ("all", "by_category", "by_stream", "horizon")
+
+    def __init__(self) -> None:
+        self.by_stream: dict[str, set[Subscription]] = {}
+        self.by_category: dict[str, set[Subscription]] = {}
+        self.all: set[Subscription] = set()
+        self.horizon = _Horizon()
+
+    def __len__(self) -> int:
+        return (
+            len(self.all)
+            + sum(len(s) for s in self.by_stream.values())
+            + sum(len(s) for s in self.by_category.values())
+        )
+
+    def everyone(self) -> list[Subscription]:
+        subs = list(self.all)
+        for group in self.by_stream.values():
+            subs.extend(group)
+        for group in self.by_category.values():
+            subs.extend(group)
+        return subs
 
 
 class Broker:
-    def __init__(self, store: Store) -> None:
+    """Routes pokes from the store to subscriptions, indexed by namespace, stream and category.
+
+    Lifecycle: ``await start()`` once the store is open; ``close_namespace(ns)`` after a
+    namespace is deleted; ``await close()`` first thing on graceful shutdown.
+    """
+
+    def __init__(self, store: Store, *, gap_lookback: float = GAP_LOOKBACK) -> None:
         self.store = store
+        self.gap_lookback = gap_lookback
+        self.closed = False
+        self._namespaces: dict[str, _NamespaceSubscriptions] = {}
+        self._count = 0
+        self._unlisten: object | None = None
+        self._alive_at = 0.0
+        self._drained: asyncio.Event | None = None
 
     async def start(self) -> None:
-        return None
+        self._alive_at = asyncio.get_running_loop().time()
+        self._unlisten = self.store.add_listener(self._on_event)
 
     async def close(self) -> None:
-        return None
+        """End every subscription and wait (briefly) for their responses to finish."""
+        self.closed = True
+        subs = [s for ns in self._namespaces.values() for s in ns.everyone()]
+        for sub in subs:
+            sub.end()
+        if self._count:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), CLOSE_GRACE)
+            except TimeoutError:
+                log.warning("%d subscriptions still open after shutdown grace", self._count)
+        unlisten = self._unlisten
+        self._unlisten = None
+        if callable(unlisten):
+            unlisten()
 
     def close_namespace(self, namespace: str) -> None:
-        return None
+        """End the subscriptions of a deleted namespace."""
+        subs = self._namespaces.get(namespace)
+        if subs is not None:
+            for sub in subs.everyone():
+                sub.end()
+
+    def subscriber_count(self) -> int:
+        """Open subscriptions (for health reporting and leak tests)."""
+        return self._count
+
+    # -- registration --------------------------------------------------------------------------
+
+    def subscribe(self, namespace: str, filter: Filter) -> Subscription:
+        """Register a subscription; it receives every poke from now on."""
+        sub = Subscription(self, namespace, filter)
+        if self.closed:
+            sub.end()
+            return sub
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            ns = self._namespaces[namespace] = _NamespaceSubscriptions()
+        if filter.stream is not None:
+            ns.by_stream.setdefault(filter.stream, set()).add(sub)
+        elif filter.category:
+            ns.by_category.setdefault(filter.category, set()).add(sub)
+        else:
+            ns.all.add(sub)
+        self._count += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a subscription; idempotent."""
+        sub.end()
+        ns = self._namespaces.get(sub.namespace)
+        if ns is None:
+            return
+        f = sub.filter
+        removed = False
+        if f.stream is not None:
+            removed = _discard(ns.by_stream, f.stream, sub)
+        elif f.category:
+            removed = _discard(ns.by_category, f.category, sub)
+        elif sub in ns.all:
+            ns.all.discard(sub)
+            removed = True
+        if not removed:
+            return
+        self._count -= 1
+        if not ns.all and not ns.by_stream and not ns.by_category:
+            del self._namespaces[sub.namespace]
+        if self._count == 0 and self._drained is not None:
+            self._drained.set()
+
+    def observe(self, namespace: str, global_position: int) -> None:
+        """Record that ``global_position`` exists (from a database read) for gap recovery."""
+        ns = self._namespaces.get(namespace)
+        if ns is not None:
+            ns.horizon.observe(asyncio.get_running_loop().time(), global_position)
+
+    # -- events from the store ----------------------------------------------------------------
+
+    def _on_event(self, event: Poke | Gap) -> None:
+        now = asyncio.get_running_loop().time()
+        if isinstance(event, Gap):
+            self._on_gap(event, now)
+            return
+        self._alive_at = now
+        ns = self._namespaces.get(event.namespace)
+        if ns is None:
+            return
+        ns.horizon.observe(now, event.global_position)
+        members: dict[int, int | None] = {}
+        for sub in _targets(ns, event):
+            if sub.wants(event, members):
+                sub.offer(event)
+
+    def _on_gap(self, gap: Gap, now: float) -> None:
+        # Pokes were flowing up to _alive_at; anything missed started after that, minus slack.
+        before = self._alive_at - self.gap_lookback
+        self._alive_at = now
+        names = list(self._namespaces) if gap.namespace is None else [gap.namespace]
+        for name in names:
+            ns = self._namespaces.get(name)
+            if ns is None:
+                continue
+            floor = ns.horizon.floor(before)
+            log.info("re-reading subscriptions of %r after a notification gap", name)
+            for sub in ns.everyone():
+                sub.on_gap(floor)
+
+
+def _targets(ns: _NamespaceSubscriptions, poke: Poke) -> list[Subscription]:
+    targets: list[Subscription] = []
+    by_stream = ns.by_stream.get(poke.stream)
+    if by_stream:
+        targets.extend(by_stream)
+    by_category = ns.by_category.get(category(poke.stream))
+    if by_category:
+        targets.extend(by_category)
+    if ns.all:
+        targets.extend(ns.all)
+    return targets
+
+
+def _discard(index: dict[str, set[Subscription]], key: str, sub: Subscription) -> bool:
+    group = index.get(key)
+    if group is None or sub not in group:
+        return False
+    group.discard(sub)
+    if not group:
+        del index[key]
+    return True

@@ -1,36 +1,228 @@
-"""``GET /subscribe`` (SPEC §6), owned by the subscriptions work (placeholder until it lands).
+"""``GET /subscribe``: Server-Sent Events pokes (SPEC §6).
 
-Agreed interface: the app authenticates first (auth errors are the app's JSON 401/403), then
-calls :func:`handle_subscribe` with the resolved namespace.
+The app authenticates first (auth errors are its JSON 401/403), then calls
+:func:`handle_subscribe` with the resolved namespace. This module owns the query validation
+(plain-text 400s, §6.2) and the byte-exact framing (§6.3); what is delivered when is decided by
+:class:`eventodb.api.broker.Subscription`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
-from eventodb.api.broker import Broker
-from eventodb.store.base import Store
+import orjson
 
-Scope = dict[str, Any]
+from eventodb.api.broker import Broker, Filter, PokeTuple, Subscription, ended_by_us
+from eventodb.core.errors import EventoDBError
+from eventodb.store.base import ConsumerGroup, Store
+
+log = logging.getLogger("eventodb.subscriptions")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_HEARTBEAT = 15.0
+
+READY = b": ready\n\n"
+PING = b": ping\n\n"
+
+HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"connection", b"keep-alive"),
+    (b"access-control-allow-origin", b"*"),
+]
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class InvalidQuery(ValueError):
+    """A §6.2 validation failure; the message is the plain-text response body."""
+
+
+def parse_query(query_string: bytes) -> Filter:
+    """The subscription a query string asks for, validated in the order of SPEC §6.2.
+
+    Raises:
+        InvalidQuery: with the exact body text to answer with status 400.
+    """
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        # First occurrence wins, as with Go's Query().Get; an empty value counts as absent.
+        key = _utf8(key)
+        if key not in params:
+            params[key] = _utf8(value)
+    stream = params.get("stream", "")
+    category = params.get("category", "")
+    everything = params.get("all") == "true"
+    if not stream and not category and not everything:
+        raise InvalidQuery("Either 'stream', 'category', or 'all=true' parameter required")
+    if everything and (stream or category):
+        raise InvalidQuery("Cannot combine 'all' with 'stream' or 'category'")
+    if stream and category:
+        raise InvalidQuery("Cannot specify both 'stream' and 'category'")
+    position = _integer(params.get("position", ""), 0, "position")
+    if stream:
+        return Filter(stream=stream, category="", position=position)
+    group: ConsumerGroup | None = None
+    if category:
+        consumer_text = params.get("consumer") or params.get("consumerGroupMember") or ""
+        size_text = params.get("size") or params.get("consumerGroupSize") or ""
+        consumer = _integer(consumer_text, 0, "consumer")
+        size = _integer(size_text, 0, "size")
+        if (
+            ((consumer > 0 or size > 0) and (size == 0 or consumer >= size))
+            or consumer < 0
+            or (consumer_text and size <= 0)
+        ):
+            raise InvalidQuery("Invalid consumer group: member must be < size")
+        if size > 0:
+            group = ConsumerGroup(consumer, size)
+    return Filter(stream=None, category=category, position=position, group=group)
+
+
+def _utf8(text: str) -> str:
+    """Query strings are percent-decoded bytes; read them as UTF-8 like Go does."""
+    return text.encode("latin-1").decode("utf-8", "replace")
+
+
+def _integer(text: str, default: int, name: str) -> int:
+    """Go's ``strconv.Atoi``: optional sign, decimal digits, 64-bit range; empty = default."""
+    if not text:
+        return default
+    if _INT.fullmatch(text) is None:
+        raise InvalidQuery(f"Invalid {name} parameter")
+    value = int(text)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidQuery(f"Invalid {name} parameter")
+    return value
+
+
+def frame(pokes: Iterable[PokeTuple]) -> bytes:
+    """The SSE bytes for some pokes: ``event: poke``, a compact ``data:`` line, a blank line."""
+    return b"".join(
+        b"event: poke\ndata: "
+        + orjson.dumps({"stream": stream, "position": position, "globalPosition": gp})
+        + b"\n\n"
+        for stream, position, gp in pokes
+    )
 
 
 async def handle_subscribe(
     scope: Scope,
-    receive: Any,
-    send: Any,
+    receive: Receive,
+    send: Send,
     *,
     store: Store,
     broker: Broker,
     namespace: str,
-    heartbeat: float = 15.0,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> None:
-    """Validate the query (plain-text 400s of §6.2), then stream pokes until disconnect."""
-    body = b"Subscriptions are not implemented yet"
+    """Validate the query, then stream pokes until the client leaves or the server stops.
+
+    Args:
+        store: the store to replay from; must be the broker's store.
+        heartbeat: seconds of silence after which a ``: ping`` comment is sent; ``<= 0`` never.
+    """
+    assert store is broker.store, "the broker must route pokes of the store we replay from"
+    try:
+        wanted = parse_query(scope.get("query_string", b""))
+    except InvalidQuery as exc:
+        await _plain_text(send, 400, str(exc))
+        return
+    if broker.closed:
+        await _plain_text(send, 503, "Server is shutting down")
+        return
+    # Registered before anything is read, so no write can fall between replay and live pokes.
+    sub = broker.subscribe(namespace, wanted)
+    sub.task = asyncio.current_task()
+    watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
+    try:
+        await _stream(sub, send, heartbeat)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        # Only swallow our own cancel (a write stuck on a client that stopped reading).
+        if not ended_by_us(exc) or task is None or task.uncancel() > 0:
+            raise
+    finally:
+        broker.unsubscribe(sub)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def write(body: bytes, more: bool = True) -> None:
+        sub.sending = True
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+        finally:
+            sub.sending = False
+
+    sub.sending = True
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    finally:
+        sub.sending = False
+    await write(READY)
+    quiet_since = loop.time()
+    try:
+        while True:
+            deadline = quiet_since + heartbeat if heartbeat > 0 else None
+            try:
+                pokes = await sub.next(deadline)
+            except EventoDBError as exc:
+                # Typically the namespace was deleted mid-replay; the client may reconnect.
+                log.info("ending subscription in %r: %s", sub.namespace, exc.message)
+                break
+            if pokes is None:
+                break
+            await write(frame(pokes) if pokes else PING)
+            quiet_since = loop.time()
+    except OSError:
+        # The client went away mid-write (servers that raise instead of dropping the bytes).
+        sub.end()
+        return
+    # End the chunked body cleanly, but never hang on a client that stopped reading.
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await write(b"", more=False)
+
+
+async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:
+    """End the subscription as soon as the server reports the client gone."""
+    try:
+        while not sub.closed:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+    except OSError:
+        return
+    finally:
+        sub.end()
+
+
+async def _plain_text(send: Send, status: int, text: str) -> None:
+    body = text.encode("utf-8")
     await send(
         {
             "type": "http.response.start",
-            "status": 501,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode("ascii")),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
