@@ -158,7 +158,7 @@ async def serve(settings: Settings, backend: Backend) -> int:
     except EventoDBError as exc:
         raise StartupError(exc.message) from None
     try:
-        applied = int(getattr(store, "migrations_applied", 0))
+        applied = store.migrations_applied
         if applied:
             log.info("applied %d namespace migration(s)", applied)
         default = await ensure_default(store, settings.token)
