@@ -41,10 +41,12 @@ from eventodb.store.base import (
     StreamInfo,
     WriteResult,
 )
-from eventodb.store.sqlite_worker import ReadPool, Writer
+from eventodb.store.sqlite_worker import BUSY_TIMEOUT_MS, ReadPool, Writer
 
-BUSY_TIMEOUT_MS = 5000
 REGISTRY_FILE = "metadata.db"
+
+INLINE_MAX_BYTES = 16 * 1024
+"""Writes up to this payload size may run on the event loop (see ``Writer``)."""
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -131,8 +133,10 @@ class _Namespace:
             return await self.reader.call(fn, verb=verb)
         return await self.writer.call(fn, write=False, verb=verb)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], Any], verb: str) -> Any:
-        return await self.writer.call(fn, write=True, verb=verb)
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], Any], verb: str, *, small: bool = False
+    ) -> Any:
+        return await self.writer.call(fn, write=True, verb=verb, small=small)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -398,7 +402,10 @@ class SQLiteStore(Store):
 
     async def _write(self, namespace: str, message: NewMessage) -> WriteResult:
         handle = await self._handle(namespace)
-        result: WriteResult = await handle.write(lambda c: _insert(c, message), "write message")
+        size = len(message.data_json) + len(message.metadata_json or "")
+        result: WriteResult = await handle.write(
+            lambda c: _insert(c, message), "write message", small=size <= INLINE_MAX_BYTES
+        )
         return result
 
     async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
