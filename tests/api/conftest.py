@@ -51,9 +51,9 @@ class Server:
         self.args = args
         self.workdir = workdir
         self.log_path = workdir / f"server-{self.port}-{uuid.uuid4().hex[:6]}.log"
-        full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith("EVENTODB_")
-        } | (env or {})
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTODB_")} | (
+            env or {}
+        )
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eventodb", *args, f"--port={self.port}", "--host=127.0.0.1"],
@@ -152,7 +152,9 @@ def server(
     assert srv.stop() == 0, srv.output()
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def prod_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
@@ -197,3 +199,17 @@ def tenant(server: Server) -> Iterator[Tenant]:
     t = make_tenant(server)
     yield t
     server.rpc(ADMIN_TOKEN, "ns.delete", t.namespace)
+
+
+def raw_post(server: Server, path: str, body: bytes, headers: list[str]) -> tuple[int, bytes]:
+    """A POST over a bare socket, for header values httpx refuses to send (e.g. ``Bearer ``)."""
+    head = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
+    head += headers
+    head += ["Connection: close", "", ""]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode("latin-1") + body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import uuid
 from typing import Any
@@ -40,7 +41,10 @@ def test_write_then_get_returns_seven_element_messages(tenant: Tenant) -> None:
 
 
 def test_payload_numbers_beyond_64_bits_round_trip_exactly(tenant: Tenant) -> None:
-    raw = b'["stream.write","acc-1",{"type":"T","data":{"big":123456789012345678901234567890,"f":1.5}}]'
+    raw = (
+        b'["stream.write","acc-1",'
+        b'{"type":"T","data":{"big":123456789012345678901234567890,"f":1.5}}]'
+    )
     response = tenant.server.client.post(
         "/rpc", content=raw, headers={"Authorization": f"Bearer {tenant.token}"}
     )
@@ -105,10 +109,8 @@ def test_stream_get_options(tenant: Tenant) -> None:
     assert tenant.ok("stream.get", "acc-1", {"position": 99}) == []
     assert tenant.ok("stream.get", "acc-1", {"batchSize": 0}) == []
     assert len(tenant.ok("stream.get", "acc-1", {"batchSize": -1})) == 5
-    assert [m[2] for m in tenant.ok("stream.get", "acc-1", {"globalPosition": 4, "position": 0})] == [
-        3,
-        4,
-    ]
+    by_global = tenant.ok("stream.get", "acc-1", {"globalPosition": 4, "position": 0})
+    assert [m[2] for m in by_global] == [3, 4]
     assert tenant.ok("stream.get", "nothing-here") == []
     assert tenant.ok("stream.get", "nodash") == []
     assert [m[2] for m in tenant.ok("stream.get", "acc-1", {"position": 3.7})] == [3, 4]
@@ -142,16 +144,13 @@ def test_category_get_shapes_filters_and_groups(tenant: Tenant) -> None:
     group1 = tenant.ok("category.get", "test", {"consumerGroup": {"member": 1, "size": 2}})
     assert [m[1] for m in group1] == ["test-2", "test-4", "test-5"]
     assert tenant.ok("category.get", "test", {"consumerGroup": {}})[0][1] == "test-1"
-    assert [m[1] for m in tenant.ok("category.get", "test", {"correlation": "reply"})] == [
-        "test-5"
-    ]
+    assert [m[1] for m in tenant.ok("category.get", "test", {"correlation": "reply"})] == ["test-5"]
     assert [m[4] for m in tenant.ok("category.get", "test", {"position": 3, "batchSize": 2})] == [
         3,
         4,
     ]
-    assert [m[4] for m in tenant.ok("category.get", "test", {"position": 1, "globalPosition": 6})] == [
-        7
-    ]
+    by_global = tenant.ok("category.get", "test", {"position": 1, "globalPosition": 6})
+    assert [m[4] for m in by_global] == [7]
     everything = tenant.ok("category.get", "")
     assert [m[4] for m in everything] == [1, 2, 3, 4, 5, 6, 7]
     assert tenant.ok("category.get", "test-1") == []
@@ -192,7 +191,10 @@ WRITE_ROWS: list[tuple[list[Any], str]] = [
     (["a" * 1025, MSG], "streamName must be at most 1024 bytes"),
     (["acc\x00-1", MSG], "streamName must not contain NUL characters"),
     (["acc-1", {"type": "T" * 1025, "data": {}}], "message.type must be at most 1024 bytes"),
-    (["acc-1", {"type": "T", "data": {"k": "a\x00b"}}], "message.data must not contain NUL characters"),
+    (
+        ["acc-1", {"type": "T", "data": {"k": "a\x00b"}}],
+        "message.data must not contain NUL characters",
+    ),
 ]
 
 GET_ROWS: list[tuple[list[Any], str]] = [
@@ -227,6 +229,13 @@ VERSION_ROWS: list[tuple[list[Any], str]] = [
     ([1], "streamName must be a non-empty string"),
 ]
 
+CG = "options.consumerGroup"
+
+
+def group(value: dict[str, Any]) -> list[Any]:
+    return ["c", {"consumerGroup": value}]
+
+
 CATEGORY_ROWS: list[tuple[list[Any], str]] = [
     ([], "category.get requires at least 1 argument: categoryName"),
     ([None], "categoryName must be a string"),
@@ -239,13 +248,13 @@ CATEGORY_ROWS: list[tuple[list[Any], str]] = [
     (["c", {"correlation": 1}], "options.correlation must be a string"),
     (["c", {"consumerGroup": None}], "options.consumerGroup must be an object"),
     (["c", {"consumerGroup": 1}], "options.consumerGroup must be an object"),
-    (["c", {"consumerGroup": {"member": "0", "size": 2}}], "options.consumerGroup.member must be a number"),
-    (["c", {"consumerGroup": {"member": 0, "size": None}}], "options.consumerGroup.size must be a number"),
-    (["c", {"consumerGroup": {"member": -1, "size": 2}}], "options.consumerGroup.member must be non-negative"),
-    (["c", {"consumerGroup": {"member": 0, "size": 0}}], "options.consumerGroup.size must be positive"),
-    (["c", {"consumerGroup": {"member": 2, "size": 2}}], "options.consumerGroup.member must be < size"),
-    (["c", {"consumerGroup": {"member": 0}}], "options.consumerGroup requires both member and size"),
-    (["c", {"consumerGroup": {"size": 2}}], "options.consumerGroup requires both member and size"),
+    (group({"member": "0", "size": 2}), f"{CG}.member must be a number"),
+    (group({"member": 0, "size": None}), f"{CG}.size must be a number"),
+    (group({"member": -1, "size": 2}), f"{CG}.member must be non-negative"),
+    (group({"member": 0, "size": 0}), f"{CG}.size must be positive"),
+    (group({"member": 2, "size": 2}), f"{CG}.member must be < size"),
+    (group({"member": 0}), f"{CG} requires both member and size"),
+    (group({"size": 2}), f"{CG} requires both member and size"),
     (["c" * 1025], "categoryName must be at most 1024 bytes"),
 ]
 
@@ -287,14 +296,11 @@ def test_type_errors_win_over_value_errors_in_spec_order(tenant: Tenant) -> None
 
 
 def test_version_conflicts_among_concurrent_writers(tenant: Tenant) -> None:
-    import concurrent.futures
-
     write(tenant, "acc-1")
+
+    def attempt(_: int) -> int:
+        return tenant.rpc("stream.write", "acc-1", MSG, {"expectedVersion": 0}).status_code
+
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(
-            pool.map(
-                lambda _: tenant.rpc("stream.write", "acc-1", MSG, {"expectedVersion": 0}).status_code,
-                range(8),
-            )
-        )
+        results = list(pool.map(attempt, range(8)))
     assert sorted(results) == [200] + [409] * 7
