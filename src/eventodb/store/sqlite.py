@@ -298,7 +298,9 @@ class SQLiteStore(Store):
             handle = _Namespace(namespace, writer, None)
         else:
             path = str(self.data_dir / db_path)
-            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(path))
+            # With fsync at every commit a write is no longer quick: keep it off the loop.
+            inline = self._synchronous not in ("FULL", "EXTRA")
+            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(path), inline=inline)
             assert self._executor is not None
             handle = _Namespace(
                 namespace, writer, ReadPool(lambda: self._connect(path), self._executor)
