@@ -56,7 +56,9 @@ def parse_query(query_string: bytes) -> Filter:
         InvalidQuery: with the exact body text to answer with status 400.
     """
     params: dict[str, str] = {}
-    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+    for key, value in parse_qsl(
+        query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+    ):
         # First occurrence wins, as with Go's Query().Get; an empty value counts as absent.
         key = _utf8(key)
         if key not in params:

@@ -1,0 +1,81 @@
+"""Fixtures for the subscription tests: the real CLI server in a subprocess, one namespace per
+test, an async RPC client, and the raw SSE client of :mod:`tests.subscriptions.sseclient`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import ADMIN_TOKEN, Server, server_args, unique
+
+HEARTBEAT = 1.0
+"""Seconds between heartbeat comments on the test servers (``--sse-heartbeat``)."""
+
+SERVER_KINDS = [
+    "sqlite",
+    "test-mode",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+def start_server(kind: str, request: pytest.FixtureRequest, workdir: Path, *extra: str) -> Server:
+    args = [*server_args(kind, request, workdir), f"--sse-heartbeat={HEARTBEAT}", *extra]
+    return Server(args, workdir=workdir, kind=kind)
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server per backend shared by one module (tests use their own namespaces)."""
+    workdir = tmp_path_factory.mktemp(f"sse-{request.param}")
+    srv = start_server(request.param, request, workdir)
+    yield srv
+    assert srv.stop() == 0, srv.output()
+
+
+class Tenant:
+    """One test's namespace, with an async RPC client for it."""
+
+    def __init__(self, server: Server, namespace: str, token: str) -> None:
+        self.server = server
+        self.port = server.port
+        self.namespace = namespace
+        self.token = token
+        self.http = httpx.AsyncClient(
+            base_url=server.url,
+            timeout=15.0,
+            headers={"Authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+
+    async def call(self, *request: Any) -> Any:
+        response = await self.http.post("/rpc", json=list(request))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def write(self, stream: str, data: dict[str, Any] | None = None) -> tuple[int, int]:
+        """Write one message; returns (position, global position)."""
+        result = await self.call("stream.write", stream, {"type": "T", "data": data or {}})
+        return result["position"], result["globalPosition"]
+
+    async def category(self, name: str, **options: Any) -> list[list[Any]]:
+        result: list[list[Any]] = await self.call(
+            "category.get", name, {"batchSize": -1, **options}
+        )
+        return result
+
+
+@pytest.fixture
+async def tenant(server: Server) -> AsyncIterator[Tenant]:
+    namespace = unique("sse")
+    created = server.ok(ADMIN_TOKEN, "ns.create", namespace)
+    t = Tenant(server, namespace, created["token"])
+    yield t
+    await t.http.aclose()
+    server.rpc(ADMIN_TOKEN, "ns.delete", namespace)
