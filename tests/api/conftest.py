@@ -44,7 +44,14 @@ class Server:
         port: int | None = None,
         wait: bool = True,
         kind: str = "",
+        listen_flags: bool = True,
     ) -> None:
+        """Start the CLI with ``args``.
+
+        Args:
+            listen_flags: append ``--port=<port> --host=127.0.0.1`` (tests of flag syntax pass
+                the port themselves and set this to False).
+        """
         self.kind = kind
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,8 +62,9 @@ class Server:
             env or {}
         )
         self._log = self.log_path.open("wb")
+        listen = [f"--port={self.port}", "--host=127.0.0.1"] if listen_flags else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eventodb", *args, f"--port={self.port}", "--host=127.0.0.1"],
+            [sys.executable, "-m", "eventodb", *args, *listen],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=workdir,

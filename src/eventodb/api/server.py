@@ -104,8 +104,8 @@ async def ensure_default(store: Store, token: str | None) -> DefaultNamespace:
 def banner(default: DefaultNamespace) -> str:
     """The four token lines of SPEC §10.3, printed to stdout whatever the log level."""
     shown = default.token or (
-        "(unchanged: the default namespace already exists and keeps its token; "
-        "pass --token to replace it)"
+        "(existing token kept: the default namespace already exists and only the hash of its "
+        "token is stored; pass --token to replace it)"
     )
     return f"{RULE}\nDEFAULT NAMESPACE TOKEN:\n{shown}\n{RULE}"
 

@@ -1,0 +1,269 @@
+"""SPEC §10: the ``eventodb`` command as users and harnesses start it — commands, flag syntaxes,
+environment variables, exit codes, start-up output, restarts and graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eventodb import __version__
+from eventodb.core import tokens
+from tests.api.conftest import ADMIN_TOKEN, Server, error_of, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EVENTODB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "eventodb", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env=base | (env or {}),
+        check=False,
+    )
+
+
+# -- commands that do not serve ------------------------------------------------------------------
+
+
+def test_no_arguments_prints_banner_and_help() -> None:
+    result = run_cli()
+    assert result.returncode == 0
+    assert f"EventoDB {__version__}" in result.stdout
+    assert "-db-url" in result.stdout
+
+
+@pytest.mark.parametrize("spelling", ["version", "--version", "-v"])
+def test_version_prints_the_bare_version(spelling: str) -> None:
+    result = run_cli(spelling)
+    assert (result.returncode, result.stdout) == (0, f"{__version__}\n")
+
+
+@pytest.mark.parametrize("flag", ["--full", "-f"])
+def test_full_version_has_banner_and_build_lines(flag: str) -> None:
+    result = run_cli("version", flag)
+    assert result.returncode == 0
+    for line in (f"Version: {__version__}", "Commit:", "Built:"):
+        assert line in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["help"], ["--help"], ["-h"], ["serve", "-h"], ["-port", "1", "--help"]]
+)
+def test_help_exits_zero(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0
+    assert "-test-mode" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--nope"], ["-port", "abc"], ["-port"], ["-test-mode=maybe"], ["frobnicate"]],
+)
+def test_invalid_flags_or_commands_exit_2(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr
+
+
+def test_unsupported_scheme_is_fatal() -> None:
+    result = run_cli("--db-url", "mysql://localhost/db", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "unsupported database scheme: mysql" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["not-a-token", tokens.generate("tenant"), "ns_ZGVmYXVsdA_xyz"])
+def test_token_that_does_not_name_default_is_fatal(token: str, tmp_path: Path) -> None:
+    result = run_cli("--test-mode", f"--token={token}", "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "invalid --token" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_export_and_import_commands_are_not_implemented_yet(command: str) -> None:
+    result = run_cli(command, "--url", "http://x", "--token", ADMIN_TOKEN)
+    assert result.returncode == 1
+    assert "not implemented" in result.stderr
+
+
+def test_port_in_use_is_fatal(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = run_cli("--test-mode", "--host=127.0.0.1", f"--port={port}", cwd=tmp_path)
+    assert result.returncode == 1
+
+
+# -- flag syntaxes and environment ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        ["-port", "{port}", "-token", ADMIN_TOKEN, "-test-mode"],
+        ["--test-mode", "--port={port}", f"--token={ADMIN_TOKEN}"],
+        ["--port", "{port}", "--token", ADMIN_TOKEN, "--test-mode=true"],
+        ["-port={port}", f"-token={ADMIN_TOKEN}", "-test-mode=1", "-log-level", "debug"],
+        ["serve", "-port", "{port}", "--test-mode", "-db-url", "sqlite://:memory:"],
+    ],
+)
+def test_every_go_flag_syntax_is_accepted(style: list[str], tmp_path: Path) -> None:
+    port = free_port()
+    args = [a.replace("{port}", str(port)) for a in style]
+    srv = Server(args, workdir=tmp_path, port=port, listen_flags=False)
+    try:
+        # Test mode is on: a request without any token runs as default.
+        assert srv.client.post("/rpc", json=["sys.version"]).json() == __version__
+    finally:
+        assert srv.stop() == 0
+
+
+def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "EVENTODB_PORT": str(port),
+        "EVENTODB_TEST_MODE": "true",
+        "EVENTODB_TOKEN": ADMIN_TOKEN,
+        "EVENTODB_LOG_FORMAT": "json",
+    }
+    srv = Server(["serve"], workdir=tmp_path, env=env, port=port, listen_flags=False)
+    try:
+        assert srv.client.post("/rpc", json=["sys.health"]).json()["backend"] == "memory"
+        assert srv.banner_token() == ADMIN_TOKEN
+        logged = [line for line in srv.output().splitlines() if line.startswith("{")]
+        assert logged
+        assert all("level" in json.loads(line) for line in logged)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_explicit_flag_wins_over_environment(tmp_path: Path) -> None:
+    env = {"EVENTODB_TEST_MODE": "1", "EVENTODB_PORT": "not-a-port"}
+    srv = Server(["-test-mode=false", f"-token={ADMIN_TOKEN}"], workdir=tmp_path, env=env)
+    try:
+        response = srv.client.post("/rpc", json=["sys.version"])
+        assert error_of(response)[:2] == (401, "AUTH_REQUIRED")
+    finally:
+        assert srv.stop() == 0
+
+
+def test_log_level_warn_still_prints_the_token_banner(tmp_path: Path) -> None:
+    srv = Server(["--test-mode", "--log-level=warn"], workdir=tmp_path)
+    try:
+        token = srv.banner_token()
+        assert tokens.parse(token) == "default"
+        assert srv.ok(token, "sys.version") == __version__
+        assert "POST /rpc" not in srv.output()
+    finally:
+        assert srv.stop() == 0
+
+
+# -- persistence across restarts -----------------------------------------------------------------
+
+
+def test_embedded_default_keeps_data_in_eventodb_data(tmp_path: Path) -> None:
+    srv = Server([], workdir=tmp_path)
+    try:
+        token = srv.banner_token()
+        srv.ok(token, "stream.write", "acc-1", {"type": "T", "data": {}})
+        assert "eventodb-data" in srv.output()
+        assert srv.ok(token, "sys.health")["backend"] == "sqlite"
+        assert srv.rpc(None, "sys.version").status_code == 401
+    finally:
+        assert srv.stop() == 0
+    assert (tmp_path / "eventodb-data" / "metadata.db").exists()
+    assert (tmp_path / "eventodb-data" / "default.db").exists()
+
+
+def test_restart_keeps_data_and_the_default_token(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    first = Server(data, workdir=tmp_path)
+    try:
+        token = first.banner_token()
+        tenant = first.ok(token, "ns.create", "tenant-a")
+        first.ok(tenant["token"], "stream.write", "acc-1", {"type": "T", "data": {"n": 1}})
+    finally:
+        assert first.stop() == 0
+
+    second = Server(data, workdir=tmp_path)
+    try:
+        assert "existing" in second.banner_token()
+        assert second.ok(token, "ns.info", "tenant-a")["messageCount"] == 1
+        messages = second.ok(tenant["token"], "stream.get", "acc-1")
+        assert [m[4] for m in messages] == [{"n": 1}]
+    finally:
+        assert second.stop() == 0
+
+
+def test_restart_with_another_token_replaces_the_stored_one(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    new_token = tokens.generate("default")
+    first = Server([*data, f"--token={ADMIN_TOKEN}"], workdir=tmp_path)
+    assert first.stop() == 0
+    second = Server([*data, f"--token={new_token}"], workdir=tmp_path)
+    try:
+        assert second.banner_token() == new_token
+        assert "replaced" in second.output()
+        assert second.ok(new_token, "sys.version") == __version__
+        assert error_of(second.rpc(ADMIN_TOKEN, "sys.version"))[:2] == (403, "AUTH_UNAUTHORIZED")
+    finally:
+        assert second.stop() == 0
+    third = Server(data, workdir=tmp_path)
+    try:
+        assert third.ok(new_token, "sys.version") == __version__
+    finally:
+        assert third.stop() == 0
+
+
+# -- shutdown ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_finishes_in_flight_request_and_exits_zero(tmp_path: Path, sig: int) -> None:
+    srv = Server(["--test-mode"], workdir=tmp_path)
+    body = b'["stream.write","acc-1",{"type":"T","data":{}}]'
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body[:10]
+        )
+        time.sleep(0.3)
+        srv.proc.send_signal(sig)
+        time.sleep(0.5)
+        assert srv.proc.poll() is None, "exited before the in-flight request completed"
+        sock.sendall(body[10:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert reply.endswith(b'{"position":0,"globalPosition":1}')
+    assert srv.proc.wait(20) == 0
+    srv.stop()
+
+
+def test_sigterm_ends_open_subscriptions(tmp_path: Path) -> None:
+    srv = Server(["--test-mode"], workdir=tmp_path)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(b"GET /subscribe?all=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+        assert time.monotonic() - started < 10
+    srv.stop()
