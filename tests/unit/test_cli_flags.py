@@ -1,0 +1,152 @@
+"""Go-style flag parsing and backend selection (pure functions of :mod:`eventodb.config`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventodb.config import (
+    DEFAULT_DATA_DIR,
+    SERVE_FLAGS,
+    Backend,
+    FlagError,
+    HelpRequested,
+    Settings,
+    UnsupportedScheme,
+    load_settings,
+    parse_bool,
+    parse_flags,
+    resolve_backend,
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-port", "9000", "-db-url", "sqlite://x.db"],
+        ["-port=9000", "-db-url=sqlite://x.db"],
+        ["--port", "9000", "--db-url", "sqlite://x.db"],
+        ["--port=9000", "--db-url=sqlite://x.db"],
+    ],
+)
+def test_four_syntaxes_for_valued_flags(args: list[str]) -> None:
+    settings = load_settings(args, {})
+    assert (settings.port, settings.db_url) == (9000, "sqlite://x.db")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-test-mode"], True),
+        (["--test-mode"], True),
+        (["-test-mode=true"], True),
+        (["--test-mode=1"], True),
+        (["-test-mode=false"], False),
+        (["--test-mode=F"], False),
+        ([], False),
+    ],
+)
+def test_boolean_flags(args: list[str], expected: bool) -> None:
+    assert load_settings(args, {}).test_mode is expected
+
+
+def test_boolean_flag_does_not_consume_the_next_argument() -> None:
+    values, rest = parse_flags(["-test-mode", "false"], SERVE_FLAGS, {})
+    assert values["test-mode"] is True
+    assert rest == ["false"]
+
+
+def test_parsing_stops_at_first_positional_or_double_dash() -> None:
+    assert parse_flags(["-port", "1", "extra", "-token", "x"], SERVE_FLAGS, {})[1] == [
+        "extra",
+        "-token",
+        "x",
+    ]
+    assert parse_flags(["--", "-port"], SERVE_FLAGS, {})[1] == ["-port"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-nope"], "flag provided but not defined: -nope"),
+        (["-port"], "flag needs an argument: -port"),
+        (["-port", "x"], 'invalid integer value "x" for flag -port'),
+        (["-test-mode=yes"], 'invalid boolean value "yes" for flag -test-mode'),
+        (["---port=1"], "bad flag syntax: ---port=1"),
+        (["-port", "70000"], 'invalid value "70000" for flag -port: out of range'),
+        (["-sqlite-sync", "off"], 'invalid value "off" for flag -sqlite-sync: use normal or full'),
+    ],
+)
+def test_flag_errors_use_go_messages(args: list[str], message: str) -> None:
+    with pytest.raises(FlagError, match=message):
+        load_settings(args, {})
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help", "-help"])
+def test_help_flag(flag: str) -> None:
+    with pytest.raises(HelpRequested):
+        load_settings(["-port", "1", flag], {})
+
+
+def test_environment_supplies_defaults_and_flags_win() -> None:
+    env = {
+        "EVENTODB_PORT": "7000",
+        "EVENTODB_TEST_MODE": "TRUE",
+        "EVENTODB_TOKEN": "tok",
+        "EVENTODB_LOG_LEVEL": "DEBUG",
+        "EVENTODB_DATA_DIR": "",
+    }
+    settings = load_settings([], env)
+    assert (settings.port, settings.test_mode, settings.token, settings.log_level) == (
+        7000,
+        True,
+        "tok",
+        "debug",
+    )
+    assert settings.data_dir is None
+    assert load_settings(["-port=1", "-test-mode=false"], env).port == 1
+    assert load_settings(["-test-mode=false"], env).test_mode is False
+
+
+def test_unparsable_environment_values_fall_back_like_go() -> None:
+    settings = load_settings([], {"EVENTODB_PORT": "abc", "EVENTODB_TEST_MODE": "yes"})
+    assert (settings.port, settings.test_mode) == (8080, False)
+
+
+@pytest.mark.parametrize("text", ["1", "t", "T", "TRUE", "true", "True"])
+def test_parse_bool_true(text: str) -> None:
+    assert parse_bool(text) is True
+
+
+@pytest.mark.parametrize("text", ["0", "f", "F", "FALSE", "false", "False"])
+def test_parse_bool_false(text: str) -> None:
+    assert parse_bool(text) is False
+
+
+@pytest.mark.parametrize(
+    ("settings", "backend"),
+    [
+        (Settings(), Backend("sqlite", data_dir=DEFAULT_DATA_DIR, embedded_default=True)),
+        (Settings(data_dir="/d"), Backend("sqlite", data_dir="/d", embedded_default=True)),
+        (Settings(test_mode=True), Backend("memory")),
+        (Settings(test_mode=True, data_dir="/d"), Backend("memory")),
+        (Settings(db_url="sqlite://:memory:", data_dir="/d"), Backend("memory")),
+        (
+            Settings(db_url="sqlite://reg.db", data_dir="/d"),
+            Backend("sqlite", data_dir="/d", registry_file="reg.db"),
+        ),
+        (
+            Settings(db_url="sqlite://", data_dir="/d", test_mode=True),
+            Backend("sqlite", data_dir="/d", registry_file="metadata.db"),
+        ),
+        (Settings(db_url="postgres://u@h/db"), Backend("postgres", dsn="postgres://u@h/db")),
+        (Settings(db_url="postgresql://h/db"), Backend("postgres", dsn="postgresql://h/db")),
+    ],
+)
+def test_backend_selection(settings: Settings, backend: Backend) -> None:
+    assert resolve_backend(settings) == backend
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "pebble:///tmp/x", "nonsense"])
+def test_unknown_scheme_is_refused(url: str) -> None:
+    with pytest.raises(UnsupportedScheme, match="unsupported database scheme"):
+        resolve_backend(Settings(db_url=url))
