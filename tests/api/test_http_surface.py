@@ -59,6 +59,8 @@ def test_success_bodies_are_compact_json_with_integers(tenant: Tenant) -> None:
         (b'["sys.version",]', "Malformed JSON request"),
         (b'["stream.get", NaN]', "Malformed JSON request"),
         (b'["sys.version", "\xff\xfe"]', "Malformed JSON request"),
+        (b'["stream.write","a-1",{"type":"T","data":{"k":"\\ud800"}}]', "Malformed JSON request"),
+        (b'["stream.get", 1e400]', "Malformed JSON request"),
         (b"null", "Missing method name"),
         (b"[]", "Missing method name"),
         (b"[1]", "Method name must be a string"),
