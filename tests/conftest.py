@@ -14,9 +14,14 @@ import pytest
 
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
-from tests.postgres_support import postgres_dsn, postgres_store
+from tests.postgres_support import (
+    open_postgres_store,
+    postgres_dsn,
+    postgres_store,
+    pytest_terminal_summary,
+)
 
-__all__ = ["postgres_dsn", "postgres_store"]
+__all__ = ["postgres_dsn", "postgres_store", "pytest_terminal_summary"]
 
 BACKENDS = ["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -25,8 +30,10 @@ BACKENDS = ["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytes
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An opened, empty store (no namespaces) of each backend."""
     if request.param == "postgres":
-        pg: Store = request.getfixturevalue("postgres_store")
-        yield pg
+        # Not request.getfixturevalue("postgres_store"): an async fixture cannot set up
+        # another async fixture from inside the running loop.
+        async with open_postgres_store(request.getfixturevalue("postgres_dsn")) as pg:
+            yield pg
         return
     sqlite = SQLiteStore(tmp_path / "data" if request.param == "sqlite-file" else None)
     await sqlite.open()

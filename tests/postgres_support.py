@@ -1,25 +1,294 @@
-"""Postgres for the tests: owned by the Postgres backend work (placeholder until it lands).
+"""Postgres for the tests: where it comes from, a fresh database per session, a clean store.
 
-Provides the session fixture ``postgres_dsn`` (a URL to a fresh database for this test session)
-and the function fixture ``postgres_store`` (an opened PostgresStore on a clean database).
+Where the server comes from, in this order:
+
+1. ``EVENTODB_TEST_DATABASE_URL`` when set (CI may point it at its service); the URL's
+   database is only used to create and drop our own.
+2. A throwaway cluster started with ``initdb``/``pg_ctl`` in a temporary directory on a free
+   port (run as the ``postgres`` OS user when we are root, since initdb refuses root). Costs
+   about a second, isolates us from everything else on the machine, and lets failure tests stop
+   and start a server that nobody else uses.
+3. A server already running at ``127.0.0.1:5432`` as user ``postgres`` (fallback when the
+   binaries are missing).
+
+Whichever it is, each test session creates a uniquely named database and drops it at the end,
+so runs never see each other's data. When no Postgres can be had, Postgres tests are skipped
+and :func:`pytest_terminal_summary` prints one loud line — except with ``CI=true``, where the
+fixture fails instead.
+
+Wire :func:`pytest_terminal_summary` into ``tests/conftest.py`` (import it there) so the line
+appears.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from eventodb.store.base import Store
+from eventodb.store.postgres import PostgresStore
+
+ENV_URL = "EVENTODB_TEST_DATABASE_URL"
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+T = TypeVar("T")
+
+_unavailable: list[str] = []
+"""Why Postgres tests were skipped (for the terminal summary)."""
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A throwaway Postgres cluster in a temporary directory (started and stopped by us)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="eventodb-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            # initdb refuses to run as root; the postgres OS user owns the cluster instead.
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @staticmethod
+    def available() -> str | None:
+        """Why a cluster cannot be started here, or ``None`` when it can."""
+        for tool in ("initdb", "pg_ctl"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not on PATH"
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                return "running as root and there is no postgres OS user for initdb"
+            if shutil.which("runuser") is None:
+                return "running as root and runuser is missing"
+        return None
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, text=True, timeout=60)
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options,
+            "-l", str(self.dir / "server.log"), "-w", "-t", "30", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_cluster() -> Cluster:
+    """Initialise and start a throwaway cluster; raises when that fails."""
+    cluster = Cluster()
+    try:
+        cluster.init()
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    await conn.close()
+    return True
+
+
+async def create_database(admin_url: str) -> str:
+    """A fresh, uniquely named UTF-8 database; its URL.
+
+    It uses an ICU collation when the server has one: then any query that forgets to compare
+    by code point (COLLATE "C") sorts differently from SQLite, and the tests notice.
+    """
+    name = f"eventodb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        try:
+            await conn.execute(
+                f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
+                " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            )
+        except asyncpg.PostgresError:
+            await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def reset_database(url: str) -> None:
+    """Drop every schema EventoDB created and its bookkeeping: the database is as new."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        schemas = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'eventodb%'"
+        )
+        for row in schemas:
+            await conn.execute(f'DROP SCHEMA "{row[0]}" CASCADE')
+        await conn.execute("DROP TABLE IF EXISTS public.schema_migrations")
+    finally:
+        await conn.close()
+
+
+def run_sync(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """Run ``fn(*args)`` to completion on a private event loop in a helper thread.
+
+    Session fixtures may be set up from inside a running loop (an async fixture asking for
+    them through ``request.getfixturevalue``), where ``asyncio.run`` is not allowed.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(fn(*args))).result()
+
+
+def _obtain_server() -> tuple[str, Cluster | None]:
+    """An admin URL of some server we may create databases on, and the cluster if we own it."""
+    env = os.environ.get(ENV_URL)
+    if env:
+        return env, None
+    problems: list[str] = []
+    reason = Cluster.available()
+    if reason is None:
+        try:
+            cluster = start_cluster()
+        except (subprocess.SubprocessError, OSError) as exc:
+            problems.append(f"throwaway cluster failed: {exc}")
+        else:
+            return cluster.url, cluster
+    else:
+        problems.append(f"no throwaway cluster ({reason})")
+    if run_sync(_reachable, LOCAL_URL):
+        return LOCAL_URL, None
+    problems.append(f"nothing at {LOCAL_URL}")
+    raise LookupError(f"set {ENV_URL}; " + "; ".join(problems))
+
+
+def _unavailable_outcome(reason: str) -> None:
+    message = f"Postgres tests NOT RUN: no Postgres available ({reason})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} and CI=true", pytrace=False)
+    _unavailable.append(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
-    pytest.skip("Postgres backend not implemented yet")
-    yield ""
+    """URL of a fresh database created for this test session and dropped after it.
+
+    Skips loudly (fails with ``CI=true``) when no Postgres can be had.
+    """
+    try:
+        admin_url, cluster = _obtain_server()
+    except LookupError as exc:
+        _unavailable_outcome(str(exc))
+        return
+    try:
+        url = run_sync(create_database, admin_url)
+        try:
+            yield url
+        finally:
+            run_sync(drop_database, admin_url, url)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+
+
+@contextlib.asynccontextmanager
+async def open_postgres_store(dsn: str, **kwargs: Any) -> AsyncIterator[PostgresStore]:
+    """An opened PostgresStore on ``dsn`` after dropping every namespace there; closed after.
+
+    For fixtures that cannot request :func:`postgres_store` (an async fixture asking for
+    another async fixture through ``request.getfixturevalue`` fails under pytest-asyncio).
+    """
+    await reset_database(dsn)
+    kwargs.setdefault("min_pool", 1)
+    kwargs.setdefault("max_pool", 10)
+    store = PostgresStore(dsn, **kwargs)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture
 async def postgres_store(postgres_dsn: str) -> AsyncIterator[Store]:
-    pytest.skip("Postgres backend not implemented yet")
-    yield  # type: ignore[misc]
+    """An opened PostgresStore on a database holding no namespaces."""
+    async with open_postgres_store(postgres_dsn) as store:
+        yield store
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway cluster of our own, for tests that stop and restart the server."""
+    reason = Cluster.available()
+    if reason is not None:
+        _unavailable_outcome(f"cannot start a throwaway cluster: {reason}")
+        return
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One loud line when Postgres tests were skipped for want of a server."""
+    if _unavailable:
+        terminalreporter.write_sep("!", _unavailable[0], red=True, bold=True)
