@@ -15,6 +15,7 @@ from eventodb import __version__
 from eventodb.api import sse
 from eventodb.api.auth import Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
+from eventodb.api.requestlog import RequestLog
 from eventodb.api.rpc import METHODS, OWN_NAMESPACE, Services
 from eventodb.core import jsoncodec
 from eventodb.core.errors import ErrorCode, EventoDBError, InvalidArgument, NamespaceNotFound
@@ -58,6 +59,7 @@ class EventoDBApp:
     Args:
         services: store, authenticator and broker shared by every request.
         sse_heartbeat: seconds between SSE comment heartbeats (passed to the SSE handler).
+        request_log: where request lines go (default: through :mod:`logging`).
     """
 
     def __init__(
@@ -66,11 +68,12 @@ class EventoDBApp:
         *,
         sse_heartbeat: float = 15.0,
         max_body_bytes: int = MAX_BODY_BYTES,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.services = services
         self.sse_heartbeat = sse_heartbeat
         self.max_body_bytes = max_body_bytes
-        self._log_info = log.isEnabledFor(logging.INFO)
+        self.request_log = request_log or RequestLog(enabled=log.isEnabledFor(logging.INFO))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -94,22 +97,9 @@ class EventoDBApp:
             await _send_json(send, 500, _INTERNAL)
         finally:
             svc.in_flight -= 1
-        if status >= 500:
-            log.error(
-                "%s %s %d %.2fms",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
-        elif self._log_info:
-            log.info(
-                "%s %s %d %.2fms",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+        self.request_log(
+            scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000
+        )
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> int:
         path = scope["path"]
@@ -305,6 +295,7 @@ def create_app(
     permissive_admin: bool = False,
     sse_heartbeat: float = 15.0,
     broker: Broker | None = None,
+    request_log: RequestLog | None = None,
 ) -> EventoDBApp:
     """An app over an already opened ``store`` (the CLI and in-process tests use this).
 
@@ -316,4 +307,4 @@ def create_app(
         broker=broker if broker is not None else Broker(store),
         permissive_admin=permissive_admin,
     )
-    return EventoDBApp(services, sse_heartbeat=sse_heartbeat)
+    return EventoDBApp(services, sse_heartbeat=sse_heartbeat, request_log=request_log)

@@ -23,6 +23,7 @@ from eventodb import __version__
 from eventodb.api.app import create_app
 from eventodb.api.auth import DEFAULT_NAMESPACE
 from eventodb.api.broker import Broker
+from eventodb.api.requestlog import RequestLog
 from eventodb.config import Backend, Settings
 from eventodb.core import tokens
 from eventodb.core.errors import EventoDBError, NamespaceNotFound
@@ -166,12 +167,18 @@ async def serve(settings: Settings, backend: Backend) -> int:
         sys.stdout.flush()
         broker = Broker(store)
         await broker.start()
+        request_log = RequestLog(
+            sys.stdout,
+            fmt=settings.log_format,
+            enabled=logging.getLogger("eventodb.http").isEnabledFor(logging.INFO),
+        )
         app = create_app(
             store,
             test_mode=settings.test_mode,
             permissive_admin=settings.permissive_admin,
             sse_heartbeat=settings.sse_heartbeat,
             broker=broker,
+            request_log=request_log,
         )
         if default.token is not None:
             app.services.auth.remember(default.token, DEFAULT_NAMESPACE)
@@ -192,6 +199,7 @@ async def serve(settings: Settings, backend: Backend) -> int:
             await server.serve()
         except SystemExit as exc:  # uvicorn exits when it cannot bind
             raise StartupError(f"cannot listen on {settings.host}:{settings.port}") from exc
+        request_log.flush()
         log.info("stopped")
         return 0
     except EventoDBError as exc:
