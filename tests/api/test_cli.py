@@ -185,6 +185,8 @@ def test_embedded_default_keeps_data_in_eventodb_data(tmp_path: Path) -> None:
         assert srv.rpc(None, "sys.version").status_code == 401
     finally:
         assert srv.stop() == 0
+    assert "POST /rpc 200" in srv.output()
+    assert "POST /rpc 401" in srv.output()
     assert (tmp_path / "eventodb-data" / "metadata.db").exists()
     assert (tmp_path / "eventodb-data" / "default.db").exists()
 
