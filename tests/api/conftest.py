@@ -89,7 +89,8 @@ class Server:
         raise RuntimeError(f"server did not become healthy:\n{self.output()}")
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def banner_token(self) -> str:
