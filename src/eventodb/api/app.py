@@ -21,7 +21,7 @@ from eventodb.core import jsoncodec
 from eventodb.core.errors import ErrorCode, EventoDBError, InvalidArgument, NamespaceNotFound
 from eventodb.store.base import Store
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
