@@ -1,6 +1,6 @@
 """Fan-out of pokes from the store to live subscriptions (SPEC §6.4, §6.5).
 
-The store calls :meth:`Broker._on_event` on the event loop for every committed write
+The store calls :meth:`Broker.notify` on the event loop for every committed write
 (:class:`Poke`) and whenever pokes may have been missed (:class:`Gap`). The broker hands each
 poke to the subscriptions that want it; each :class:`Subscription` turns what it is offered,
 plus what it reads back from the database, into the pokes its client has not seen yet.
@@ -85,6 +85,7 @@ class Subscription:
         "_pending",
         "_reread_from",
         "_seen",
+        "_summarise",
         "_waiter",
         "broker",
         "closed",
@@ -109,6 +110,9 @@ class Subscription:
         self._seen: dict[str, int] = {}
         self._reread_from: int | None = filter.position
         """The initial replay is simply the first re-read."""
+        self._summarise = False
+        """Whether the current re-read replaces overflowed pokes: then each page sends one poke
+        per stream (its latest position) instead of one per message."""
         self._cursor: int | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -140,6 +144,7 @@ class Subscription:
             # held, so one re-read from there delivers all of them (or later positions).
             lowest = min(gp for _, gp in self._pending.values())
             self._pending.clear()
+            self._summarise = True
             self.request_reread(lowest)
             return
         self._wake()
@@ -175,6 +180,11 @@ class Subscription:
         self._wake()
         if self.sending and self.task is not None and not self.task.done():
             self.task.cancel(_END)
+
+    @property
+    def pending_streams(self) -> int:
+        """Streams with an undelivered poke (bounded by :data:`MAX_PENDING_STREAMS`)."""
+        return len(self._pending)
 
     # -- called by the client's response loop --------------------------------------------------
 
@@ -252,6 +262,12 @@ class Subscription:
         self._cursor = None if len(messages) < PAGE_SIZE else after
         if messages:
             self.broker.observe(self.namespace, max(m.global_position for m in messages))
+        if self._summarise:
+            if self._cursor is None:
+                self._summarise = False
+            # Latest message per stream, in order of each stream's last appearance.
+            latest = {m.stream_name: m for m in messages}
+            messages = sorted(latest.values(), key=lambda m: m.global_position)
         pokes: list[PokeTuple] = []
         for m in messages:
             if not self._covered(m.stream_name, m.position):
@@ -374,7 +390,7 @@ class Broker:
 
     async def start(self) -> None:
         self._alive_at = asyncio.get_running_loop().time()
-        self._unlisten = self.store.add_listener(self._on_event)
+        self._unlisten = self.store.add_listener(self.notify)
 
     async def close(self) -> None:
         """End every subscription and wait (briefly) for their responses to finish."""
@@ -455,7 +471,8 @@ class Broker:
 
     # -- events from the store ----------------------------------------------------------------
 
-    def _on_event(self, event: Poke | Gap) -> None:
+    def notify(self, event: Poke | Gap) -> None:
+        """The store listener (registered by :meth:`start`): route a poke, or recover a gap."""
         now = asyncio.get_running_loop().time()
         if isinstance(event, Gap):
             self._on_gap(event, now)

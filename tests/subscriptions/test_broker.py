@@ -1,0 +1,213 @@
+"""The delivery rules of :mod:`eventodb.api.broker`, driven directly over a real SQLite store.
+
+These cover orderings the HTTP tests cannot force: pokes arriving out of global-position order,
+a subscriber too slow to keep up, pokes lost by the notification path (gaps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eventodb.api.broker import MAX_PENDING_STREAMS, Broker, Filter, PokeTuple, Subscription
+from eventodb.store.base import ConsumerGroup, Gap, Poke, Store
+from eventodb.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.timeout(60)
+
+NS = "tenant"
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    sqlite = SQLiteStore(None)
+    await sqlite.open()
+    await sqlite.create_namespace(NS, "0" * 64)
+    try:
+        yield sqlite
+    finally:
+        await sqlite.close()
+
+
+@pytest.fixture
+async def broker(store: Store) -> AsyncIterator[Broker]:
+    """A started broker; its subscriptions are released at the end like finished responses."""
+    b = Broker(store)
+    await b.start()
+    yield b
+    if not b.closed:
+        for sub in list(_subscriptions(b)):
+            b.unsubscribe(sub)
+        await asyncio.wait_for(b.close(), 1)
+
+
+def _subscriptions(broker: Broker) -> list[Subscription]:
+    return [s for ns in broker._namespaces.values() for s in ns.everyone()]
+
+
+class Muted:
+    """Stands between the store and the broker; while muted, pokes are lost (as over a dead
+    LISTEN connection)."""
+
+    def __init__(self, store: Store, broker: Broker) -> None:
+        self.muted = False
+        self.broker = broker
+        store.add_listener(self.forward)
+
+    def forward(self, event: Poke | Gap) -> None:
+        if not self.muted:
+            self.broker.notify(event)
+
+
+async def drain(sub: Subscription, quiet: float = 0.05) -> list[PokeTuple]:
+    """Everything the subscription has to send until it has been idle for ``quiet`` seconds."""
+    loop = asyncio.get_running_loop()
+    sent: list[PokeTuple] = []
+    while True:
+        pokes = await sub.next(loop.time() + quiet)
+        if not pokes:
+            return sent
+        sent.extend(pokes)
+
+
+def high_water(pokes: list[PokeTuple]) -> dict[str, int]:
+    marks: dict[str, int] = {}
+    for stream, position, _ in pokes:
+        marks[stream] = max(position, marks.get(stream, -1))
+    return marks
+
+
+async def test_pokes_arriving_out_of_global_order_are_all_delivered(store: Store) -> None:
+    broker = Broker(store)
+    sub = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    assert await drain(sub) == []
+    # Concurrent commits: global position 11 is announced before 10.
+    broker.notify(Poke(NS, "b-1", 0, 11))
+    assert await drain(sub) == [("b-1", 0, 11)]
+    broker.notify(Poke(NS, "a-1", 0, 10))
+    assert await drain(sub) == [("a-1", 0, 10)]
+
+
+async def test_a_poke_at_or_below_one_already_sent_for_its_stream_is_dropped(store: Store) -> None:
+    broker = Broker(store)
+    sub = broker.subscribe(NS, Filter(stream="a-1", category="", position=0))
+    assert await drain(sub) == []
+    broker.notify(Poke(NS, "a-1", 5, 50))
+    broker.notify(Poke(NS, "a-1", 3, 30))  # late and covered by position 5
+    assert await drain(sub) == [("a-1", 5, 50)]
+    broker.notify(Poke(NS, "a-1", 5, 50))
+    broker.notify(Poke(NS, "a-1", 6, 60))
+    assert await drain(sub) == [("a-1", 6, 60)]
+
+
+async def test_replay_and_live_overlap_delivers_each_message_once(
+    store: Store, broker: Broker
+) -> None:
+    for _ in range(3):
+        await store.write_message(NS, "a-1", "T", {})
+    sub = broker.subscribe(NS, Filter(stream=None, category="a", position=1))
+    # Written after registration and before the replay read: both replay and live see it.
+    await store.write_message(NS, "a-1", "T", {})
+    sent = await drain(sub)
+    assert [(s, p) for s, p, _ in sent] == [("a-1", 0), ("a-1", 1), ("a-1", 2), ("a-1", 3)]
+
+
+async def test_live_filter_uses_the_same_consumer_group_rule_as_reads(
+    store: Store, broker: Broker
+) -> None:
+    members = [broker.subscribe(NS, Filter(None, "test", 1, ConsumerGroup(m, 2))) for m in range(2)]
+    for stream in ["test-1", "test-2", "test-3", "test-4", "test"]:
+        await store.write_message(NS, stream, "T", {})
+    got = [sorted(s for s, _, _ in await drain(m)) for m in members]
+    # SPEC §5.2 vectors; "test" has no id and belongs to no member.
+    assert got == [["test-1", "test-3"], ["test-2", "test-4"]]
+
+
+async def test_slow_subscriber_is_coalesced_then_rereads_without_losing_a_stream(
+    store: Store, broker: Broker
+) -> None:
+    sub = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    assert await drain(sub) == []
+    # The client is not reading: nothing calls sub.next() while these are written.
+    written: dict[str, int] = {}
+    streams = MAX_PENDING_STREAMS + 100
+    for round_ in range(3):
+        for i in range(streams):
+            result = await store.write_message(NS, f"s-{i}", "T", {"r": round_})
+            written[f"s-{i}"] = result.position
+        assert sub.pending_streams <= MAX_PENDING_STREAMS
+    sent = await drain(sub)
+    assert high_water(sent) == written
+    assert len(sent) < 3 * streams, "pokes should have been coalesced"
+
+
+async def test_pokes_lost_in_a_gap_are_recovered_from_the_database(store: Store) -> None:
+    broker = Broker(store, gap_lookback=0.0)
+    gate = Muted(store, broker)
+    one = broker.subscribe(NS, Filter(stream="a-1", category="", position=0))
+    cat = broker.subscribe(NS, Filter(stream=None, category="a", position=1))
+    everything = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    for _ in range(2):
+        await store.write_message(NS, "a-1", "T", {})
+    await store.write_message(NS, "b-1", "T", {})
+    before = [await drain(s) for s in (one, cat, everything)]
+    assert [len(b) for b in before] == [2, 2, 3]
+
+    gate.muted = True
+    for stream in ["a-1", "a-2", "b-1"]:
+        await store.write_message(NS, stream, "T", {})
+    assert [await drain(s) for s in (one, cat, everything)] == [[], [], []]
+    gate.muted = False
+    broker.notify(Gap(NS))
+
+    after = [await drain(s) for s in (one, cat, everything)]
+    assert high_water(after[0]) == {"a-1": 2}
+    assert high_water(after[1]) == {"a-1": 2, "a-2": 0}
+    assert high_water(after[2]) == {"a-1": 2, "a-2": 0, "b-1": 1}
+    # Already delivered messages are not sent again.
+    assert ("a-1", 0) not in [(s, p) for s, p, _ in after[2]]
+
+
+async def test_gap_floor_reaches_back_to_writes_still_in_flight(store: Store) -> None:
+    """After a gap the re-read starts at a position known to exist ``gap_lookback`` seconds
+    before the notification path was last seen alive, not at the newest position seen."""
+    broker = Broker(store, gap_lookback=0.2)
+    gate = Muted(store, broker)
+    sub = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    first = await store.write_message(NS, "a-1", "T", {})
+    await drain(sub)
+    await asyncio.sleep(0.3)
+    # A slow transaction took global position g and its announcement is lost with the
+    # connection; a faster one (g + 1) was announced just before the connection died.
+    gate.muted = True
+    slow = await store.write_message(NS, "slow-1", "T", {})
+    gate.muted = False
+    broker.notify(Poke(NS, "fast-1", 0, slow.global_position + 1))
+    broker.notify(Gap(NS))
+    sent = await drain(sub)
+    assert ("slow-1", 0, slow.global_position) in sent
+    assert ("a-1", 0, first.global_position) not in sent
+
+
+async def test_close_and_close_namespace_end_subscriptions(store: Store) -> None:
+    broker = Broker(store)
+    await broker.start()
+    await store.create_namespace("other", "1" * 64)
+    mine = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    theirs = broker.subscribe("other", Filter(stream=None, category="", position=1))
+    assert broker.subscriber_count() == 2
+    waiting = asyncio.ensure_future(mine.next(None))
+    await asyncio.sleep(0.01)
+    broker.close_namespace(NS)
+    assert await asyncio.wait_for(waiting, 1) is None
+    broker.unsubscribe(mine)
+    assert broker.subscriber_count() == 1
+    assert await theirs.next(asyncio.get_running_loop().time()) == []
+    closing = asyncio.ensure_future(broker.close())
+    assert await asyncio.wait_for(theirs.next(None), 1) is None
+    broker.unsubscribe(theirs)
+    await asyncio.wait_for(closing, 1)
+    assert broker.subscriber_count() == 0
+    assert broker.subscribe(NS, Filter(None, "", 1)).closed
