@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from eventodb import __version__
@@ -208,3 +211,37 @@ def test_default_namespace_cannot_be_deleted(server: Server, tenant: Tenant) -> 
     assert error_of(response)[:2] == (400, "INVALID_REQUEST")
     assert error_of(tenant.rpc("ns.delete", "default"))[:2] == (403, "AUTH_UNAUTHORIZED")
     assert server.ok(ADMIN_TOKEN, "ns.info", "default")["namespace"] == "default"
+
+
+# -- storage failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_storage_failure_is_a_backend_error_envelope(postgres_dsn: str, tmp_path: Path) -> None:
+    """A namespace schema dropped behind the server's back: 500 BACKEND_ERROR, no stack trace."""
+    srv = Server([f"--token={ADMIN_TOKEN}", "--db-url", postgres_dsn], workdir=tmp_path)
+    try:
+        broken_namespace_answers_backend_error(srv, postgres_dsn)
+    finally:
+        assert srv.stop() == 0
+    assert "ERROR" in srv.output()
+
+
+def broken_namespace_answers_backend_error(srv: Server, postgres_dsn: str) -> None:
+    t = make_tenant(srv)
+    t.ok("stream.write", "acc-1", {"type": "T", "data": {}})
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            # SPEC §8.2: the schema of an id made of [A-Za-z0-9_] is eventodb_<id>.
+            await conn.execute(f'DROP SCHEMA "eventodb_{t.namespace}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+    response = t.rpc("stream.get", "acc-1")
+    status, code, message = error_of(response)
+    assert (status, code) == (500, "BACKEND_ERROR")
+    assert message.startswith("Failed to")
+    assert "Traceback" not in response.text
