@@ -6,6 +6,7 @@ per-request overhead to a dictionary lookup (the hot path is ``POST /rpc``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -42,8 +43,9 @@ class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
-def _error(code_message: EventoDBError, status: int | None = None) -> tuple[int, bytes]:
-    return status or code_message.http_status, jsoncodec.dumps(code_message.envelope())
+def _error(error: EventoDBError, status: int | None = None) -> tuple[int, bytes]:
+    """Status and envelope body of an error (``status`` overrides the code's usual one)."""
+    return status or error.http_status, jsoncodec.dumps(error.envelope())
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -94,7 +96,8 @@ class EventoDBApp:
         except Exception:
             # Never a stack trace in a response; the log gets it.
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _send_json(send, 500, _INTERNAL)
+            with contextlib.suppress(Exception):  # fails if the response had already started
+                await _send_json(send, 500, _INTERNAL)
         finally:
             svc.in_flight -= 1
         self.request_log(
