@@ -1,0 +1,309 @@
+"""SSE subscriptions: poke latency, memory per idle subscription, most concurrent subscriptions.
+
+Not a test: it starts the real server (``python -m eventodb``) in a subprocess and prints
+figures for docs/PERFORMANCE.md. Usage::
+
+    .venv/bin/python scripts/bench_sse.py                       # test mode (SQLite in memory)
+    .venv/bin/python scripts/bench_sse.py --db-url postgres://postgres@127.0.0.1/bench
+    .venv/bin/python scripts/bench_sse.py --latency-only        # skip the 10,000-connection run
+
+Latency is measured from the moment the write's RPC response has been read (write
+acknowledged) to the moment the poke for it has been read by the subscriber, over real sockets
+on this machine; the server publishes a poke as soon as the write commits, so a poke can beat
+the RPC response (a negative figure). With many subscribers the figure includes this client's
+own time to read every socket (one Python process reads them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+TOKEN = "ns_ZGVmYXVsdA_" + "0" * 64
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class ServerProcess:
+    def __init__(self, db_url: str | None, heartbeat: float) -> None:
+        self.port = _free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-sse-"))
+        args = [f"--port={self.port}", "--host=127.0.0.1", f"--token={TOKEN}"]
+        args += [f"--sse-heartbeat={heartbeat}", "--log-level=warn"]
+        args += ["--db-url", db_url] if db_url else ["--test-mode"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTODB_")}
+        self.log = (self.workdir / "server.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eventodb", *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            preexec_fn=_raise_fd_limit,  # the server needs one fd per subscription
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError((self.workdir / "server.log").read_text())
+
+    def rss_kib(self) -> int:
+        return _rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+class Subscriber(asyncio.Protocol):
+    """A raw SSE reader: records when each (stream, position) poke arrived."""
+
+    def __init__(self, arrivals: dict[tuple[str, int], list[float]] | None) -> None:
+        self.arrivals = arrivals
+        self.ready = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+        self.pokes = 0
+        self.closed = False
+        self.transport: asyncio.BaseTransport | None = None
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if not self.ready.done():
+            self.buffer += data
+            if b": ready" in self.buffer:
+                self.ready.set_result(None)
+                self.buffer = self.buffer[self.buffer.index(b": ready") :]
+            elif self.buffer.startswith(b"HTTP/1.1 ") and not self.buffer.startswith(
+                b"HTTP/1.1 200"
+            ):
+                self.ready.set_exception(RuntimeError(self.buffer[:200].decode("latin-1")))
+            return
+        self.buffer += data
+        # Chunk-size lines sit between events; pokes are located by their "data: " lines.
+        while True:
+            start = self.buffer.find(b"data: {")
+            if start < 0:
+                self.buffer = self.buffer[-8:]
+                return
+            end = self.buffer.find(b"\n", start)
+            if end < 0:
+                self.buffer = self.buffer[start:]
+                return
+            poke = orjson.loads(self.buffer[start + 6 : end])
+            self.buffer = self.buffer[end + 1 :]
+            self.pokes += 1
+            if self.arrivals is not None:
+                self.arrivals.setdefault((poke["stream"], poke["position"]), []).append(now)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before ready"))
+
+
+async def open_subscriptions(
+    port: int,
+    query: str,
+    count: int,
+    arrivals: dict[tuple[str, int], list[float]] | None,
+    batch: int = 200,
+) -> list[Subscriber]:
+    loop = asyncio.get_running_loop()
+    request = (f"GET /subscribe?{query}&token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
+    subs: list[Subscriber] = []
+
+    async def one() -> Subscriber:
+        transport, sub = await loop.create_connection(
+            lambda: Subscriber(arrivals), "127.0.0.1", port
+        )
+        sub.transport = transport
+        transport.write(request)
+        await asyncio.wait_for(sub.ready, 30)
+        return sub
+
+    for start in range(0, count, batch):
+        subs += await asyncio.gather(*(one() for _ in range(min(batch, count - start))))
+    return subs
+
+
+def close_all(subs: list[Subscriber]) -> None:
+    for sub in subs:
+        if sub.transport is not None:
+            sub.transport.close()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latency(server: ServerProcess, subscribers: int, writes: int) -> dict[str, Any]:
+    arrivals: dict[tuple[str, int], list[float]] = {}
+    stream = f"lat{subscribers}-1"
+    subs = await open_subscriptions(server.port, f"stream={stream}", subscribers, arrivals)
+    samples: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        for _ in range(20):  # warm up the connection and the code paths
+            await client.post("/rpc", json=["stream.write", f"warm-{subscribers}", {"type": "T"}])
+        acks: dict[int, float] = {}
+        sent_at: dict[int, float] = {}
+        for _ in range(writes):
+            sent = time.perf_counter()
+            response = await client.post(
+                "/rpc", json=["stream.write", stream, {"type": "T", "data": {}}]
+            )
+            acked = time.perf_counter()
+            acks[response.json()["position"]] = acked
+            sent_at[response.json()["position"]] = sent
+            # Let every subscriber read this poke before the next write.
+            deadline = acked + 5
+            position = response.json()["position"]
+            while len(arrivals.get((stream, position), ())) < subscribers:
+                if time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(0.0005)
+            await asyncio.sleep(0.005)
+    from_sent: list[float] = []
+    for position, acked in acks.items():
+        got = arrivals.get((stream, position), [])
+        samples += [(t - acked) * 1000 for t in got]
+        from_sent += [(t - sent_at[position]) * 1000 for t in got]
+    expected = writes * subscribers
+    close_all(subs)
+    await asyncio.sleep(0.5)
+    return {
+        "subscribers": subscribers,
+        "writes": writes,
+        "pokes": f"{len(samples)}/{expected}",
+        "p50_ms": round(_pct(samples, 0.50), 3),
+        "p95_ms": round(_pct(samples, 0.95), 3),
+        "p99_ms": round(_pct(samples, 0.99), 3),
+        "mean_ms": round(statistics.fmean(samples), 3),
+        "from_request_p50_ms": round(_pct(from_sent, 0.50), 3),
+        "from_request_p95_ms": round(_pct(from_sent, 0.95), 3),
+        "from_request_p99_ms": round(_pct(from_sent, 0.99), 3),
+    }
+
+
+async def capacity(server: ServerProcess, target: int, step: int) -> dict[str, Any]:
+    base = server.rss_kib()
+    subs: list[Subscriber] = []
+    reached = 0
+    error = ""
+    rss_at: dict[int, int] = {}
+    started = time.perf_counter()
+    try:
+        while reached < target:
+            subs += await open_subscriptions(
+                server.port, "all=true", min(step, target - reached), None
+            )
+            reached = len(subs)
+            await asyncio.sleep(0.2)
+            rss_at[reached] = server.rss_kib()
+            print(f"  {reached} idle subscriptions, server RSS {rss_at[reached] / 1024:.1f} MiB")
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    open_seconds = time.perf_counter() - started
+    # Are they all alive? One write pokes every one of them.
+    before = sum(s.pokes for s in subs)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        t0 = time.perf_counter()
+        await client.post("/rpc", json=["stream.write", "cap-1", {"type": "T", "data": {}}])
+        while sum(s.pokes for s in subs) - before < len(subs):
+            if time.perf_counter() - t0 > 30:
+                break
+            await asyncio.sleep(0.01)
+        fanout = time.perf_counter() - t0
+    poked = sum(s.pokes for s in subs) - before
+    peak = max(rss_at.values()) if rss_at else base
+    close_all(subs)
+    return {
+        "held": reached,
+        "poked_by_one_write": poked,
+        "fanout_seconds": round(fanout, 3),
+        "open_seconds": round(open_seconds, 1),
+        "server_rss_base_mib": round(base / 1024, 1),
+        "server_rss_peak_mib": round(peak / 1024, 1),
+        "kib_per_subscription": round((peak - base) / max(reached, 1), 2),
+        "error": error,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db-url", default=None)
+    parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--capacity", type=int, default=10_000)
+    parser.add_argument("--step", type=int, default=1000)
+    options = parser.parse_args()
+    _raise_fd_limit()
+    print(
+        f"fd limit: {resource.getrlimit(resource.RLIMIT_NOFILE)}; backend: "
+        f"{options.db_url or 'test mode (SQLite in memory)'}"
+    )
+
+    server = ServerProcess(options.db_url, heartbeat=15.0)
+    try:
+        print("poke latency (write acknowledged -> poke read by the subscriber):")
+        for subscribers, writes in ((1, 500), (100, 200), (1000, 100)):
+            row = await latency(server, subscribers, writes)
+            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    finally:
+        server.stop()
+    if options.latency_only:
+        return
+    server = ServerProcess(options.db_url, heartbeat=15.0)
+    try:
+        print(f"idle subscriptions (all=true), up to {options.capacity}:")
+        row = await capacity(server, options.capacity, options.step)
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
