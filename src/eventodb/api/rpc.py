@@ -16,7 +16,7 @@ from eventodb import __version__
 from eventodb.api import args as a
 from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, not_authorized
 from eventodb.api.broker import Broker
-from eventodb.core import timefmt, tokens, validation
+from eventodb.core import jsoncodec, timefmt, tokens, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound
 from eventodb.store.base import ConsumerGroup, Message, Store
 
@@ -42,27 +42,28 @@ Method = Callable[[Services, str, list[Any]], Awaitable[Any]]
 # -- shapes (SPEC §4.4) ---------------------------------------------------------------------------
 
 
+def _payload(m: Message) -> tuple[Any, Any]:
+    """Data and metadata for a response: stored JSON text is copied in, not re-encoded."""
+    data = m.data if m.data_json is None else jsoncodec.fragment(m.data_json)
+    meta = m.metadata if m.metadata_json is None else jsoncodec.fragment(m.metadata_json)
+    return data, meta
+
+
 def stream_message(m: Message) -> list[Any]:
-    return [
-        m.id,
-        m.type,
-        m.position,
-        m.global_position,
-        m.data,
-        m.metadata,
-        timefmt.format_time(m.time),
-    ]
+    data, meta = _payload(m)
+    return [m.id, m.type, m.position, m.global_position, data, meta, timefmt.format_time(m.time)]
 
 
 def category_message(m: Message) -> list[Any]:
+    data, meta = _payload(m)
     return [
         m.id,
         m.stream_name,
         m.type,
         m.position,
         m.global_position,
-        m.data,
-        m.metadata,
+        data,
+        meta,
         timefmt.format_time(m.time),
     ]
 

@@ -16,7 +16,8 @@ import orjson
 MAX_DEPTH = 512
 """Deepest nesting accepted in a request (SPEC §11.1)."""
 
-_WIDE_INT = re.compile(rb"\d{19}")
+_WIDE_INT = re.compile(rb"[0-9]{19}")
+_WIDE_INT_TEXT = re.compile(r"[0-9]{19}")
 
 
 class JSONError(ValueError):
@@ -33,9 +34,8 @@ def loads(raw: bytes | str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise JSONError(str(exc)) from None
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogatepass")
-    if _WIDE_INT.search(raw):
+    wide = _WIDE_INT_TEXT.search(raw) if isinstance(raw, str) else _WIDE_INT.search(raw)
+    if wide:
         # Rare: re-parse exactly. Input already validated by orjson, so this cannot fail on syntax.
         value = json.loads(raw)
     return value
@@ -47,6 +47,11 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def fragment(text: str) -> Any:
+    """Already-serialised JSON that :func:`dumps` copies verbatim into its output."""
+    return orjson.Fragment(text)
 
 
 def dumps_str(value: Any) -> str:

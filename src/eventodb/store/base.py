@@ -14,24 +14,103 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from eventodb.core import ids, validation
+from eventodb.core import ids, jsoncodec, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound
 
 DEFAULT_BATCH_SIZE = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A stored message. ``time`` is aware UTC with microsecond precision on every backend."""
+_UNDECODED: Any = object()
 
-    id: str
-    stream_name: str
-    type: str
-    position: int
-    global_position: int
-    data: dict[str, Any]
-    metadata: dict[str, Any] | None
-    time: datetime
+
+class Message:
+    """A stored message. ``time`` is aware UTC with microsecond precision on every backend.
+
+    A backend that holds the JSON text of ``data``/``metadata`` passes it as ``data_json`` /
+    ``metadata_json`` instead of decoding it: it is decoded on first access of ``data`` /
+    ``metadata``, and the HTTP layer copies the text into responses without decoding it at
+    all (reads of 100 messages spend most of their time in JSON otherwise).
+    """
+
+    __slots__ = (
+        "_data",
+        "_metadata",
+        "data_json",
+        "global_position",
+        "id",
+        "metadata_json",
+        "position",
+        "stream_name",
+        "time",
+        "type",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        stream_name: str,
+        type: str,
+        position: int,
+        global_position: int,
+        data: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+        time: datetime,
+        *,
+        data_json: str | None = None,
+        metadata_json: str | None = None,
+    ) -> None:
+        self.id = id
+        self.stream_name = stream_name
+        self.type = type
+        self.position = position
+        self.global_position = global_position
+        self.time = time
+        self.data_json = data_json
+        """Compact JSON text of ``data`` when the backend had it, else ``None``."""
+        self.metadata_json = metadata_json
+        """Compact JSON text of ``metadata`` when the backend had it, else ``None``."""
+        self._data = _UNDECODED if data is None and data_json is not None else (data or {})
+        self._metadata = _UNDECODED if metadata_json is not None else metadata
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is _UNDECODED:
+            self._data = jsoncodec.loads(self.data_json or "{}")
+        result: dict[str, Any] = self._data
+        return result
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        if self._metadata is _UNDECODED:
+            self._metadata = jsoncodec.loads(self.metadata_json or "null")
+        result: dict[str, Any] | None = self._metadata
+        return result
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.stream_name,
+            self.type,
+            self.position,
+            self.global_position,
+            self.data,
+            self.metadata,
+            self.time,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(id={self.id!r}, stream_name={self.stream_name!r}, type={self.type!r}, "
+            f"position={self.position}, global_position={self.global_position}, "
+            f"data={self.data!r}, metadata={self.metadata!r}, time={self.time!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

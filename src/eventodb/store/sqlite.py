@@ -99,20 +99,23 @@ def _member(stream_name: str, size: int) -> int | None:
 
 
 def _to_message(row: tuple[Any, ...]) -> Message:
+    # The stored text is our own compact JSON: hand it on undecoded (see ``Message``).
     return Message(
         row[0],
         row[1],
         row[2],
         row[3],
         row[4],
-        jsoncodec.loads(row[5]) if row[5] is not None else {},
-        jsoncodec.loads(row[6]) if row[6] is not None else None,
+        None,
+        None,
         timefmt.from_micros(row[7]),
+        data_json=row[5],
+        metadata_json=row[6],
     )
 
 
 def _messages(rows: Iterable[tuple[Any, ...]]) -> list[Message]:
-    """Decode rows on the database thread, keeping JSON parsing off the event loop."""
+    """Build messages on the database thread (JSON stays text until someone asks)."""
     return [_to_message(r) for r in rows]
 
 
