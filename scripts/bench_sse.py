@@ -273,6 +273,9 @@ async def main() -> None:
     parser.add_argument("--latency-only", action="store_true")
     parser.add_argument("--capacity", type=int, default=10_000)
     parser.add_argument("--step", type=int, default=1000)
+    parser.add_argument(
+        "--subscribers", default="1,100,1000", help="comma list of subscription counts"
+    )
     options = parser.parse_args()
     _raise_fd_limit()
     print(
@@ -283,7 +286,8 @@ async def main() -> None:
     server = ServerProcess(options.db_url, heartbeat=15.0)
     try:
         print("poke latency (write acknowledged -> poke read by the subscriber):")
-        for subscribers, writes in ((1, 500), (100, 200), (1000, 100)):
+        for subscribers in (int(n) for n in options.subscribers.split(",")):
+            writes = 500 if subscribers < 100 else 200 if subscribers < 1000 else 100
             row = await latency(server, subscribers, writes)
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     finally:

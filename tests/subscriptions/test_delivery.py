@@ -138,7 +138,7 @@ async def test_write_right_after_subscribing_is_never_missed(tenant: Tenant, mod
 
 
 async def test_replay_pages_through_thousands_of_messages(tenant: Tenant) -> None:
-    total = 2500
+    total = 1500
 
     async def writer(n: int) -> list[Written]:
         return [("big-1", *await tenant.write("big-1", {"i": i})) for i in range(n)]

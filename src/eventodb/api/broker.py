@@ -42,7 +42,7 @@ PAGE_SIZE = 1000
 MAX_PENDING_STREAMS = 512
 """Distinct streams with an undelivered poke a subscription keeps before it re-reads instead."""
 
-MAX_SEEN_STREAMS = 4096
+MAX_SEEN_STREAMS = 1024
 """Streams whose delivered high-water mark a subscription remembers (forgetting one only risks a
 duplicate poke, never a lost one)."""
 
