@@ -116,6 +116,16 @@ class Cluster:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def running(self) -> bool:
+        done = subprocess.run(
+            [*self._as, "pg_ctl", "-D", str(self.data), "status"], capture_output=True, timeout=30
+        )
+        return done.returncode == 0
+
+    def start_if_stopped(self) -> None:
+        if not self.running():
+            self.start()
+
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.stop("immediate")

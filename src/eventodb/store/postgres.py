@@ -618,10 +618,12 @@ class PostgresStore(Store):
         m = message
         message_id = m.id or ids.new_id()
 
+        sql = ns.sql.write if m.id is None else ns.sql.write_new_id
+
         async def write(c: Any) -> Any:
             try:
-                return await c.fetchrow(
-                    ns.sql.write,
+                row = await c.fetchrow(
+                    sql,
                     message_id,
                     m.stream_name,
                     m.type,
@@ -637,7 +639,8 @@ class PostgresStore(Store):
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "messages_id":
                     raise
-                return _DUPLICATE_ID
+                return _DUPLICATE_ID  # a concurrent write with the same new id won
+            return _DUPLICATE_ID if row is None else row
 
         outcome = await self._run("write message", write, ns=ns)
         if isinstance(outcome, _Conflict) or outcome is _DUPLICATE_ID:

@@ -90,6 +90,13 @@ class NamespaceSQL:
             f"SELECT w.p, currval({quote_literal(seq)}) FROM "
             f"{s}.write_message($1, $2, $3, $4::jsonb, $5::jsonb, $6) AS w(p)"
         )
+        # With a caller-given id: skip the call when the id exists (a retry, or a duplicate),
+        # so no sequence value is burnt by a failing INSERT and global positions stay gapless
+        # exactly as on SQLite. The condition does not depend on the function's row, so the
+        # planner evaluates it once, before calling write_message.
+        self.write_new_id = (
+            self.write + f" WHERE NOT EXISTS (SELECT 1 FROM {s}.messages WHERE id = $1::uuid)"
+        )
         self.by_id = f"SELECT {_COLUMNS} FROM {s}.messages WHERE id = $1::uuid"
         self.stream_name_at = f"SELECT stream_name FROM {s}.messages WHERE global_position = $1"
         self.read_stream = (
