@@ -42,6 +42,7 @@ import pytest
 
 from eventodb.store.base import Store
 from eventodb.store.postgres import PostgresStore
+from eventodb.store.postgres_sql import redact
 
 ENV_URL = "EVENTODB_TEST_DATABASE_URL"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -249,7 +250,11 @@ def postgres_dsn() -> Iterator[str]:
         _unavailable_outcome(str(exc))
         return
     try:
-        url = run_sync(create_database, admin_url)
+        try:
+            url = run_sync(create_database, admin_url)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _unavailable_outcome(f"cannot create a database at {redact(admin_url)}: {exc}")
+            return
         try:
             yield url
         finally:

@@ -317,3 +317,12 @@ async def test_server_writes_wait_for_a_sql_client_holding_the_category_lock(
     assert other.position == 0
     await tx.commit()
     assert (await asyncio.wait_for(pending, 10)).position == 0
+
+
+async def test_an_empty_or_null_category_reads_the_whole_namespace(sql: Any) -> None:
+    # Upstream EventoDB's migration 002 rule, kept alongside Message DB's validation.
+    for stream in ["a-1", "b-1", "c"]:
+        await write(sql, stream)
+    for category in ("''", "NULL"):
+        rows = await sql.fetch(f"SELECT stream_name FROM get_category_messages({category})")
+        assert [r[0] for r in rows] == ["a-1", "b-1", "c"]

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -220,9 +221,7 @@ class PostgresStore(Store):
         self._listener: NotificationListener | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._deliverer: asyncio.Task[None] | None = None
-        self._seen: dict[tuple[str, int], None] = {}
-        self.migrations_applied = 0
-        """How many namespace migrations :meth:`open` applied (reported at start-up)."""
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.missing_schemas: list[str] = []
         """Namespaces whose schema was found missing at :meth:`open` (left alone, reported)."""
 
@@ -679,7 +678,7 @@ class PostgresStore(Store):
             return False
         self._seen[key] = None
         if len(self._seen) > _SEEN_LIMIT:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)
         return True
 
     async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
