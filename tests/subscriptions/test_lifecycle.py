@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -80,6 +81,11 @@ async def app_server() -> AsyncIterator[InProcess]:
 PAD = "x" * 900
 """Long stream names make pokes about 1 KB, so a client that stops reading fills the socket
 buffers (several MB on loopback) with a modest number of writes."""
+
+
+STALL_WRITES = 6000
+"""Pokes of about 1 KB each: more than the kernel's socket buffers on loopback hold (up to 4 MiB
+for the sender with autotuning), so the server's writes to a client that stopped reading stall."""
 
 
 async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
@@ -269,6 +275,32 @@ async def test_sigterm_ends_open_streams_and_exits_cleanly(own_server: Server) -
         await collector.close()
     assert time.monotonic() - started < 3.0
     assert await asyncio.to_thread(own_server.proc.wait, 10) == 0
+
+
+@pytest.mark.slow
+async def test_sigterm_does_not_wait_for_a_client_that_stopped_reading(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    own_server = start_server("test-mode", request, tmp_path)  # in memory: fast writes
+    stuck = await subscribe(own_server.port, {"category": "s"}, token=ADMIN_TOKEN, rcvbuf=4096)
+    try:
+        async with httpx.AsyncClient(
+            base_url=own_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as client:
+
+            async def writer(k: int) -> None:
+                for i in range(STALL_WRITES // 8):
+                    body = ["stream.write", f"s-{k}x{i}-{PAD}", {"type": "T", "data": {}}]
+                    assert (await client.post("/rpc", json=body)).status_code == 200
+
+            await asyncio.gather(*(writer(k) for k in range(8)))
+        started = time.monotonic()
+        own_server.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(own_server.proc.wait, 20) == 0
+        assert time.monotonic() - started < 5.0
+    finally:
+        await stuck.aclose()
+        own_server.stop()
 
 
 async def test_deleting_a_namespace_ends_its_subscriptions_only(own_server: Server) -> None:

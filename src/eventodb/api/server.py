@@ -7,6 +7,7 @@ first (see ``docs/DESIGN.md``, "HTTP server").
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -34,6 +36,8 @@ log = logging.getLogger("eventodb")
 DEFAULT_DESCRIPTION = "Default namespace"
 RULE = "=" * 80
 GRACEFUL_SHUTDOWN_SECONDS = 30
+STALLED_GRACE_SECONDS = 1.0
+"""How long shutdown lets closed connections flush before dropping them (see _drop_stalled)."""
 
 
 class StartupError(Exception):
@@ -145,7 +149,30 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down: ending subscriptions, finishing in-flight requests")
         await self.broker.close()
+        await _drop_stalled(self.server_state.connections)
         await super().shutdown(sockets)
+
+
+async def _drop_stalled(connections: set[Any], grace: float = STALLED_GRACE_SECONDS) -> None:
+    """Abort connections the app has closed but whose unsent bytes the client does not read.
+
+    An SSE client that stopped reading keeps its socket open until the pokes queued for it
+    drain, which may be never; uvicorn would wait for it for the whole graceful-shutdown timeout.
+    Connections still serving a response (not closing) are left alone.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        transports = [getattr(c, "transport", None) for c in list(connections)]
+        pending = [t for t in transports if t is not None and t.get_write_buffer_size() > 0]
+        if not pending:
+            return
+        if loop.time() >= deadline:
+            for transport in pending:
+                if transport.is_closing():
+                    transport.abort()
+            return
+        await asyncio.sleep(0.05)
 
 
 async def serve(settings: Settings, backend: Backend) -> int:
