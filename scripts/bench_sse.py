@@ -171,13 +171,17 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(server: ServerProcess, subscribers: int, writes: int) -> dict[str, Any]:
+async def latency(
+    server: ServerProcess, subscribers: int, writes: int, writer: ServerProcess | None = None
+) -> dict[str, Any]:
+    """Subscribers on ``server``; writes through ``writer`` (another process) when given."""
     arrivals: dict[tuple[str, int], list[float]] = {}
-    stream = f"lat{subscribers}-1"
+    stream = f"lat{subscribers}x{os.getpid()}{time.monotonic_ns() % 10_000}-1"
     subs = await open_subscriptions(server.port, f"stream={stream}", subscribers, arrivals)
     samples: list[float] = []
+    write_port = (writer or server).port
     async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{server.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        base_url=f"http://127.0.0.1:{write_port}", headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:
         for _ in range(20):  # warm up the connection and the code paths
             await client.post("/rpc", json=["stream.write", f"warm-{subscribers}", {"type": "T"}])
@@ -276,6 +280,11 @@ async def main() -> None:
     parser.add_argument(
         "--subscribers", default="1,100,1000", help="comma list of subscription counts"
     )
+    parser.add_argument(
+        "--cross-process",
+        action="store_true",
+        help="(Postgres) write through a second server process: pokes travel by LISTEN/NOTIFY",
+    )
     options = parser.parse_args()
     _raise_fd_limit()
     print(
@@ -284,14 +293,18 @@ async def main() -> None:
     )
 
     server = ServerProcess(options.db_url, heartbeat=15.0)
+    writer = ServerProcess(options.db_url, heartbeat=15.0) if options.cross_process else None
     try:
-        print("poke latency (write acknowledged -> poke read by the subscriber):")
+        how = " (writes through a second server process)" if writer else ""
+        print(f"poke latency (write acknowledged -> poke read by the subscriber){how}:")
         for subscribers in (int(n) for n in options.subscribers.split(",")):
             writes = 500 if subscribers < 100 else 200 if subscribers < 1000 else 100
-            row = await latency(server, subscribers, writes)
+            row = await latency(server, subscribers, writes, writer)
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     finally:
         server.stop()
+        if writer is not None:
+            writer.stop()
     if options.latency_only:
         return
     server = ServerProcess(options.db_url, heartbeat=15.0)
