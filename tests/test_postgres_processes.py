@@ -64,7 +64,7 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
 def run_two(tmp_path: Path, dsn: str, mode: str, count: int) -> list[list[Any]]:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    start_at = str(time.time() + 3.0)  # both are connected by then; then they start together
+    start_at = str(time.time() + 2.0)  # both are connected by then; then they start together
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), dsn, mode, str(count), start_at],

@@ -299,9 +299,15 @@ class PostgresStore(Store):
         self._schema_owner.clear()
 
     async def _prepare_database(self) -> None:
-        """Encoding check, registry migrations, then every namespace's pending migrations."""
+        """Server checks, registry migrations, then every namespace's pending migrations."""
 
-        async def check_encoding(c: Any) -> None:
+        async def check_server(c: Any) -> None:
+            version = int(await c.fetchval("SHOW server_version_num"))
+            if version < 130000:
+                raise BackendError(
+                    f"Failed to open the database: Postgres {version // 10000} is too old,"
+                    " EventoDB needs 13 or newer (gen_random_uuid, starts_with)"
+                )
             encoding = await c.fetchval("SHOW server_encoding")
             if encoding != "UTF8":
                 raise BackendError(
@@ -309,7 +315,7 @@ class PostgresStore(Store):
                     " UTF8 (hash_64 must hash UTF-8 bytes to match every other backend)"
                 )
 
-        await self._run("open the database", check_encoding)
+        await self._run("open the database", check_server)
         await self._run("migrate the registry", self._migrate_registry)
         for namespace, schema in await self._registry_rows():
 
