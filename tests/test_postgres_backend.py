@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -444,3 +446,17 @@ async def test_imports_never_move_the_sequence_backwards(db: Any, postgres_dsn: 
         with pytest.raises(Exception, match="already exists"):
             await store.import_messages("imp", [msg(500, "d-1"), msg(5, "e-1")])
         assert (await store.write_message("imp", "c-1", "T", {})).global_position == 102
+
+
+def test_the_server_exits_non_zero_naming_an_unreachable_database() -> None:
+    url = f"postgres://eventodb:s3cret-pw@127.0.0.1:{_closed_port()}/events"
+    done = subprocess.run(
+        [sys.executable, "-m", "eventodb", "--db-url", url, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "Failed to connect to Postgres at postgres://eventodb:***@127.0.0.1:" in output
+    assert "s3cret" not in output
