@@ -7,6 +7,19 @@ so it takes the same advisory lock as any SQL client or other server process —
 its own SQL, which implements the RPC semantics of SPEC §5.10 and matches
 :class:`~eventodb.store.sqlite.SQLiteStore` result for result.
 
+Decisions, each explained where it lives:
+
+* New namespace tables use Message DB's column order; upstream-created ones keep theirs, and the
+  server always names its columns (``migrations/postgres/namespace/001_message_db.sql``).
+* Migrations are templated: ``{{schema}}`` becomes the quoted schema identifier (names are only
+  ever ``[A-Za-z0-9_]``; anything else is refused before quoting, :func:`postgres_sql.render`).
+* The write lock is Message DB's: ``pg_advisory_xact_lock(hash_64(category))`` taken inside
+  ``write_message``, shared with SQL clients and upstream servers on the same database.
+* ``write_message`` sends ``NOTIFY eventodb`` with ``{"s", "g", "p", "n"}`` (schema, global
+  position, position, stream name — null when too long for a payload; then looked up). One LISTEN
+  connection per store turns them into pokes; own writes are published at once and their echo
+  skipped; a lost LISTEN connection is re-established and announced as a :class:`Gap`.
+
 Driver errors are translated here, at the boundary: connection trouble and anything unexpected
 become :class:`BackendError` ("Failed to <verb>: ..."), a schema dropped behind our back becomes
 :class:`NamespaceNotFound` or a clear :class:`BackendError`.
