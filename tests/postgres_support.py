@@ -23,6 +23,7 @@ appears.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import pwd
@@ -142,6 +143,7 @@ def start_cluster() -> Cluster:
     except BaseException:
         cluster.destroy()
         raise
+    atexit.register(cluster.destroy)  # also when the session is interrupted
     return cluster
 
 
