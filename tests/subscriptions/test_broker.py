@@ -38,13 +38,9 @@ async def broker(store: Store) -> AsyncIterator[Broker]:
     await b.start()
     yield b
     if not b.closed:
-        for sub in list(_subscriptions(b)):
+        for sub in b.subscriptions():
             b.unsubscribe(sub)
         await asyncio.wait_for(b.close(), 1)
-
-
-def _subscriptions(broker: Broker) -> list[Subscription]:
-    return [s for ns in broker._namespaces.values() for s in ns.everyone()]
 
 
 class Muted:

@@ -50,7 +50,7 @@ class InProcess:
     port: int
 
     def subscriptions(self) -> list[Subscription]:
-        return [s for ns in self.broker._namespaces.values() for s in ns.everyone()]
+        return self.broker.subscriptions()
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ async def test_connect_disconnect_cycles_leave_no_tasks_subscriptions_or_memory(
         growth = tracemalloc.get_traced_memory()[0] - memory_before
     finally:
         tracemalloc.stop()
-    assert broker._namespaces == {}
+    assert broker.namespaces_indexed() == 0
     # The writer has finished; connection tasks end a moment after their subscription.
     await eventually(lambda: len(asyncio.all_tasks()) == tasks_before - 1)
     assert growth < 64 * 1024, f"{growth} bytes retained after 500 cycles"

@@ -395,8 +395,7 @@ class Broker:
     async def close(self) -> None:
         """End every subscription and wait (briefly) for their responses to finish."""
         self.closed = True
-        subs = [s for ns in self._namespaces.values() for s in ns.everyone()]
-        for sub in subs:
+        for sub in self.subscriptions():
             sub.end()
         if self._count:
             self._drained = asyncio.Event()
@@ -419,6 +418,14 @@ class Broker:
     def subscriber_count(self) -> int:
         """Open subscriptions (for health reporting and leak tests)."""
         return self._count
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every open subscription (diagnostics and tests)."""
+        return [sub for ns in self._namespaces.values() for sub in ns.everyone()]
+
+    def namespaces_indexed(self) -> int:
+        """Namespaces with an index entry; 0 once every subscription has ended (leak tests)."""
+        return len(self._namespaces)
 
     # -- registration --------------------------------------------------------------------------
 
