@@ -217,6 +217,16 @@ async def test_broker_close_ends_every_stream_promptly_even_one_that_is_stuck(
         await stuck.aclose()
 
 
+async def test_subscribing_during_shutdown_is_refused(app_server: InProcess) -> None:
+    await app_server.broker.close()
+    response = await subscribe(app_server.port, {"all": "true"})
+    try:
+        assert response.status == 503
+        assert (await response.body()) == b"Server is shutting down"
+    finally:
+        await response.aclose()
+
+
 # -- the real server, from outside ---------------------------------------------------------------
 
 
