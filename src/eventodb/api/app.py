@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from eventodb import __version__
-from eventodb.api import sse
+from eventodb.api import imports, sse
 from eventodb.api.auth import Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
 from eventodb.api.requestlog import RequestLog
@@ -218,19 +218,38 @@ class EventoDBApp:
         return seen["status"]
 
     async def _import(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """``POST /import`` (SPEC §7.2) is not implemented yet: 501 after authentication."""
+        """``POST /import`` (SPEC §7.2): auth and ``?force=true`` answer JSON errors, then the
+        import streams its events (:mod:`eventodb.api.imports`)."""
+        svc = self.services
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            await self._authenticate(scope)
+            caller = await self._authenticate(scope)
+            if caller.created_token is not None:
+                extra.append((b"x-eventodb-token", caller.created_token.encode("latin-1")))
+            length = _header(scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                raise _TooLarge("Request body too large")
+            await imports.clear_if_forced(svc.store, caller.namespace, scope["query_string"])
         except EventoDBError as exc:
-            status, body = _error(exc)
-            await _send_json(send, status, body)
+            status, body = _error(exc, 413 if isinstance(exc, _TooLarge) else None)
+            await _send_json(send, status, body, extra)
             return status
-        await _send_json(send, 501, _NOT_IMPLEMENTED)
-        return 501
+        return await imports.stream_import(
+            receive,
+            send,
+            store=svc.store,
+            namespace=caller.namespace,
+            max_body_bytes=self.max_body_bytes,
+            extra_headers=[_SERVER, *extra],
+        )
 
 
 class _MethodNotFound(EventoDBError):
     code = ErrorCode.METHOD_NOT_FOUND
+
+
+class _TooLarge(InvalidArgument):
+    """A declared body size above the limit (answered with 413)."""
 
 
 def _parse_request(raw: bytes) -> list[Any]:
@@ -285,9 +304,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 _NOT_FOUND = jsoncodec.dumps({"error": {"code": "NOT_FOUND", "message": "Endpoint not found"}})
 _INTERNAL = jsoncodec.dumps(
     {"error": {"code": "INTERNAL_ERROR", "message": "Internal server error"}}
-)
-_NOT_IMPLEMENTED = jsoncodec.dumps(
-    {"error": {"code": "NOT_IMPLEMENTED", "message": "Import is not implemented yet"}}
 )
 
 

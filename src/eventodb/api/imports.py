@@ -1,0 +1,371 @@
+"""``POST /import``: NDJSON bulk import answered as a stream of ``data:`` events (SPEC §7.2).
+
+The app authenticates first (auth errors are its JSON 401/403) and then calls
+:func:`clear_if_forced` and :func:`stream_import`. Unlike upstream, which reads the whole body
+(up to 100 MiB) before starting, the body is consumed as it arrives: lines are parsed one by one
+and inserted in batches of 1000 records, each batch one :meth:`Store.import_messages` call (one
+transaction), so memory stays bounded by one batch and one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from eventodb.core import ids, jsoncodec, timefmt, validation
+from eventodb.core.errors import ErrorCode, EventoDBError, PositionExists
+from eventodb.store.base import Message, Store
+
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+BATCH_SIZE = 1000
+"""Records per transaction; a progress event follows every committed batch."""
+MAX_LINE_BYTES = 1024 * 1024
+"""Longer lines end the import with ``READ_ERROR`` (upstream's scanner buffer)."""
+
+HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
+
+log = logging.getLogger("eventodb.import")
+
+
+class ClearFailed(EventoDBError):
+    """``?force=true`` could not empty the namespace; answered as JSON before any event."""
+
+    code = ErrorCode.CLEAR_FAILED
+
+
+class ImportFailure(Exception):
+    """Ends an import with an error event: ``{"error": code, "message": ..., "line": ...}``."""
+
+    def __init__(self, code: str, message: str, line: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line
+
+    def event(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.line:
+            body["line"] = self.line
+        return body
+
+
+class ClientGone(Exception):
+    """The client disconnected while the body was still arriving."""
+
+
+def wants_force(query_string: bytes) -> bool:
+    """``force=true`` exactly; the first ``force`` parameter counts, as with Go's ``Get``."""
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == "force":
+            return value == "true"
+    return False
+
+
+async def clear_if_forced(store: Store, namespace: str, query_string: bytes) -> None:
+    """With ``?force=true`` delete every message and restart global positions at 1.
+
+    Raises:
+        ClearFailed: the store could not clear the namespace.
+    """
+    if not wants_force(query_string):
+        return
+    try:
+        await store.clear_namespace(namespace)
+    except EventoDBError as exc:
+        raise ClearFailed(f"failed to clear namespace: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    number: int
+    text: bytes
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _LineTooLong(Exception):
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.number = number
+
+
+class _Body:
+    """The request body, read chunk by chunk as :meth:`lines` is consumed."""
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self._receive = receive
+        self._max_bytes = max_bytes
+        self.size = 0
+        self.ended = False
+        """True once the last chunk arrived (or the client went away)."""
+
+    async def _chunk(self) -> bytes:
+        """The next chunk. Raises: ClientGone, _BodyTooLarge."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.ended = True
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        self.ended = not message.get("more_body", False)
+        self.size += len(chunk)
+        if self.size > self._max_bytes:
+            raise _BodyTooLarge
+        return chunk
+
+    async def lines(self) -> AsyncGenerator[_Line, None]:
+        """Non-blank lines with their 1-based numbers (a trailing ``\r`` is allowed).
+
+        Raises:
+            ClientGone: the client disconnected.
+            _BodyTooLarge: the body passed the size limit.
+            _LineTooLong: a line passed :data:`MAX_LINE_BYTES` (found without buffering it).
+        """
+        pending = b""
+        number = 0
+        while not self.ended:
+            chunk = await self._chunk()
+            if not chunk:
+                continue
+            buffer = pending + chunk if pending else chunk
+            start = 0
+            while (end := buffer.find(b"\n", start)) >= 0:
+                number += 1
+                line = buffer[start:end]
+                start = end + 1
+                if _too_long(line):
+                    raise _LineTooLong(number)
+                if line.strip():
+                    yield _Line(number, line)
+            pending = buffer[start:]
+            if len(pending) > MAX_LINE_BYTES + 1:
+                raise _LineTooLong(number + 1)
+        if pending:
+            number += 1
+            if _too_long(pending):
+                raise _LineTooLong(number)
+            if pending.strip():
+                yield _Line(number, pending)
+
+    async def drain(self) -> None:
+        """Read and drop the rest (up to the size limit), so that a client still uploading
+        can read the error event instead of seeing its connection reset."""
+        try:
+            while not self.ended:
+                await self._chunk()
+        except (ClientGone, _BodyTooLarge):
+            pass
+
+
+def _too_long(line: bytes) -> bool:
+    """Longer than :data:`MAX_LINE_BYTES`, not counting a final ``\r`` (Go's ScanLines)."""
+    return len(line) > MAX_LINE_BYTES and (
+        len(line) > MAX_LINE_BYTES + 1 or not line.endswith(b"\r")
+    )
+
+
+_GO_KIND = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    return _GO_KIND.get(type(value), "value")
+
+
+def parse_record(line: _Line, max_message_bytes: int) -> Message:
+    """One NDJSON line → a message to import (SPEC §7.1).
+
+    Raises:
+        ImportFailure: ``INVALID_JSON`` for unparsable JSON or a field of the wrong JSON type,
+            ``INVALID_RECORD`` for a missing field, a bad id or time, or a value the store
+            refuses for every write (the same rules as ``stream.write``).
+    """
+    n = line.number
+    try:
+        raw = jsoncodec.loads(line.text)
+    except jsoncodec.JSONError as exc:
+        raise ImportFailure("INVALID_JSON", f"malformed JSON at line {n}: {exc}", n) from None
+    if not isinstance(raw, dict):
+        raise ImportFailure(
+            "INVALID_JSON",
+            f"malformed JSON at line {n}: cannot unmarshal {_kind(raw)} into a record",
+            n,
+        )
+
+    def wrong_type(key: str, expected: str) -> ImportFailure:
+        return ImportFailure(
+            "INVALID_JSON",
+            f"malformed JSON at line {n}: field {key} must be {expected}, got {_kind(raw[key])}",
+            n,
+        )
+
+    def invalid(text: str) -> ImportFailure:
+        return ImportFailure("INVALID_RECORD", f"invalid record at line {n}: {text}", n)
+
+    texts: dict[str, str] = {}
+    for key in ("id", "stream", "type", "time"):
+        value = raw.get(key)
+        if value is None:
+            if key == "time":
+                raise invalid("invalid time format: missing time")
+            raise invalid(f"missing {key}")
+        if not isinstance(value, str):
+            raise wrong_type(key, "a string")
+        texts[key] = value
+    numbers: dict[str, int] = {}
+    for key in ("pos", "gpos"):
+        value = raw.get(key)
+        if value is None:
+            if key == "gpos":
+                raise invalid("missing gpos")
+            value = 0  # upstream's zero value: the stream's first position
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise wrong_type(key, "an integer")
+        if not validation.INT64_MIN <= value <= validation.INT64_MAX:
+            raise invalid(f"{key} is out of range")
+        numbers[key] = value
+    if numbers["pos"] < 0:
+        raise invalid("pos must not be negative")
+    if numbers["gpos"] < 1:
+        raise invalid("gpos must be positive")
+    data, meta = raw.get("data"), raw.get("meta")
+    if data is None:
+        raise invalid("missing data")
+    if not isinstance(data, dict):
+        raise invalid("data must be an object")
+    if meta is not None and not isinstance(meta, dict):
+        raise wrong_type("meta", "an object or null")
+    message_id = ids.canonical_uuid(texts["id"])
+    if message_id is None:
+        raise invalid(f"id must be a UUID, got {texts['id']!r}")
+    try:
+        when = timefmt.parse_time(texts["time"])
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    try:
+        validation.check_stream_name(texts["stream"], "stream")
+        validation.check_message_type(texts["type"])
+        validation.encode_payload(data, meta, max_message_bytes)
+    except EventoDBError as exc:
+        raise invalid(exc.message) from None
+    return Message(
+        message_id,
+        texts["stream"],
+        texts["type"],
+        numbers["pos"],
+        numbers["gpos"],
+        data,
+        meta,
+        when,
+    )
+
+
+def _event(payload: dict[str, Any]) -> ASGIMessage:
+    return {
+        "type": "http.response.body",
+        "body": b"data: " + jsoncodec.dumps(payload) + b"\n\n",
+        "more_body": True,
+    }
+
+
+async def _insert(store: Store, namespace: str, batch: list[Message], lines: list[int]) -> None:
+    """One batch in one transaction; store errors become the import's error event.
+
+    Raises:
+        ImportFailure: ``POSITION_EXISTS`` naming the offending record's line, or
+            ``IMPORT_FAILED`` (with the batch's last line) for any other failure.
+    """
+    try:
+        await store.import_messages(namespace, batch)
+    except PositionExists as exc:
+        index = exc.index if 0 <= exc.index < len(lines) else len(lines) - 1
+        raise ImportFailure("POSITION_EXISTS", exc.message, lines[index]) from None
+    except EventoDBError as exc:
+        raise ImportFailure("IMPORT_FAILED", exc.message, lines[-1]) from None
+    except Exception:
+        # Never leave the client with a stream that ends without a result.
+        log.exception("import into %s failed", namespace)
+        raise ImportFailure("IMPORT_FAILED", "internal error", lines[-1]) from None
+
+
+async def stream_import(
+    receive: Receive,
+    send: Send,
+    *,
+    store: Store,
+    namespace: str,
+    max_body_bytes: int,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> int:
+    """Answer 200 and import the body, one ``data:`` event per committed batch and a final
+    done or error event.
+
+    Returns:
+        200, or 499 when the client went away before the body ended.
+    """
+    started = time.perf_counter()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": HEADERS + (extra_headers or []),
+        }
+    )
+    imported = 0
+    batch: list[Message] = []
+    lines: list[int] = []
+    body = _Body(receive, max_body_bytes)
+    try:
+        try:
+            async with contextlib.aclosing(body.lines()) as records:
+                async for line in records:
+                    batch.append(parse_record(line, store.max_message_bytes))
+                    lines.append(line.number)
+                    if len(batch) == BATCH_SIZE:
+                        await _insert(store, namespace, batch, lines)
+                        imported += len(batch)
+                        await send(
+                            _event({"imported": imported, "gpos": batch[-1].global_position})
+                        )
+                        batch, lines = [], []
+        except _LineTooLong as exc:
+            raise ImportFailure(
+                "READ_ERROR",
+                f"error reading input: line longer than {MAX_LINE_BYTES} bytes",
+                exc.number,
+            ) from None
+        except _BodyTooLarge:
+            raise ImportFailure(
+                "READ_ERROR", "error reading input: http: request body too large", 0
+            ) from None
+        if batch:
+            await _insert(store, namespace, batch, lines)
+            imported += len(batch)
+        elapsed = time.perf_counter() - started
+        await send(_event({"done": True, "imported": imported, "elapsed": f"{elapsed:.1f}s"}))
+    except ImportFailure as exc:
+        await send(_event(exc.event()))
+        await body.drain()
+    except ClientGone:
+        log.info("import into %s: client went away after %d records", namespace, imported)
+        return 499
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return 200
