@@ -1,5 +1,5 @@
 """The ``eventodb`` command (SPEC §10): ``serve`` (also implied by leading flags), ``version``,
-``help``; ``export``/``import`` are not implemented yet.
+``help``, and the NDJSON clients ``export``/``import`` (:mod:`eventodb.transfer`).
 
 Flags follow Go's syntax (see :mod:`eventodb.config` for why we parse them ourselves).
 """
@@ -33,6 +33,11 @@ HELP = f"""{BANNER}
 Usage:
   eventodb [flags]                 run the server (same as 'serve')
   eventodb serve [flags]           run the server
+  eventodb export --url U --token T [--categories a,b] [--since T] [--until T]
+                  [--gzip] [--output FILE]
+                                   write a namespace's messages as NDJSON
+  eventodb import --url U --token T [--input FILE] [--gzip] [--force]
+                                   load NDJSON into the token's namespace
   eventodb version [--full]        print the version
   eventodb help                    show this help
 
@@ -142,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "serve":
         return run_serve(rest)
     if command in ("export", "import"):
-        return _fail(f"'{command}' is not implemented yet")
+        from eventodb import transfer
+
+        return (transfer.run_export if command == "export" else transfer.run_import)(rest)
     if command.startswith("-"):
         return run_serve(args)
     sys.stderr.write(f"Unknown command: {command}\n\n{HELP}")

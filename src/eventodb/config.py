@@ -83,6 +83,27 @@ SERVE_FLAGS: tuple[Flag, ...] = (
 )
 
 
+EXPORT_FLAGS: tuple[Flag, ...] = (
+    Flag("url", "str", None, "server URL, e.g. http://localhost:8080 (required)"),
+    Flag("token", "str", None, "namespace token (required)"),
+    Flag("categories", "str", None, "comma-separated categories to export (default: all)"),
+    Flag("since", "str", None, "only messages at or after this time (RFC 3339 or YYYY-MM-DD)"),
+    Flag("until", "str", None, "only messages before this time (RFC 3339 or YYYY-MM-DD)"),
+    Flag("gzip", "bool", None, "gzip the output"),
+    Flag("output", "str", None, "output file (default: stdout)"),
+)
+"""``eventodb export`` (SPEC §10.4). No environment variables, as upstream."""
+
+IMPORT_FLAGS: tuple[Flag, ...] = (
+    Flag("url", "str", None, "server URL, e.g. http://localhost:8080 (required)"),
+    Flag("token", "str", None, "namespace token (required)"),
+    Flag("input", "str", None, "input file (default: stdin)"),
+    Flag("gzip", "bool", None, "the input is gzip-compressed"),
+    Flag("force", "bool", None, "delete all messages of the namespace first (asks to confirm)"),
+)
+"""``eventodb import`` (SPEC §10.4)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``serve`` needs, resolved from flags and environment."""
