@@ -117,6 +117,7 @@ writes = st.builds(
         st.none(), st.none(), st.sampled_from(["current", "current", "next", -1, 0, 1, 2, -5])
     ),
 )
+import_metadatas = metadatas.filter(lambda d: "\\u0000" not in jsoncodec.dumps_str(d))
 records = st.builds(
     Record,
     stream=st.sampled_from(STREAMS),
@@ -124,7 +125,7 @@ records = st.builds(
     gpos=st.one_of(st.just("fresh"), st.integers(1, 8)),
     message_id=st.one_of(st.sampled_from(FIXED_IDS), st.uuids(version=4).map(str)),
     data=import_payloads,
-    metadata=metadatas,
+    metadata=import_metadatas,
 )
 operations = st.lists(
     st.one_of(
