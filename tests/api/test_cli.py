@@ -92,13 +92,6 @@ def test_token_that_does_not_name_default_is_fatal(token: str, tmp_path: Path) -
     assert "invalid --token" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["export", "import"])
-def test_export_and_import_commands_are_not_implemented_yet(command: str) -> None:
-    result = run_cli(command, "--url", "http://x", "--token", ADMIN_TOKEN)
-    assert result.returncode == 1
-    assert "not implemented" in result.stderr
-
-
 def test_port_in_use_is_fatal(tmp_path: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
