@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -669,3 +670,18 @@ def test_cli_runtime_failures_exit_1(tmp_path: Path) -> None:
     )
     assert bad_since.returncode == 1
     assert bad_since.stderr.startswith(b"Error: invalid --since value 'yesterday'")
+
+
+def test_readme_export_import_example_runs(tenant: Tenant, other: Tenant, tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = re.search(r"```sh\n(eventodb export .*?)```", readme, re.S)
+    assert block is not None
+    commands = [line for line in block.group(1).splitlines() if line.startswith("eventodb ")]
+    assert [c.split()[1] for c in commands] == ["export", "import"]
+    _seed(tenant)
+    for command in commands:
+        line = command.replace("http://localhost:8080", tenant.server.url)
+        line = line.replace('"$TOKEN"', tenant.token).replace('"$TENANT_TOKEN"', other.token)
+        result = run_cli(*shlex.split(line)[1:], cwd=tmp_path)
+        assert result.returncode == 0, (line, result.stderr)
+    assert [m[:7] for m in everything(other)] == [m[:7] for m in everything(tenant)]
