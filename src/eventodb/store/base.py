@@ -9,6 +9,7 @@ exceptions at their boundary; nothing else escapes.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,8 @@ from eventodb.core import ids, jsoncodec, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound
 
 DEFAULT_BATCH_SIZE = 1000
+
+log = logging.getLogger("eventodb.store")
 
 
 _UNDECODED: Any = object()
@@ -247,8 +250,13 @@ class Store(abc.ABC):
         return lambda: self._listeners.remove(listener)
 
     def _publish(self, poke: Poke | Gap) -> None:
+        # The write has committed by now: a failing listener must neither fail it nor starve
+        # the listeners after it.
         for listener in list(self._listeners):
-            listener(poke)
+            try:
+                listener(poke)
+            except Exception:
+                log.exception("poke listener failed")
 
     # -- namespaces --------------------------------------------------------------------------
 
