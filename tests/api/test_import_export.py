@@ -400,11 +400,18 @@ def test_a_store_failure_after_a_committed_batch_is_import_failed(prod_server: S
 
 
 def test_imported_messages_send_no_pokes(prod_server: Server, tenant: Tenant) -> None:
+    # A subscription first replays what exists: one message, so that receiving its poke proves
+    # the replay's single read is over before the import starts.
+    tenant.ok("stream.write", "pre-1", {"type": "T", "data": {}})
+
     async def scenario() -> None:
         sub = await subscribe(prod_server.port, {"all": "true"}, token=tenant.token)
         try:
+            replayed = await asyncio.wait_for(sub.next_poke(), 10)
+            assert replayed is not None
+            assert replayed.stream == "pre-1"
             await asyncio.to_thread(
-                import_events, tenant, ndjson([record(g, "imp-1") for g in range(1, 4)])
+                import_events, tenant, ndjson([record(g, "imp-1") for g in range(2, 5)])
             )
             written = await asyncio.to_thread(
                 tenant.ok, "stream.write", "live-1", {"type": "T", "data": {}}
