@@ -21,7 +21,6 @@ from eventodb.core import ids, jsoncodec, timefmt, validation
 from eventodb.core.errors import ErrorCode, EventoDBError, PositionExists
 from eventodb.store.base import Message, Store
 
-Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[ASGIMessage]]
 Send = Callable[[ASGIMessage], Awaitable[None]]
@@ -86,7 +85,7 @@ async def clear_if_forced(store: Store, namespace: str, query_string: bytes) -> 
     try:
         await store.clear_namespace(namespace)
     except EventoDBError as exc:
-        raise ClearFailed(f"failed to clear namespace: {exc.message}") from None
+        raise ClearFailed(exc.message) from None  # the store's "Failed to clear ...: <cause>"
 
 
 @dataclass(frozen=True, slots=True)
