@@ -56,7 +56,12 @@ SERVE_FLAGS: tuple[Flag, ...] = (
     Flag("log-level", "str", "EVENTODB_LOG_LEVEL", "debug, info, warn or error", "info"),
     Flag("log-format", "str", "EVENTODB_LOG_FORMAT", "console or json", "console"),
     # Ours, beyond upstream.
-    Flag("host", "str", "EVENTODB_HOST", "interface to listen on", "0.0.0.0"),
+    Flag(
+        "host",
+        "str",
+        "EVENTODB_HOST",
+        "interface to listen on (default: every interface, IPv4 and IPv6, like Go's :port)",
+    ),
     Flag(
         "permissive-admin",
         "bool",
@@ -116,7 +121,8 @@ class Settings:
     test_mode: bool = False
     log_level: str = "info"
     log_format: str = "console"
-    host: str = "0.0.0.0"
+    host: str = ""
+    """Empty means every interface, IPv4 and IPv6 (one socket per address family)."""
     permissive_admin: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     sse_heartbeat: float = 15.0
@@ -242,7 +248,7 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
         test_mode=bool(values["test-mode"]),
         log_level=str(values["log-level"] or "info").lower(),
         log_format=str(values["log-format"] or "console").lower(),
-        host=text("host") or "0.0.0.0",
+        host=text("host") or "",
         permissive_admin=bool(values["permissive-admin"]),
         max_message_bytes=max_bytes,
         sse_heartbeat=max(0.0, float(values["sse-heartbeat"] or 0.0)),

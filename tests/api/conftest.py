@@ -49,7 +49,7 @@ class Server:
         """Start the CLI with ``args``.
 
         Args:
-            listen_flags: append ``--port=<port> --host=127.0.0.1`` (tests of flag syntax pass
+            listen_flags: append ``--port=<port>`` (tests of flag syntax pass
                 the port themselves and set this to False).
         """
         self.kind = kind
@@ -62,7 +62,7 @@ class Server:
             env or {}
         )
         self._log = self.log_path.open("wb")
-        listen = [f"--port={self.port}", "--host=127.0.0.1"] if listen_flags else []
+        listen = [f"--port={self.port}"] if listen_flags else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eventodb", *args, *listen],
             stdout=self._log,

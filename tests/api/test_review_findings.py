@@ -25,3 +25,48 @@ def test_token_with_whitespace_in_random_part_is_auth_invalid_token(prod_server:
     token = f"ns_ZGVmYXVsdA_{RANDOM_WITH_WHITESPACE[0]}"
     response = prod_server.client.post("/rpc", params={"token": token}, json=["sys.version"])
     assert error_of(response) == (401, "AUTH_INVALID_TOKEN", "Invalid token format")
+
+
+def _raw_rpc(server: Server, authorization: bytes) -> bytes:
+    """POST ["sys.version"] over a raw socket (httpx refuses header values with blanks)."""
+    import socket
+
+    body = b'["sys.version"]'
+    request = (
+        b"POST /rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: " + authorization + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_trailing_blanks_after_a_bearer_token_are_ignored(prod_server: Server) -> None:
+    """Go's net/http strips trailing blanks from header values; httptools does not."""
+    token = prod_server.banner_token().encode()
+    assert _raw_rpc(prod_server, b"Bearer " + token + b" \t ").startswith(b"HTTP/1.1 200")
+    blank = _raw_rpc(prod_server, b"Bearer   ")
+    assert blank.startswith(b"HTTP/1.1 401")
+    assert b'"message":"Token required"' in blank
+
+
+def test_the_server_listens_on_ipv4_and_ipv6_like_go(prod_server: Server) -> None:
+    """SPEC §10.2: all interfaces. Go's ``:port`` is dual-stack."""
+    import socket
+
+    families = [socket.AF_INET]
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        families.append(socket.AF_INET6)
+    except OSError:
+        pass  # no IPv6 on this machine: IPv4 alone is all interfaces
+    for family in families:
+        host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        with socket.create_connection((host, prod_server.port), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")

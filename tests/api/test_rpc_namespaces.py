@@ -245,3 +245,9 @@ def broken_namespace_answers_backend_error(srv: Server, postgres_dsn: str) -> No
     assert (status, code) == (500, "BACKEND_ERROR")
     assert message.startswith("Failed to")
     assert "Traceback" not in response.text
+    # One damaged namespace must not break the listing of all the others (counts fall back to 0).
+    listed = {n["namespace"]: n for n in srv.ok(ADMIN_TOKEN, "ns.list")}
+    assert listed[t.namespace]["messageCount"] == 0
+    assert "default" in listed
+    info = srv.ok(ADMIN_TOKEN, "ns.info", t.namespace)
+    assert (info["messageCount"], info["streamCount"], info["lastActivity"]) == (0, 0, None)

@@ -111,7 +111,8 @@ class Authenticator:
             if self.test_mode:
                 return None
             raise AuthError(ErrorCode.AUTH_REQUIRED, "Authorization header must use Bearer scheme")
-        token = authorization[len(_BEARER) :]
+        # httptools keeps trailing blanks that Go's net/http strips from header values.
+        token = authorization[len(_BEARER) :].rstrip(" \t")
         if not token:
             if self.test_mode:
                 return None

@@ -17,8 +17,8 @@ from eventodb.api import args as a
 from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, not_authorized
 from eventodb.api.broker import Broker
 from eventodb.core import jsoncodec, timefmt, tokens, validation
-from eventodb.core.errors import InvalidArgument, NamespaceNotFound
-from eventodb.store.base import ConsumerGroup, Message, Store
+from eventodb.core.errors import BackendError, InvalidArgument, NamespaceNotFound
+from eventodb.store.base import ConsumerGroup, Message, NamespaceStats, Store
 
 log = logging.getLogger("eventodb.rpc")
 
@@ -240,12 +240,24 @@ async def ns_delete(svc: Services, ns: str, args: list[Any]) -> Any:
     }
 
 
+async def _stats(svc: Services, namespace: str) -> NamespaceStats:
+    """Counts of a namespace; zeros when its storage is damaged, as upstream falls back to 0.
+
+    One broken namespace must not make ``ns.list`` fail for all the others.
+    """
+    try:
+        return await svc.store.namespace_stats(namespace)
+    except BackendError as exc:
+        log.warning("cannot count the messages of namespace %r: %s", namespace, exc.message)
+        return NamespaceStats(0, 0, None)
+
+
 async def ns_list(svc: Services, ns: str, args: list[Any]) -> Any:
     _authorize(svc, ns, None)
     result = []
     for record in await svc.store.list_namespaces():
         try:
-            count = (await svc.store.namespace_stats(record.id)).message_count
+            count = (await _stats(svc, record.id)).message_count
         except NamespaceNotFound:  # deleted meanwhile
             continue
         result.append(
@@ -264,7 +276,7 @@ async def ns_info(svc: Services, ns: str, args: list[Any]) -> Any:
     namespace = a.non_empty_string(args[0], "namespace ID")
     _authorize(svc, ns, namespace)
     record = await svc.store.get_namespace(namespace)
-    stats = await svc.store.namespace_stats(namespace)
+    stats = await _stats(svc, namespace)
     last = stats.last_activity
     return {
         "namespace": record.id,
