@@ -58,6 +58,8 @@ GROUP = "Invalid consumer group: member must be < size"
         ("category=a&consumer=-1&size=2", GROUP),
         ("category=a&consumerGroupMember=3&consumerGroupSize=2", GROUP),
         ("category=a&consumerGroupMember=x", "Invalid consumer parameter"),
+        ("stream=a%00b", "stream must not contain NUL characters"),
+        ("category=" + "c" * 1025, "category must be at most 1024 bytes"),
     ],
 )
 async def test_invalid_queries_get_plain_text_400(server: Server, query: str, body: str) -> None:

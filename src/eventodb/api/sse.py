@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from eventodb.api.broker import Broker, Filter, PokeTuple, Subscription, ended_by_us
-from eventodb.core.errors import EventoDBError
+from eventodb.core import validation
+from eventodb.core.errors import EventoDBError, InvalidArgument
 from eventodb.store.base import ConsumerGroup, Store
 
 log = logging.getLogger("eventodb.subscriptions")
@@ -72,6 +73,11 @@ def parse_query(query_string: bytes) -> Filter:
         raise InvalidQuery("Cannot combine 'all' with 'stream' or 'category'")
     if stream and category:
         raise InvalidQuery("Cannot specify both 'stream' and 'category'")
+    for field, value in (("stream", stream), ("category", category)):
+        try:
+            validation.check_text(value, field)  # the names RPC accepts, no more (SPEC §11.1)
+        except InvalidArgument as exc:
+            raise InvalidQuery(exc.message) from None
     position = _integer(params.get("position", ""), 0, "position")
     if stream:
         return Filter(stream=stream, category="", position=position)
