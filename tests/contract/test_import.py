@@ -67,3 +67,27 @@ async def test_a_colliding_record_aborts_the_whole_batch(
 async def test_an_empty_import_is_a_no_op(store: Store, ns: str) -> None:
     await store.import_messages(ns, [])
     assert await store.get_category_messages(ns, "") == []
+
+
+VALID = "00000000-0000-4000-8000-000000000002"
+UPPER = "6BA7B810-9DAD-11D1-80B4-00C04FD430C8"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (Message(VALID, "b-1", "T", 0, 2, {"k": "a\x00"}, None, T0), "data must not contain NUL"),
+        (Message(VALID, "", "T", 0, 2, {}, None, T0), "stream must be a non-empty string"),
+        (Message(VALID, "b-1", "", 0, 2, {}, None, T0), "type must be a non-empty string"),
+        (Message("not-a-uuid", "b-1", "T", 0, 2, {}, None, T0), "id must be a canonical"),
+        (Message(UPPER, "b-1", "T", 0, 2, {}, None, T0), "id must be a canonical"),
+    ],
+)
+async def test_an_import_that_breaks_a_write_rule_is_refused_whole(
+    store: Store, ns: str, bad: Message, message: str
+) -> None:
+    from eventodb.core.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=f"record 1: .*{message}"):
+        await store.import_messages(ns, [_msg(1, "a-1", 0), bad])
+    assert await store.get_category_messages(ns, "") == []

@@ -379,10 +379,21 @@ class Store(abc.ABC):
         existing one. Imports publish no pokes.
 
         Raises:
+            InvalidArgument: a record breaks a write rule (name, type, payload, id).
             PositionExists: a record collides with an existing global position, id or stream
                 position (``index`` names it); nothing of the batch was written.
             NamespaceNotFound: no such namespace.
         """
+        for index, m in enumerate(messages):
+            # The same limits as writes, so both backends store (or refuse) the same records.
+            try:
+                validation.check_stream_name(m.stream_name, "stream")
+                validation.check_message_type(m.type)
+                validation.encode_payload(m.data, m.metadata, self.max_message_bytes)
+                if ids.canonical_uuid(m.id) != m.id:
+                    raise InvalidArgument("id must be a canonical lowercase UUID")
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"record {index}: {exc.message}") from None
         if messages:
             await self._import(namespace, messages)
 
