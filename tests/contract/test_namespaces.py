@@ -165,3 +165,44 @@ async def test_clear_deletes_everything_and_restarts_global_positions(
     assert await store.get_category_messages(ns, "") == []
     result = await store.write_message(ns, "s-0", "T", {})
     assert (result.position, result.global_position) == (0, 1)
+
+
+async def test_deleting_a_namespace_while_imports_run_fails_them_cleanly(store: Store) -> None:
+    import asyncio
+
+    from eventodb.core.errors import BackendError
+    from eventodb.store.base import Message
+
+    moment = datetime(2025, 1, 1, tzinfo=UTC)
+    for attempt in range(3):
+        namespace = f"busy-{attempt}"
+        await store.create_namespace(namespace, _hash(namespace))
+        errors: list[Exception] = []
+
+        async def importer(namespace: str = namespace, errors: list[Exception] = errors) -> None:
+            for batch in range(20):
+                records = [
+                    Message(
+                        f"00000000-0000-4000-8000-{batch * 1000 + i + 1:012d}",
+                        f"s-{i % 50}",
+                        "T",
+                        batch * 20 + i // 50,
+                        batch * 1000 + i + 1,
+                        {"i": i},
+                        None,
+                        moment,
+                    )
+                    for i in range(1000)
+                ]
+                try:
+                    await store.import_messages(namespace, records)
+                except (NamespaceNotFound, BackendError) as exc:
+                    errors.append(exc)
+                    return
+
+        task = asyncio.create_task(importer())
+        await asyncio.sleep(0.02 * (attempt + 1))
+        await store.delete_namespace(namespace)
+        await asyncio.wait_for(task, 60)
+        assert not await store.namespace_exists(namespace)
+        assert all("deadlock" not in str(e) for e in errors), errors

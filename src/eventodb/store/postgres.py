@@ -596,6 +596,10 @@ class PostgresStore(Store):
                 q = quote_ident(schema)
                 count = 0
                 if await c.fetchval("SELECT to_regclass($1)", f"{q}.messages") is not None:
+                    # Take the table before anything else of the schema: DROP ... CASCADE would
+                    # lock the sequence and functions first and deadlock with a running import
+                    # (which holds the table and then advances the sequence).
+                    await c.execute(f"LOCK TABLE {q}.messages IN ACCESS EXCLUSIVE MODE")
                     count = int(await c.fetchval(f"SELECT count(*) FROM {q}.messages"))
                 await c.execute(f"DROP SCHEMA IF EXISTS {q} CASCADE")
                 await c.execute(f"DELETE FROM {_NAMESPACES} WHERE id = $1", namespace)
