@@ -336,3 +336,22 @@ async def test_deleting_a_namespace_ends_its_subscriptions_only(own_server: Serv
     finally:
         await doomed_sub.close()
         await kept_sub.close()
+
+
+async def test_a_forced_import_ends_the_namespace_subscriptions(own_server: Server) -> None:
+    ns = unique("forced")
+    token = own_server.ok(ADMIN_TOKEN, "ns.create", ns)["token"]
+    own_server.ok(token, "stream.write", "f-1", {"type": "T", "data": {}})
+    sub = Collector(await subscribe(own_server.port, {"all": "true"}, token=token))
+    try:
+        await sub.wait_for(lambda c: c.covers("f-1", 0), 2)
+        response = own_server.client.post(
+            "/import",
+            params={"force": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+            content=b"",
+        )
+        assert response.status_code == 200, response.text
+        await sub.wait_for(lambda c: c.ended, 2)
+    finally:
+        await sub.close()

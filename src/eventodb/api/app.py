@@ -229,7 +229,11 @@ class EventoDBApp:
             length = _header(scope, b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 raise _TooLarge("Request body too large")
-            await imports.clear_if_forced(svc.store, caller.namespace, scope["query_string"])
+            if await imports.clear_if_forced(svc.store, caller.namespace, scope["query_string"]):
+                # Positions restart at 1: what subscribers were told no longer holds. End their
+                # streams so they reconnect and replay, rather than wait for positions they
+                # believe they have seen.
+                svc.broker.close_namespace(caller.namespace)
         except EventoDBError as exc:
             status, body = _error(exc, 413 if isinstance(exc, _TooLarge) else None)
             await _send_json(send, status, body, extra)

@@ -74,18 +74,22 @@ def wants_force(query_string: bytes) -> bool:
     return False
 
 
-async def clear_if_forced(store: Store, namespace: str, query_string: bytes) -> None:
+async def clear_if_forced(store: Store, namespace: str, query_string: bytes) -> bool:
     """With ``?force=true`` delete every message and restart global positions at 1.
+
+    Returns:
+        Whether the namespace was cleared.
 
     Raises:
         ClearFailed: the store could not clear the namespace.
     """
     if not wants_force(query_string):
-        return
+        return False
     try:
         await store.clear_namespace(namespace)
     except EventoDBError as exc:
         raise ClearFailed(exc.message) from None  # the store's "Failed to clear ...: <cause>"
+    return True
 
 
 @dataclass(frozen=True, slots=True)
