@@ -36,11 +36,6 @@ log = logging.getLogger("eventodb")
 DEFAULT_DESCRIPTION = "Default namespace"
 RULE = "=" * 80
 GRACEFUL_SHUTDOWN_SECONDS = 30
-SQLITE_READ_THREADS = 2
-"""Read threads of the SQLite store under the server. Building ``Message`` objects holds the
-GIL, so more threads than cores only fight the event loop for it: on the 2-core reference
-machine 4 threads made a 100-message read cost 3.7 ms of CPU at 8 connections against 1.8 ms
-with 2 (docs/PERFORMANCE.md, "Read threads")."""
 STALLED_GRACE_SECONDS = 1.0
 """How long shutdown lets closed connections flush before dropping them (see _drop_stalled)."""
 
@@ -65,7 +60,6 @@ def build_store(backend: Backend, settings: Settings) -> Store:
         registry_file=backend.registry_file,
         synchronous=settings.sqlite_sync.upper(),
         max_message_bytes=settings.max_message_bytes,
-        read_threads=SQLITE_READ_THREADS,
     )
 
 
