@@ -143,8 +143,14 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
-            log.info("EventoDB %s listening on http://%s:%d", __version__, host, port)
+            addresses = []
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    addresses.append(
+                        f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                    )
+            log.info("EventoDB %s listening on %s", __version__, ", ".join(addresses))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down: ending subscriptions, finishing in-flight requests")
