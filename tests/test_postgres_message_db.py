@@ -139,6 +139,13 @@ async def test_version_conflict_raises_the_message_db_text(sql: Any) -> None:
 async def test_a_malformed_id_is_postgres_own_uuid_error(sql: Any) -> None:
     with pytest.raises(asyncpg.InvalidTextRepresentationError, match="uuid"):
         await sql.execute("SELECT write_message('not-a-uuid', 'account-1', 'T', '{}')")
+    # Checked before the expected version, as in Message DB.
+    with pytest.raises(asyncpg.InvalidTextRepresentationError, match="uuid"):
+        await sql.execute("SELECT write_message('not-a-uuid', 'account-1', 'T', '{}', NULL, 7)")
+
+
+async def test_a_null_stream_name_reads_nothing_like_message_db(sql: Any) -> None:
+    assert await sql.fetch("SELECT * FROM get_stream_messages(NULL)") == []
 
 
 async def test_consumer_group_reads_partition_by_cardinal_id(sql: Any) -> None:

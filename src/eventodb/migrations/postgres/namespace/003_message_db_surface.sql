@@ -125,6 +125,9 @@ DECLARE
     _next_position bigint;
     _global_position bigint;
 BEGIN
+    -- Like Message DB: a malformed id fails first, whatever the expected version.
+    _message_id := uuid(write_message.id);
+
     PERFORM {{schema}}.acquire_lock(write_message.stream_name);
 
     -- A fresh snapshot (this function is VOLATILE), taken after the lock: sees every write
@@ -139,7 +142,6 @@ BEGIN
     END IF;
 
     _next_position := _stream_version + 1;
-    _message_id := uuid(write_message.id);
 
     INSERT INTO {{schema}}.messages (id, stream_name, position, type, data, metadata)
     VALUES (
@@ -179,8 +181,8 @@ DECLARE
     _command text;
     _setting text;
 BEGIN
-    IF get_stream_messages.stream_name IS NULL
-            OR {{schema}}.is_category(get_stream_messages.stream_name) THEN
+    -- A NULL name is no error in Message DB (is_category(NULL) is NULL): it reads nothing.
+    IF {{schema}}.is_category(get_stream_messages.stream_name) THEN
         RAISE EXCEPTION 'Must be a stream name: %', get_stream_messages.stream_name;
     END IF;
 
