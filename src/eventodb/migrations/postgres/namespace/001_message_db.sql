@@ -25,8 +25,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON {{schema}}.messages (id);
 
 CREATE UNIQUE INDEX IF NOT EXISTS messages_stream ON {{schema}}.messages (stream_name, position);
 
--- split_part(x, '-', 1) is category(x). Spelled out (as upstream does) so that the server's
--- queries, upstream's index and Message DB's inlined category() all meet the same expression.
+-- split_part(x, '-', 1) is category(x). Spelled out (as upstream does for the stream) so that
+-- the server's queries, upstream's index and Message DB's inlined category() all meet the same
+-- expression. The third column is Message DB's category(correlation); upstream indexes the raw
+-- correlation value instead.
 CREATE INDEX IF NOT EXISTS messages_category ON {{schema}}.messages (
     split_part(stream_name, '-', 1),
     global_position,
