@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from eventodb.api.broker import MAX_PENDING_STREAMS, Broker, Filter, PokeTuple, Subscription
+from eventodb.api.broker import MAX_PENDING, Broker, Filter, PokeTuple, Subscription
 from eventodb.store.base import ConsumerGroup, Gap, Poke, Store
 from eventodb.store.sqlite import SQLiteStore
 
@@ -121,6 +121,16 @@ async def test_live_filter_uses_the_same_consumer_group_rule_as_reads(
     assert got == [["test-1", "test-3"], ["test-2", "test-4"]]
 
 
+async def test_a_subscriber_that_keeps_up_gets_one_poke_per_message(
+    store: Store, broker: Broker
+) -> None:
+    sub = broker.subscribe(NS, Filter(stream="burst-1", category="", position=0))
+    assert await drain(sub) == []
+    await asyncio.gather(*(store.write_message(NS, "burst-1", "T", {}) for _ in range(30)))
+    sent = await drain(sub)
+    assert sorted(p for _, p, _ in sent) == list(range(30))
+
+
 async def test_slow_subscriber_is_coalesced_then_rereads_without_losing_a_stream(
     store: Store, broker: Broker
 ) -> None:
@@ -128,15 +138,16 @@ async def test_slow_subscriber_is_coalesced_then_rereads_without_losing_a_stream
     assert await drain(sub) == []
     # The client is not reading: nothing calls sub.next() while these are written.
     written: dict[str, int] = {}
-    streams = MAX_PENDING_STREAMS + 100
-    for round_ in range(3):
+    # Fewer streams than a re-read page holds, and more writes than the queue takes.
+    streams, rounds = 300, 2 * MAX_PENDING // 300 + 2
+    for round_ in range(rounds):
         for i in range(streams):
             result = await store.write_message(NS, f"s-{i}", "T", {"r": round_})
             written[f"s-{i}"] = result.position
-        assert sub.pending_streams <= MAX_PENDING_STREAMS
+        assert sub.pending <= MAX_PENDING
     sent = await drain(sub)
     assert high_water(sent) == written
-    assert len(sent) < 3 * streams, "pokes should have been coalesced"
+    assert len(sent) < rounds * streams, "pokes should have been coalesced"
 
 
 async def test_pokes_lost_in_a_gap_are_recovered_from_the_database(store: Store) -> None:

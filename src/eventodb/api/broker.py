@@ -39,8 +39,13 @@ log = logging.getLogger("eventodb.subscriptions")
 PAGE_SIZE = 1000
 """Messages read from the database per replay query."""
 
-MAX_PENDING_STREAMS = 512
-"""Distinct streams with an undelivered poke a subscription keeps before it re-reads instead."""
+SUMMARY_PAGE_SIZE = 10_000
+"""Messages per query when a re-read replaces overflowed pokes (one poke per stream per page):
+large, so that streams repeat within a page and the summary is short."""
+
+MAX_PENDING = 1024
+"""Undelivered pokes a subscription queues, one per message, before it coalesces them into a
+re-read from the database (one poke per stream and page: the latest position)."""
 
 MAX_SEEN_STREAMS = 1024
 """Streams whose delivered high-water mark a subscription remembers (forgetting one only risks a
@@ -106,7 +111,7 @@ class Subscription:
         """The task running the client's response; cancelled by :meth:`end` while it is stuck
         writing to a client that does not read."""
         self.sending = False
-        self._pending: dict[str, tuple[int, int]] = {}
+        self._pending: list[PokeTuple] = []
         self._seen: dict[str, int] = {}
         self._reread_from: int | None = filter.position
         """The initial replay is simply the first re-read."""
@@ -133,16 +138,15 @@ class Subscription:
         return members[size] == f.group.member
 
     def offer(self, poke: Poke) -> None:
-        """Queue a matching poke, coalesced per stream."""
+        """Queue a matching poke: one per message while the client keeps up."""
         if self.closed or self._covered(poke.stream, poke.position):
             return
-        pending = self._pending.get(poke.stream)
-        if pending is None or poke.position > pending[0]:
-            self._pending[poke.stream] = (poke.position, poke.global_position)
-        if len(self._pending) > MAX_PENDING_STREAMS:
-            # Every pending poke is a committed message at or above the lowest global position
-            # held, so one re-read from there delivers all of them (or later positions).
-            lowest = min(gp for _, gp in self._pending.values())
+        self._pending.append((poke.stream, poke.position, poke.global_position))
+        if len(self._pending) > MAX_PENDING:
+            # The client cannot keep up. Every pending poke is a committed message at or above
+            # the lowest global position held, so one re-read from there delivers all of them
+            # (or later positions), coalesced to one poke per stream per page.
+            lowest = min(gp for _, _, gp in self._pending)
             self._pending.clear()
             self._summarise = True
             self.request_reread(lowest)
@@ -182,8 +186,8 @@ class Subscription:
             self.task.cancel(_END)
 
     @property
-    def pending_streams(self) -> int:
-        """Streams with an undelivered poke (bounded by :data:`MAX_PENDING_STREAMS`)."""
+    def pending(self) -> int:
+        """Undelivered pokes (bounded by :data:`MAX_PENDING`)."""
         return len(self._pending)
 
     # -- called by the client's response loop --------------------------------------------------
@@ -233,9 +237,9 @@ class Subscription:
         seen[stream] = position
 
     def _take_pending(self) -> list[PokeTuple]:
-        pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, []
         pokes: list[PokeTuple] = []
-        for stream, (position, global_position) in pending.items():
+        for stream, position, global_position in pending:
             if not self._covered(stream, position):
                 self._mark(stream, position)
                 pokes.append((stream, position, global_position))
@@ -243,10 +247,11 @@ class Subscription:
 
     async def _read_page(self, cursor: int) -> list[PokeTuple]:
         f = self.filter
+        size = SUMMARY_PAGE_SIZE if self._summarise else PAGE_SIZE
         messages: list[Message]
         if f.stream is not None:
             messages = await self.store.get_stream_messages(
-                self.namespace, f.stream, position=cursor, batch_size=PAGE_SIZE
+                self.namespace, f.stream, position=cursor, batch_size=size
             )
             after = messages[-1].position + 1 if messages else cursor
         else:
@@ -254,12 +259,12 @@ class Subscription:
                 self.namespace,
                 f.category,
                 position=cursor,
-                batch_size=PAGE_SIZE,
+                batch_size=size,
                 consumer_group=f.group,
             )
             after = messages[-1].global_position + 1 if messages else cursor
         # Requests that arrived during the read wait in _reread_from; next() merges them.
-        self._cursor = None if len(messages) < PAGE_SIZE else after
+        self._cursor = None if len(messages) < size else after
         if messages:
             self.broker.observe(self.namespace, max(m.global_position for m in messages))
         if self._summarise:
