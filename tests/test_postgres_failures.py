@@ -82,7 +82,7 @@ async def test_requests_fail_while_postgres_is_down_and_succeed_once_it_is_back(
     assert result.position == 1
     # The LISTEN connection came back by itself: a gap, then pokes of SQL writes again.
     items = [await asyncio.wait_for(seen.get(), 15) for _ in range(2)]
-    assert Gap(None) in items
+    assert any(isinstance(i, Gap) and i.namespace is None for i in items)
     await sql_write(cluster.url, "account-2")
     while (item := await asyncio.wait_for(seen.get(), 10)) != Poke(NS, "account-2", 0, 3):
         assert isinstance(item, Gap | Poke)

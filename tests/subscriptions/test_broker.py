@@ -198,6 +198,31 @@ async def test_gap_floor_reaches_back_to_writes_still_in_flight(store: Store) ->
     assert ("a-1", 0, first.global_position) not in sent
 
 
+async def test_a_gap_dated_by_the_store_reaches_back_before_later_local_pokes(
+    store: Store,
+) -> None:
+    """Local writes are published directly, so they say nothing about other processes' writes
+    lost with the LISTEN connection: the re-read must start where the store says
+    notifications stopped, not at the newest poke seen."""
+    broker = Broker(store, gap_lookback=0.0)
+    gate = Muted(store, broker)
+    sub = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    await store.write_message(NS, "a-1", "T", {})
+    await drain(sub)
+    await asyncio.sleep(0.05)
+    alive_at = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.05)
+    gate.muted = True
+    remote = await store.write_message(NS, "remote-1", "T", {})  # announced only by NOTIFY
+    gate.muted = False
+    await asyncio.sleep(0.05)
+    await store.write_message(NS, "local-1", "T", {})  # published by the store at once
+    await drain(sub)
+    broker.notify(Gap(None, alive_at))
+    sent = await drain(sub)
+    assert ("remote-1", 0, remote.global_position) in sent
+
+
 async def test_close_and_close_namespace_end_subscriptions(store: Store) -> None:
     broker = Broker(store)
     await broker.start()

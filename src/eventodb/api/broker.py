@@ -500,8 +500,9 @@ class Broker:
                 sub.offer(event)
 
     def _on_gap(self, gap: Gap, now: float) -> None:
-        # Pokes were flowing up to _alive_at; anything missed started after that, minus slack.
-        before = self._alive_at - self.gap_lookback
+        # Pokes were flowing up to alive_at; anything missed started after that, minus slack.
+        alive = self._alive_at if gap.alive_at is None else min(gap.alive_at, self._alive_at)
+        before = alive - self.gap_lookback
         self._alive_at = now
         names = list(self._namespaces) if gap.namespace is None else [gap.namespace]
         for name in names:

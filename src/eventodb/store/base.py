@@ -202,6 +202,10 @@ class Gap:
     """
 
     namespace: str | None = None
+    alive_at: float | None = None
+    """Event-loop time up to which notifications are known to have arrived (``None``: the
+    store cannot tell). Pokes the store publishes for its own writes say nothing about
+    writes of other processes, so only the notification path itself can date a gap."""
 
 
 Listener = Callable[[Poke | Gap], None]

@@ -857,8 +857,8 @@ class PostgresStore(Store):
 
     # -- pokes from Postgres -----------------------------------------------------------------
 
-    def _listener_reconnected(self) -> None:
-        self._publish(Gap(None))
+    def _listener_reconnected(self, alive_at: float) -> None:
+        self._publish(Gap(None, alive_at))
 
     async def _deliver(self) -> None:
         """Turn NOTIFY payloads into pokes, in arrival order."""

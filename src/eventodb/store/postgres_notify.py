@@ -27,7 +27,9 @@ class NotificationListener:
     Args:
         connect: opens a new connection.
         on_payload: called on the event loop with each notification payload.
-        on_reconnect: called after the connection was lost and LISTEN is active again.
+        on_reconnect: called after the connection was lost and LISTEN is active again, with
+            the event-loop time the connection was last known to work (notifications up to
+            then arrived; later ones may be lost).
         check_interval: seconds between liveness checks of an idle connection (a silently
             dead TCP peer gives no termination event).
     """
@@ -37,7 +39,7 @@ class NotificationListener:
         connect: Connect,
         channel: str,
         on_payload: Callable[[str], None],
-        on_reconnect: Callable[[], None],
+        on_reconnect: Callable[[float], None],
         *,
         check_interval: float = 10.0,
         max_backoff: float = 2.0,
@@ -54,6 +56,8 @@ class NotificationListener:
         self._stopping = False
         self.reconnects = 0
         """How many times the connection was re-established (tests, diagnostics)."""
+        self.alive_at = 0.0
+        """Event-loop time the connection last proved to work (a notification or a check)."""
 
     @property
     def backend_pid(self) -> int | None:
@@ -88,12 +92,14 @@ class NotificationListener:
             raise
         self._conn = conn
         self._lost.clear()
+        self.alive_at = asyncio.get_running_loop().time()
 
     def _terminated(self, conn: Any) -> None:
         if conn is self._conn:
             self._lost.set()
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.alive_at = asyncio.get_running_loop().time()
         try:
             self._on_payload(payload)
         except Exception:
@@ -115,9 +121,11 @@ class NotificationListener:
         if conn is None or conn.is_closed():
             return False
         try:
+            started = asyncio.get_running_loop().time()
             await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
+        self.alive_at = started  # the answer proves every notification sent before was seen
         return True
 
     async def _supervise(self) -> None:
@@ -130,6 +138,7 @@ class NotificationListener:
             if self._stopping:
                 return
             log.warning("LISTEN connection lost; reconnecting")
+            alive_at = self.alive_at
             await self._discard()
             delay = 0.05
             while not self._stopping:
@@ -150,4 +159,4 @@ class NotificationListener:
                 return
             self.reconnects += 1
             log.warning("LISTEN connection re-established; subscribers re-read (gap)")
-            self._on_reconnect()
+            self._on_reconnect(alive_at)
