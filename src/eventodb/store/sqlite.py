@@ -375,7 +375,7 @@ class SQLiteStore(Store):
 
     async def _delete_namespace(self, namespace: str) -> int:
         db_path = await self._db_path(namespace)
-        handle = await self._handle(namespace)
+        handle = self._open_handle(namespace, db_path)  # the open one, if any
         try:
             count = await handle.read(
                 lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0], "count"
