@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from eventodb.core import ids, jsoncodec, timefmt
@@ -94,6 +94,17 @@ def db_file_name(namespace: str, taken: set[str], registry_file: str = REGISTRY_
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", namespace)[:24]
     digest = hashlib.sha256(namespace.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     return f"ns-{safe}-{digest}.db"
+
+
+def _file_name(db_path: str) -> str:
+    """The namespace database's file name inside the data directory, from a registry ``db_path``.
+
+    The Go server recorded the path it opened (``<data-dir>/<id>.db``, absolute or relative to
+    its working directory); we record the bare file name. Namespace files always live in the
+    data directory, so only the name counts, and a data directory that was moved, restored
+    elsewhere or mounted at another path still opens.
+    """
+    return PurePath(db_path).name
 
 
 def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
@@ -303,7 +314,7 @@ class SQLiteStore(Store):
         )
         if row is None:
             raise NamespaceNotFound(namespace)
-        return str(row[0])
+        return _file_name(str(row[0]))
 
     def _open_handle(self, namespace: str, db_path: str) -> _Namespace:
         handle = self._handles.get(namespace)
@@ -341,7 +352,9 @@ class SQLiteStore(Store):
             if self.data_dir is None:
                 db_path = f"memory:{namespace}"
             else:
-                taken = {r[0].lower() for r in c.execute("SELECT db_path FROM namespaces")}
+                taken = {
+                    _file_name(r[0]).lower() for r in c.execute("SELECT db_path FROM namespaces")
+                }
                 db_path = db_file_name(namespace, taken, self._registry_file)
             c.execute(
                 "INSERT INTO namespaces"
