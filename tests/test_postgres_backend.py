@@ -261,49 +261,15 @@ async def test_a_new_migration_reaches_every_namespace_at_open(
         assert await db.fetchval(f"SELECT max(version) FROM eventodb_{name}._schema_version") == 4
 
 
-# A namespace schema as upstream EventoDB 0.7 leaves it (migrations 001 and 002): upstream column
-# order and types, `_`-prefixed parameter names, row types instead of `message`, version -1.
-UPSTREAM_SCHEMA = """
-CREATE SCHEMA "eventodb_legacy";
-CREATE TABLE "eventodb_legacy".messages (
-    id UUID NOT NULL DEFAULT gen_random_uuid(),
-    stream_name VARCHAR NOT NULL,
-    type VARCHAR NOT NULL,
-    position BIGINT NOT NULL,
-    global_position BIGSERIAL NOT NULL PRIMARY KEY,
-    data JSONB,
-    metadata JSONB,
-    time TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
-);
-CREATE UNIQUE INDEX messages_id ON "eventodb_legacy".messages (id);
-CREATE UNIQUE INDEX messages_stream ON "eventodb_legacy".messages (stream_name, position);
-CREATE INDEX messages_category ON "eventodb_legacy".messages
-    (split_part(stream_name, '-', 1), global_position, (metadata->>'correlationStreamName'));
-CREATE TABLE "eventodb_legacy"._schema_version (
-    version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT now());
-INSERT INTO "eventodb_legacy"._schema_version (version) VALUES (1), (2);
-CREATE FUNCTION "eventodb_legacy".hash_64(_value varchar) RETURNS bigint
-    LANGUAGE sql IMMUTABLE AS $$ SELECT ('x' || left(md5(_value), 16))::bit(64)::bigint $$;
-CREATE FUNCTION "eventodb_legacy".category(_stream_name varchar) RETURNS varchar
-    LANGUAGE sql IMMUTABLE AS $$ SELECT split_part(_stream_name, '-', 1) $$;
-CREATE FUNCTION "eventodb_legacy".stream_version(_stream_name varchar) RETURNS bigint
-    LANGUAGE sql AS $$
-    SELECT coalesce(max(position), -1) FROM "eventodb_legacy".messages
-    WHERE stream_name = _stream_name $$;
-CREATE FUNCTION "eventodb_legacy".get_stream_messages(
-    _stream_name varchar, _position bigint DEFAULT 0, _batch_size bigint DEFAULT 1000,
-    _condition varchar DEFAULT NULL)
-RETURNS TABLE (id uuid, stream_name varchar, type varchar, "position" bigint,
-               global_position bigint, data jsonb, metadata jsonb, "time" timestamp)
-LANGUAGE sql AS $$
-    SELECT m.id, m.stream_name, m.type, m.position, m.global_position, m.data, m.metadata,
-           m.time
-    FROM "eventodb_legacy".messages m WHERE m.stream_name = _stream_name
-    AND m.position >= _position ORDER BY m.position $$;
-CREATE FUNCTION "eventodb_legacy".write_message(
-    _id varchar, _stream_name varchar, _type varchar, _data jsonb,
-    _metadata jsonb DEFAULT NULL, _expected_version bigint DEFAULT NULL)
-RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$;
+# A namespace schema as upstream EventoDB 0.7 leaves it (migrations 001 and 002), the fixture the
+# Bun suite uses too: upstream column order and types, `_`-prefixed parameter names, row types
+# instead of `message`, version -1.
+UPSTREAM_SCHEMA = (
+    (Path(__file__).parent / "fixtures" / "eventodb_go_0_7_postgres_namespace.sql")
+    .read_text("utf-8")
+    .replace("__SCHEMA__", "eventodb_legacy")
+)
+UPSTREAM_MESSAGES = """
 INSERT INTO "eventodb_legacy".messages (id, stream_name, type, position, data, time) VALUES
     ('6f2d2f1c-5a59-4a53-9c6a-38c1e1c5e001', 'account-1', 'Opened', 0, '{"n": 1}',
      '2024-05-01 10:00:00.5'),
@@ -319,6 +285,7 @@ async def test_a_namespace_created_by_upstream_is_upgraded_in_place(
     async with PostgresStore(postgres_dsn, min_pool=1):
         pass  # the registry exists, as upstream would have left it
     await db.execute(UPSTREAM_SCHEMA)
+    await db.execute(UPSTREAM_MESSAGES)
     await db.execute(
         "INSERT INTO eventodb_store.namespaces VALUES"
         " ('legacy', 'legacy-hash', 'eventodb_legacy', '', 1714557600, '{}')"

@@ -1,7 +1,7 @@
 /**
  * Migration compatibility: storage left by the EventoDB Go server (0.7) opens and serves.
  *
- * The fixtures in `fixtures/upstream-*.sql` describe the Go server's layout (registry plus one
+ * The fixtures `tests/fixtures/eventodb_go_0_7_*.sql` (shared with the Python tests) describe the Go server's layout (registry plus one
  * SQLite file or Postgres schema per namespace, its migrations 001 and 002 applied, SQLite times
  * in whole seconds). The suite builds such storage, starts our server on it, and checks that
  * every message is served as it was written, that writing continues where the Go server
@@ -14,9 +14,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { ADMIN_TOKEN, Client } from "../lib/client";
-import { BACKENDS, createDatabase, Server, tempDir, type Backend } from "../lib/server";
+import { BACKENDS, createDatabase, REPO, Server, tempDir, type Backend } from "../lib/server";
 
-const FIXTURES = join(import.meta.dir, "..", "fixtures");
+const FIXTURES = join(REPO, "tests", "fixtures");
 const LEGACY = "legacy";
 const LEGACY_TOKEN = `ns_${Buffer.from(LEGACY).toString("base64url")}_${"ab".repeat(32)}`;
 const CREATED_AT = 1714557600; // 2024-05-01T10:00:00Z
@@ -172,8 +172,8 @@ function upstreamScenario(backend: Backend, build: () => Promise<string[]>): voi
 
 async function sqliteDataDir(style: DbPathStyle): Promise<{ root: string; dir: string }> {
   const root = tempDir("upstream-sqlite");
-  const registry = await fixture("upstream-sqlite-registry.sql");
-  const namespace = await fixture("upstream-sqlite-namespace.sql");
+  const registry = await fixture("eventodb_go_0_7_sqlite_registry.sql");
+  const namespace = await fixture("eventodb_go_0_7_sqlite_namespace.sql");
   return { root, dir: buildSqliteDataDir(root, registry, namespace, style) };
 }
 
@@ -211,8 +211,8 @@ if (BACKENDS.includes("sqlite")) {
 
 upstreamScenario("postgres", async () => {
   const url = await buildPostgresDatabase(
-    await fixture("upstream-postgres-registry.sql"),
-    await fixture("upstream-postgres-namespace.sql"),
+    await fixture("eventodb_go_0_7_postgres_registry.sql"),
+    await fixture("eventodb_go_0_7_postgres_namespace.sql"),
   );
   return ["--db-url", url, `--token=${ADMIN_TOKEN}`];
 });
@@ -220,8 +220,8 @@ upstreamScenario("postgres", async () => {
 if (BACKENDS.includes("postgres")) {
   test("after the upgrade, Message DB clients share the namespace schema with the server", async () => {
     const url = await buildPostgresDatabase(
-      await fixture("upstream-postgres-registry.sql"),
-      await fixture("upstream-postgres-namespace.sql"),
+      await fixture("eventodb_go_0_7_postgres_registry.sql"),
+      await fixture("eventodb_go_0_7_postgres_namespace.sql"),
     );
     const server = await Server.start("postgres", { args: ["--db-url", url, `--token=${ADMIN_TOKEN}`] });
     const sql = new SQL(url, { max: 1 });
