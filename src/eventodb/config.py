@@ -85,6 +85,7 @@ SERVE_FLAGS: tuple[Flag, ...] = (
     Flag(
         "sqlite-sync", "str", "EVENTODB_SQLITE_SYNC", "SQLite synchronous: normal or full", "normal"
     ),
+    Flag("no-console", "bool", "EVENTODB_NO_CONSOLE", "do not serve the web console at /console"),
 )
 
 
@@ -127,6 +128,7 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     sse_heartbeat: float = 15.0
     sqlite_sync: str = "normal"
+    no_console: bool = False
     extra: tuple[str, ...] = field(default=())
     """Positional arguments left after the flags (Go stops parsing at the first one)."""
 
@@ -253,6 +255,7 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
         max_message_bytes=max_bytes,
         sse_heartbeat=max(0.0, float(values["sse-heartbeat"] or 0.0)),
         sqlite_sync=sync,
+        no_console=bool(values["no-console"]),
         extra=tuple(rest),
     )
 

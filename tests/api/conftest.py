@@ -210,9 +210,12 @@ def tenant(server: Server) -> Iterator[Tenant]:
     server.rpc(ADMIN_TOKEN, "ns.delete", t.namespace)
 
 
-def raw_post(server: Server, path: str, body: bytes, headers: list[str]) -> tuple[int, bytes]:
-    """A POST over a bare socket, for header values httpx refuses to send (e.g. ``Bearer ``)."""
-    head = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
+def raw_post(
+    server: Server, path: str, body: bytes, headers: list[str], *, method: str = "POST"
+) -> tuple[int, bytes]:
+    """A request over a bare socket, for what httpx refuses to send or would normalise (header
+    values such as ``Bearer ``, paths with ``..``)."""
+    head = [f"{method} {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
     head += headers
     head += ["Connection: close", "", ""]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

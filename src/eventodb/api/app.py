@@ -1,7 +1,8 @@
-"""The ASGI application: five exact paths, authentication, the RPC envelope (SPEC §2, §4.1-4.2).
+"""The ASGI application: five exact paths, authentication, the RPC envelope (SPEC §2, §4.1-4.2),
+and the web console's static files under ``/console/``.
 
-A hand-written router: the surface is five fixed paths, and skipping a framework keeps the
-per-request overhead to a dictionary lookup (the hot path is ``POST /rpc``).
+A hand-written router: the surface is five fixed paths plus the console, and skipping a framework
+keeps the per-request overhead to a few string comparisons (the hot path is ``POST /rpc``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from eventodb import __version__
 from eventodb.api import imports, sse
 from eventodb.api.auth import Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
+from eventodb.api.console import PREFIX as CONSOLE_PREFIX
+from eventodb.api.console import ConsoleFiles
 from eventodb.api.requestlog import RequestLog
 from eventodb.api.rpc import METHODS, OWN_NAMESPACE, Services
 from eventodb.core import jsoncodec
@@ -62,6 +65,7 @@ class EventoDBApp:
         services: store, authenticator and broker shared by every request.
         sse_heartbeat: seconds between SSE comment heartbeats (passed to the SSE handler).
         request_log: where request lines go (default: through :mod:`logging`).
+        console: the web console's files; ``None`` turns ``/console`` off (plain 404).
     """
 
     def __init__(
@@ -71,8 +75,10 @@ class EventoDBApp:
         sse_heartbeat: float = 15.0,
         max_body_bytes: int = MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
+        console: ConsoleFiles | None = None,
     ) -> None:
         self.services = services
+        self.console = console
         self.sse_heartbeat = sse_heartbeat
         self.max_body_bytes = max_body_bytes
         self.request_log = request_log or RequestLog(enabled=log.isEnabledFor(logging.INFO))
@@ -118,8 +124,26 @@ class EventoDBApp:
             return 200
         if path == "/import":
             return await self._import(scope, receive, send)
+        if self.console is not None and (
+            path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+        ):
+            return await self._console(scope, send)
         await _send_json(send, 404, _NOT_FOUND)
         return 404
+
+    async def _console(self, scope: Scope, send: Send) -> int:
+        assert self.console is not None
+        response = self.console.respond(
+            scope["method"],
+            scope["path"],
+            if_none_match=_header(scope, b"if-none-match"),
+            accept_encoding=_header(scope, b"accept-encoding"),
+        )
+        if response is None:
+            await _send_json(send, 404, _NOT_FOUND)
+            return 404
+        await _send(send, response.status, [*response.headers, _SERVER], response.body)
+        return response.status
 
     async def _authenticate(self, scope: Scope) -> Caller:
         return await self.services.auth.authenticate(
@@ -290,6 +314,10 @@ async def _send_json(
     headers = [_JSON, (b"content-length", str(len(body)).encode()), _SERVER]
     if extra:
         headers.extend(extra)
+    await _send(send, status, headers, body)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -319,10 +347,14 @@ def create_app(
     sse_heartbeat: float = 15.0,
     broker: Broker | None = None,
     request_log: RequestLog | None = None,
+    console: bool = True,
 ) -> EventoDBApp:
     """An app over an already opened ``store`` (the CLI and in-process tests use this).
 
     The caller owns the store and the broker lifecycle (``broker.start()``/``close()``).
+
+    Args:
+        console: serve the web console at ``/console`` (its files are read now, once).
     """
     services = Services(
         store=store,
@@ -330,4 +362,9 @@ def create_app(
         broker=broker if broker is not None else Broker(store),
         permissive_admin=permissive_admin,
     )
-    return EventoDBApp(services, sse_heartbeat=sse_heartbeat, request_log=request_log)
+    return EventoDBApp(
+        services,
+        sse_heartbeat=sse_heartbeat,
+        request_log=request_log,
+        console=ConsoleFiles.from_package() if console else None,
+    )

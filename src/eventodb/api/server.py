@@ -212,7 +212,10 @@ async def serve(settings: Settings, backend: Backend) -> int:
             sse_heartbeat=settings.sse_heartbeat,
             broker=broker,
             request_log=request_log,
+            console=not settings.no_console,
         )
+        if not settings.no_console:
+            log.info("web console at /console/ (--no-console turns it off)")
         if default.token is not None:
             app.services.auth.remember(default.token, DEFAULT_NAMESPACE)
         config = uvicorn.Config(
