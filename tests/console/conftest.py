@@ -158,11 +158,11 @@ class Tab:
         return values
 
 
-@pytest.fixture
-def tab(browser: Browser, server: Server) -> Iterator[Tab]:
-    """A fresh browser context (empty storage) with a page on the server.
+@contextlib.contextmanager
+def browsing(browser: Browser, server: Server) -> Iterator[Tab]:
+    """A fresh browser context (empty storage) with a page on ``server``.
 
-    After the test: no script error happened, every request went to the server itself, and no
+    After the block: no script error happened, every request went to the server itself, and no
     request URL or console line carried a token.
     """
     context = browser.new_context(viewport=LAPTOP, reduced_motion="reduce")
@@ -172,14 +172,22 @@ def tab(browser: Browser, server: Server) -> Iterator[Tab]:
     page.on("request", lambda request: tab.requests.append(request))
     page.on("console", lambda line: tab.console.append(line))
     page.on("pageerror", lambda error: tab.errors.append(str(error)))
-    yield tab
-    context.close()
+    try:
+        yield tab
+    finally:
+        context.close()
     assert tab.errors == []
     for request in tab.requests:
         assert request.url.startswith(server.url + "/"), request.url
         assert TOKEN_PATTERN.search(request.url) is None, request.url
     for line in tab.console:
         assert TOKEN_PATTERN.search(line.text) is None, line.text
+
+
+@pytest.fixture
+def tab(browser: Browser, server: Server) -> Iterator[Tab]:
+    with browsing(browser, server) as opened:
+        yield opened
 
 
 @dataclass

@@ -10,10 +10,20 @@ import json
 import random
 import re
 import time
+from pathlib import Path
+
+from playwright.sync_api import Browser
 
 from eventodb.core.hashing import group_member
 from tests.api.conftest import ADMIN_TOKEN, Server
-from tests.console.conftest import PHONE, TOKEN_PATTERN, Namespace, Tab, make_namespace
+from tests.console.conftest import (
+    PHONE,
+    TOKEN_PATTERN,
+    Namespace,
+    Tab,
+    browsing,
+    make_namespace,
+)
 
 
 def test_admin_creates_a_namespace_and_browses_it_down_to_a_message(
@@ -218,6 +228,38 @@ def test_live_tail_shows_a_message_written_by_another_client_within_a_second(
     tab.shot("tail")
     page.click("#tail-start")  # stop
     page.wait_for_selector("#tail-status:text-is('stopped')")
+
+
+def test_live_tail_reconnects_after_a_server_restart_and_misses_nothing(
+    browser: Browser, tmp_path: Path
+) -> None:
+    args = [f"--token={ADMIN_TOKEN}", f"--data-dir={tmp_path / 'data'}"]
+    first = Server(args, workdir=tmp_path)
+    second = None
+    try:
+        jobs = make_namespace(first)
+        with browsing(browser, first) as tab:
+            tab.login(jobs.token)
+            tab.go(f"#/ns/{jobs.id}/tail?category=job")
+            page = tab.page
+            page.click("#tail-start")
+            page.wait_for_selector("#tail-status:text-is('live')")
+            before = jobs.write("job-1", "Queued", {})
+            page.wait_for_selector(f"#tail-rows tr[data-global='{before['globalPosition']}']")
+            assert first.stop() == 0, first.output()  # ends every subscription
+            page.wait_for_selector("#tail-status:has-text('reconnecting')")
+            second = Server(args, workdir=tmp_path, port=first.port)
+            jobs.server = second
+            after = [jobs.write("job-2", "Queued", {"n": n}) for n in range(2)]
+            page.wait_for_selector("#tail-status:text-is('live')", timeout=15_000)
+            page.wait_for_selector(f"#tail-rows tr[data-global='{after[1]['globalPosition']}']")
+            assert tab.cells("#tail-rows tr", "data-global") == [
+                str(w["globalPosition"]) for w in (after[1], after[0], before)
+            ]
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0, second.output()
 
 
 def test_writing_with_a_wrong_expected_version_shows_the_servers_error(

@@ -80,7 +80,7 @@ async function render() {
   view.dataset.rendered = String(mine); // lets tests (and scripts) wait for a finished render
   const again = focused && document.getElementById(focused);
   if (path === lastPath && again) again.focus();
-  else if (path !== lastPath) (view.querySelector("[autofocus]") ?? view.querySelector("h1"))?.focus();
+  else if (path !== lastPath || focused) (view.querySelector("[autofocus]") ?? view.querySelector("h1"))?.focus();
   lastPath = path;
 }
 

@@ -237,14 +237,24 @@ export function render(ctx) {
     }
     problem.replaceChildren();
     const q = query();
+    const explicit = integerOrNull(from.value);
     const memberWithoutSize = mode.value === "category" && member.value.trim() && !groupSize.value.trim();
-    if ((mode.value !== "all" && !name.value.trim()) || memberWithoutSize || Object.values(q).some((v) => Number.isNaN(v))) {
-      problem.replaceChildren(errorBox({ code: "INVALID_REQUEST", message: "Name the stream or category; member and group size are whole numbers." }));
+    if (
+      (mode.value !== "all" && !name.value.trim()) ||
+      memberWithoutSize ||
+      Number.isNaN(explicit) ||
+      Object.values(q).some((v) => Number.isNaN(v))
+    ) {
+      problem.replaceChildren(
+        errorBox({
+          code: "INVALID_REQUEST",
+          message: "Name the stream or category; a member needs a group size; member, group size and position are whole numbers.",
+        }),
+      );
       return;
     }
-    const explicit = integerOrNull(from.value);
     try {
-      if (explicit !== null && !Number.isNaN(explicit)) state.next = explicit;
+      if (explicit !== null) state.next = explicit;
       else if (byStream()) state.next = ((await rpc(ctx.token, "stream.version", q.stream)) ?? -1) + 1;
       else state.next = (await globalHead(ctx.token, ctx.ns)) + 1;
     } catch (error) {
