@@ -29,6 +29,9 @@ from tests.console.conftest import (
 def test_admin_creates_a_namespace_and_browses_it_down_to_a_message(
     tab: Tab, server: Server
 ) -> None:
+    tab.open()
+    assert tab.page.inner_text("h1") == "Log in"
+    tab.shot("login")
     tab.login(ADMIN_TOKEN)
     page = tab.page
     assert page.inner_text("h1") == "Namespaces"
@@ -99,6 +102,11 @@ def test_stream_pages_both_ways_with_the_keyboard_and_jumps_to_a_position(
     tab.go(f"#/ns/{namespace.id}/stream/log-1?limit=3")
     assert tab.cells("tr[data-position]", "data-position") == ["0", "1", "2"]
     page = tab.page
+    route = page.evaluate("location.hash")
+    page.focus("text=Skip to content")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "view"
+    assert page.evaluate("location.hash") == route
     for key, expected in [("]", ["3", "4", "5"]), ("]", ["6"]), ("[", ["3", "4", "5"])]:
         with tab.rendering():
             page.keyboard.press(key)

@@ -224,6 +224,11 @@ function onKey(event) {
   else if (event.key === "]") press("[data-key='next']");
 }
 
+// The fragment holds the route, so the skip link moves focus itself instead of navigating.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  view.focus();
+});
 window.addEventListener("hashchange", render);
 document.addEventListener("keydown", onKey);
 render();
