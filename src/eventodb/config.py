@@ -7,7 +7,9 @@ long names nor Go's boolean rules, and no maintained Python port of Go's parser 
 module carries a small parser of its own (:func:`parse_flags`).
 
 Each flag's default comes from its environment variable when that is set and non-empty; an
-explicit flag wins.
+explicit flag wins. Values are checked wherever they come from: a flag that names a fixed set of
+choices refuses anything else, and an environment value that does not parse stops the server
+with the variable named (upstream silently fell back to the default, see docs/API.md, "Flags").
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Flag:
     env: str | None
     help: str
     default: str | int | bool | float | None = None
+    choices: tuple[str, ...] = ()
+    """The accepted values of a ``str`` flag, matched case-insensitively and stored lower-case
+    (empty: anything)."""
 
 
 SERVE_FLAGS: tuple[Flag, ...] = (
@@ -53,8 +58,22 @@ SERVE_FLAGS: tuple[Flag, ...] = (
     Flag("db-type", "str", "EVENTODB_DB_TYPE", "database flavour (accepted, unused)"),
     Flag("token", "str", "EVENTODB_TOKEN", "token of the default namespace (generated if empty)"),
     Flag("test-mode", "bool", "EVENTODB_TEST_MODE", "relaxed auth; in-memory without --db-url"),
-    Flag("log-level", "str", "EVENTODB_LOG_LEVEL", "debug, info, warn or error", "info"),
-    Flag("log-format", "str", "EVENTODB_LOG_FORMAT", "console or json", "console"),
+    Flag(
+        "log-level",
+        "str",
+        "EVENTODB_LOG_LEVEL",
+        "debug, info, warn or error",
+        "info",
+        ("debug", "info", "warn", "warning", "error"),
+    ),
+    Flag(
+        "log-format",
+        "str",
+        "EVENTODB_LOG_FORMAT",
+        "console or json (one JSON object per line)",
+        "console",
+        ("console", "json"),
+    ),
     # Ours, beyond upstream.
     Flag(
         "host",
@@ -83,7 +102,26 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         15.0,
     ),
     Flag(
-        "sqlite-sync", "str", "EVENTODB_SQLITE_SYNC", "SQLite synchronous: normal or full", "normal"
+        "sqlite-sync",
+        "str",
+        "EVENTODB_SQLITE_SYNC",
+        "SQLite synchronous: normal or full",
+        "normal",
+        ("normal", "full"),
+    ),
+    Flag("no-metrics", "bool", "EVENTODB_NO_METRICS", "do not serve GET /metrics"),
+    Flag(
+        "metrics-public",
+        "bool",
+        "EVENTODB_METRICS_PUBLIC",
+        "serve GET /metrics without the admin token",
+    ),
+    Flag(
+        "metrics-namespaces",
+        "int",
+        "EVENTODB_METRICS_NAMESPACES",
+        'namespaces labelled in /metrics; the others are summed under namespace="/other"',
+        100,
     ),
     Flag("no-console", "bool", "EVENTODB_NO_CONSOLE", "do not serve the web console at /console"),
 )
@@ -129,6 +167,9 @@ class Settings:
     sse_heartbeat: float = 15.0
     sqlite_sync: str = "normal"
     no_console: bool = False
+    metrics: bool = True
+    metrics_public: bool = False
+    metrics_namespaces: int = 100
     extra: tuple[str, ...] = field(default=())
     """Positional arguments left after the flags (Go stops parsing at the first one)."""
 
@@ -150,26 +191,50 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"invalid boolean value {text!r}")
 
 
+class _Choice(ValueError):
+    """A value outside a flag's choices (the message lists them)."""
+
+
 def _convert(flag: Flag, text: str) -> str | int | bool | float:
+    """Raises: ValueError (wrong kind), _Choice (not among the flag's choices)."""
     if flag.kind == "bool":
         return parse_bool(text)
     if flag.kind == "int":
         return int(text.strip(), 10)
     if flag.kind == "float":
         return float(text)
+    if flag.choices:
+        if text.lower() not in flag.choices:
+            *head, last = flag.choices
+            raise _Choice(f"use {', '.join(head)} or {last}")
+        return text.lower()
     return text
 
 
-def _env_default(flag: Flag, env: Mapping[str, str]) -> str | int | bool | float | None:
-    """The environment overrides the built-in default; an unparsable value is ignored as in Go
-    (``EVENTODB_PORT=abc`` → 8080, ``EVENTODB_TEST_MODE=yes`` → false)."""
+_KIND = {"bool": "boolean", "int": "integer", "float": "float", "str": "string"}
+
+
+class _EnvValueError:
+    """An environment value that does not parse; fatal unless a flag overrides it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _env_default(
+    flag: Flag, env: Mapping[str, str]
+) -> str | int | bool | float | _EnvValueError | None:
+    """The environment overrides the built-in default; a value that does not parse is an error
+    that names the variable (reported only when no flag overrides it)."""
     raw = env.get(flag.env) if flag.env else None
     if not raw:
         return flag.default
     try:
         return _convert(flag, raw)
+    except _Choice as exc:
+        return _EnvValueError(f'invalid value "{raw}" in {flag.env}: {exc}')
     except ValueError:
-        return False if flag.kind == "bool" else flag.default
+        return _EnvValueError(f'invalid {_KIND[flag.kind]} value "{raw}" in {flag.env}')
 
 
 def parse_flags(
@@ -185,7 +250,7 @@ def parse_flags(
         HelpRequested: ``-h``/``--help``/``-help``.
     """
     by_name = {f.name: f for f in flags}
-    values = {f.name: _env_default(f, env) for f in flags}
+    defaults = {f.name: _env_default(f, env) for f in flags}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -205,7 +270,7 @@ def parse_flags(
             raise FlagError(f"flag provided but not defined: -{name}")
         i += 1
         if flag.kind == "bool" and not has_value:
-            values[name] = True
+            defaults[name] = True
             continue
         if not has_value:
             if i >= len(args):
@@ -213,10 +278,18 @@ def parse_flags(
             value = args[i]
             i += 1
         try:
-            values[name] = _convert(flag, value)
+            defaults[name] = _convert(flag, value)
+        except _Choice as exc:
+            raise FlagError(f'invalid value "{value}" for flag -{name}: {exc}') from None
         except ValueError:
-            kind = {"bool": "boolean", "int": "integer", "float": "float"}.get(flag.kind, "")
-            raise FlagError(f'invalid {kind} value "{value}" for flag -{name}') from None
+            raise FlagError(
+                f'invalid {_KIND[flag.kind]} value "{value}" for flag -{name}'
+            ) from None
+    values: dict[str, str | int | bool | float | None] = {}
+    for key, setting in defaults.items():
+        if isinstance(setting, _EnvValueError):
+            raise FlagError(setting.message)
+        values[key] = setting
     return values, list(args[i:])
 
 
@@ -238,9 +311,9 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
     max_bytes = int(values["max-message-bytes"] or 0)
     if max_bytes <= 0:
         raise FlagError("invalid value for flag -max-message-bytes: must be positive")
-    sync = str(values["sqlite-sync"]).lower()
-    if sync not in ("normal", "full"):
-        raise FlagError(f'invalid value "{sync}" for flag -sqlite-sync: use normal or full')
+    max_namespaces = int(values["metrics-namespaces"] or 0)
+    if max_namespaces < 0:
+        raise FlagError("invalid value for flag -metrics-namespaces: must not be negative")
     return Settings(
         port=port,
         db_url=text("db-url"),
@@ -248,14 +321,17 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
         db_type=text("db-type"),
         token=text("token"),
         test_mode=bool(values["test-mode"]),
-        log_level=str(values["log-level"] or "info").lower(),
-        log_format=str(values["log-format"] or "console").lower(),
+        log_level=str(values["log-level"]),
+        log_format=str(values["log-format"]),
         host=text("host") or "",
         permissive_admin=bool(values["permissive-admin"]),
         max_message_bytes=max_bytes,
         sse_heartbeat=max(0.0, float(values["sse-heartbeat"] or 0.0)),
-        sqlite_sync=sync,
+        sqlite_sync=str(values["sqlite-sync"]),
         no_console=bool(values["no-console"]),
+        metrics=not values["no-metrics"],
+        metrics_public=bool(values["metrics-public"]),
+        metrics_namespaces=max_namespaces,
         extra=tuple(rest),
     )
 

@@ -107,9 +107,68 @@ def test_environment_supplies_defaults_and_flags_win() -> None:
     assert load_settings(["-test-mode=false"], env).test_mode is False
 
 
-def test_unparsable_environment_values_fall_back_like_go() -> None:
-    settings = load_settings([], {"EVENTODB_PORT": "abc", "EVENTODB_TEST_MODE": "yes"})
-    assert (settings.port, settings.test_mode) == (8080, False)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EVENTODB_PORT": "abc"}, 'invalid integer value "abc" in EVENTODB_PORT'),
+        ({"EVENTODB_TEST_MODE": "yes"}, 'invalid boolean value "yes" in EVENTODB_TEST_MODE'),
+        ({"EVENTODB_SSE_HEARTBEAT": "often"}, 'invalid float value "often" in EVENTODB_SSE'),
+        (
+            {"EVENTODB_LOG_LEVEL": "verbose"},
+            'invalid value "verbose" in EVENTODB_LOG_LEVEL: use debug, info, warn, warning or '
+            "error",
+        ),
+        (
+            {"EVENTODB_LOG_FORMAT": "yaml"},
+            'invalid value "yaml" in EVENTODB_LOG_FORMAT: use console or json',
+        ),
+    ],
+)
+def test_unparsable_environment_values_are_refused_naming_the_variable(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(FlagError, match=message):
+        load_settings([], env)
+
+
+def test_a_flag_overrides_an_unparsable_environment_value() -> None:
+    settings = load_settings(["-port", "9000"], {"EVENTODB_PORT": "abc"})
+    assert settings.port == 9000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-log-level", "verbose"],
+            'invalid value "verbose" for flag -log-level: use debug, info, warn, warning or error',
+        ),
+        (["--log-format=yaml"], 'invalid value "yaml" for flag -log-format: use console or json'),
+        (["-metrics-namespaces", "-1"], "-metrics-namespaces: must not be negative"),
+    ],
+)
+def test_values_outside_a_flags_choices_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(FlagError, match=message):
+        load_settings(args, {})
+
+
+def test_choices_match_case_insensitively_and_are_stored_lower_case() -> None:
+    settings = load_settings(["-log-level", "WARN", "-log-format", "JSON"], {})
+    assert (settings.log_level, settings.log_format) == ("warn", "json")
+
+
+def test_metrics_flags() -> None:
+    assert (Settings().metrics, Settings().metrics_public, Settings().metrics_namespaces) == (
+        True,
+        False,
+        100,
+    )
+    settings = load_settings(["-no-metrics", "--metrics-public", "-metrics-namespaces=5"], {})
+    assert (settings.metrics, settings.metrics_public, settings.metrics_namespaces) == (
+        False,
+        True,
+        5,
+    )
 
 
 @pytest.mark.parametrize("text", ["1", "t", "T", "TRUE", "true", "True"])
