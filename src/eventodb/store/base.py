@@ -9,16 +9,22 @@ exceptions at their boundary; nothing else escapes.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
 from eventodb.core import ids, jsoncodec, validation
-from eventodb.core.errors import InvalidArgument, NamespaceNotFound
+from eventodb.core.errors import InvalidArgument, NamespaceNotFound, VersionConflict
+from eventodb.core.stats import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 
 DEFAULT_BATCH_SIZE = 1000
+
+HEALTH_TIMEOUT = 2.0
+"""Seconds :meth:`Store.check_health` waits for the database before calling it down."""
 
 log = logging.getLogger("eventodb.store")
 
@@ -212,6 +218,110 @@ Listener = Callable[[Poke | Gap], None]
 """Called on the event loop for every committed write the store learns of, or for a gap."""
 
 
+OTHER_NAMESPACES = "/other"
+"""The key under which :class:`StoreStats` sums namespaces past its cap (no namespace id can
+contain ``/``, so it never collides with a real one)."""
+
+
+class StoreStats:
+    """Counters a store keeps about its work, for monitoring; plain numbers, never reset.
+
+    The store only records; whoever exposes metrics reads these attributes when asked
+    (``GET /metrics``, :mod:`eventodb.api.metrics`). Per-namespace counts are capped at
+    ``max_namespaces`` keys, the first ones seen; later namespaces are summed under
+    :data:`OTHER_NAMESPACES`, so a server with many tenants keeps a bounded number of series.
+    Record methods run on the event loop, except :meth:`record_write_batch`, which may run on a
+    writer thread.
+    """
+
+    def __init__(self, max_namespaces: int = 100) -> None:
+        self.max_namespaces = max_namespaces
+        self.writes: dict[str, int] = {}
+        """Messages written per namespace (idempotent retries not counted)."""
+        self.messages_read: dict[str, int] = {}
+        """Messages returned by reads per namespace (subscription replays included)."""
+        self.version_conflicts = 0
+        """Writes refused because the stream was not at the expected version."""
+        self.errors = 0
+        """Operations that failed in the database (``BackendError``)."""
+        self.messages_imported = 0
+        self.write_batches = Histogram(SIZE_BUCKETS)
+        """Writes committed per transaction (group commit batch sizes)."""
+        self.pool_waits = Histogram(LATENCY_BUCKETS)
+        """Seconds spent waiting for a pooled connection (backends with a pool)."""
+
+    def _key(self, counts: dict[str, int], namespace: str) -> str:
+        if namespace in counts or len(counts) < self.max_namespaces:
+            return namespace
+        return OTHER_NAMESPACES
+
+    def record_write(self, namespace: str) -> None:
+        counts = self.writes
+        try:
+            counts[namespace] += 1
+        except KeyError:
+            key = self._key(counts, namespace)
+            counts[key] = counts.get(key, 0) + 1
+
+    def record_read(self, namespace: str, count: int) -> None:
+        counts = self.messages_read
+        try:
+            counts[namespace] += count
+        except KeyError:
+            key = self._key(counts, namespace)
+            counts[key] = counts.get(key, 0) + count
+
+    def record_write_batch(self, size: int) -> None:
+        """One transaction committed ``size`` writes together (thread-safe)."""
+        self.write_batches.observe(size)
+
+    def record_pool_wait(self, seconds: float) -> None:
+        self.pool_waits.observe(seconds)
+
+    def record_error(self) -> None:
+        self.errors += 1
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """Connections of a pool right now."""
+
+    size: int
+    """Open connections."""
+    idle: int
+    """Open connections not lent out."""
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """The outcome of checking one part of the store (see :meth:`Store.check_health`)."""
+
+    name: str
+    ok: bool
+    seconds: float
+    """How long the check took."""
+    error: str | None = None
+    """Why the component is down: exception class and message (never a password)."""
+
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+
+async def _probe(name: str, check: HealthCheck, within: float) -> ComponentHealth:
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        async with asyncio.timeout(within) as deadline:
+            await check()
+    except Exception as exc:  # noqa: BLE001 - any failure means "down", reported with its cause
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            error = f"TimeoutError: no answer within {within:g}s"
+        else:
+            error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+    return ComponentHealth(name, error is None, time.perf_counter() - started, error)
+
+
 class Store(abc.ABC):
     """An event store holding a registry of namespaces, each with its own message store."""
 
@@ -223,6 +333,8 @@ class Store(abc.ABC):
         self._listeners: list[Listener] = []
         self.migrations_applied = 0
         """How many namespace migrations :meth:`open` applied (logged at start-up)."""
+        self.stats = StoreStats()
+        """Counters for monitoring; the server sets ``stats.max_namespaces`` from its flags."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,6 +350,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
+
+    async def check_health(self, within: float = HEALTH_TIMEOUT) -> list[ComponentHealth]:
+        """Check for real that the store can serve requests: one result per component.
+
+        Never raises: a component whose check fails, or does not finish ``within`` seconds, is
+        reported down with the reason.
+        """
+        return [await _probe(name, check, within) for name, check in self._health_checks()]
+
+    @abc.abstractmethod
+    def _health_checks(self) -> list[tuple[str, HealthCheck]]:
+        """``(component, check)`` pairs; a check does real work and raises when it fails."""
+
+    def pool_usage(self) -> PoolUsage | None:
+        """Connections of the backend's pool, or ``None`` for a backend without one."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -367,8 +495,13 @@ class Store(abc.ABC):
             canonical,
             expected_version,
         )
-        result = await self._write(namespace, new)
+        try:
+            result = await self._write(namespace, new)
+        except VersionConflict:
+            self.stats.version_conflicts += 1
+            raise
         if not result.duplicate:
+            self.stats.record_write(namespace)
             self._after_write(namespace, stream_name, result)
         return result
 
@@ -400,6 +533,7 @@ class Store(abc.ABC):
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
         if messages:
             await self._import(namespace, messages)
+            self.stats.messages_imported += len(messages)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -429,9 +563,11 @@ class Store(abc.ABC):
         if batch_size == 0:
             await self.get_namespace(namespace)
             return []
-        return await self._read_stream(
+        messages = await self._read_stream(
             namespace, stream_name, position, global_position, batch_size
         )
+        self.stats.record_read(namespace, len(messages))
+        return messages
 
     async def get_category_messages(
         self,
@@ -465,9 +601,11 @@ class Store(abc.ABC):
         if batch_size == 0:
             await self.get_namespace(namespace)
             return []
-        return await self._read_category(
+        messages = await self._read_category(
             namespace, category, position, batch_size, correlation, consumer_group
         )
+        self.stats.record_read(namespace, len(messages))
+        return messages
 
     async def get_last_stream_message(
         self, namespace: str, stream_name: str, message_type: str | None = None
@@ -479,7 +617,10 @@ class Store(abc.ABC):
         validation.check_stream_name(stream_name)
         if message_type is not None:
             validation.check_text(message_type, "options.type")
-        return await self._last_message(namespace, stream_name, message_type or None)
+        message = await self._last_message(namespace, stream_name, message_type or None)
+        if message is not None:
+            self.stats.record_read(namespace, 1)
+        return message
 
     async def stream_version(self, namespace: str, stream_name: str) -> int | None:
         """Position of the stream's last message; ``None`` for a stream with no messages."""

@@ -57,11 +57,13 @@ from eventodb.store.base import (
     CategoryInfo,
     ConsumerGroup,
     Gap,
+    HealthCheck,
     Message,
     NamespaceRecord,
     NamespaceStats,
     NewMessage,
     Poke,
+    PoolUsage,
     Store,
     StreamInfo,
     WriteResult,
@@ -245,6 +247,26 @@ class PostgresStore(Store):
         """Open pooled connections (``sys.health``)."""
         return int(self._pool.get_size()) if self._pool is not None else 0
 
+    def pool_usage(self) -> PoolUsage | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        return PoolUsage(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
+
+    def _health_checks(self) -> list[tuple[str, HealthCheck]]:
+        return [("database", self._check_database), ("notifications", self._check_listener)]
+
+    async def _check_database(self) -> None:
+        """A pooled connection answers a query on the registry."""
+        await self._run(
+            "check the database", lambda c: c.fetchval(f"SELECT count(*) FROM {_NAMESPACES}")
+        )
+
+    async def _check_listener(self) -> None:
+        """The LISTEN connection that brings other processes' writes is up."""
+        if self.listen_backend_pid is None:
+            raise BackendError("the LISTEN connection is down (reconnecting)")
+
     @property
     def listen_backend_pid(self) -> int | None:
         """Server pid of the LISTEN connection (tests terminate it on purpose)."""
@@ -422,10 +444,26 @@ class PostgresStore(Store):
         pool = self._pool
         if pool is None:
             raise BackendError(f"Failed to {verb}: store is not open")
-        attempts = 2 if retry else 1
+        try:
+            return await self._attempt(pool, verb, work, ns, 2 if retry else 1)
+        except BackendError:
+            self.stats.record_error()
+            raise
+
+    async def _attempt(
+        self,
+        pool: Any,
+        verb: str,
+        work: Callable[[Any], Awaitable[T]],
+        ns: _Namespace | None,
+        attempts: int,
+    ) -> T:
+        stats = self.stats
         for attempt in range(attempts):
             try:
+                asked = time.perf_counter()
                 async with pool.acquire() as conn:
+                    stats.record_pool_wait(time.perf_counter() - asked)
                     return await work(conn)
             except EventoDBError:
                 raise
@@ -680,6 +718,7 @@ class PostgresStore(Store):
                 assert m.expected_version is not None
                 raise VersionConflict(m.stream_name, m.expected_version, outcome.actual)
             raise BackendError("Failed to write message: message id already exists")
+        self.stats.record_write_batch(1)  # one transaction per write
         return WriteResult(outcome[0], outcome[1])
 
     async def _message_by_id(self, ns: _Namespace, message_id: str) -> Message | None:

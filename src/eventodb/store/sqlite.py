@@ -33,6 +33,7 @@ from eventodb.store import migrations
 from eventodb.store.base import (
     CategoryInfo,
     ConsumerGroup,
+    HealthCheck,
     Message,
     NamespaceRecord,
     NamespaceStats,
@@ -236,7 +237,9 @@ class SQLiteStore(Store):
             target = str(self.data_dir / self._registry_file)
         else:
             target = ":memory:"
-        self._registry = Writer("eventodb-registry", lambda: self._connect(target))
+        self._registry = Writer(
+            "eventodb-registry", lambda: self._connect(target), stats=self.stats
+        )
         await self._registry.call(
             lambda c: _migrate(c, self._registry_migrations, "registry", target),
             write=False,
@@ -263,6 +266,21 @@ class SQLiteStore(Store):
             self._registry = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+    def _health_checks(self) -> list[tuple[str, HealthCheck]]:
+        return [("registry", self._check_registry)]
+
+    async def _check_registry(self) -> None:
+        """The registry file is where it was and answers a query."""
+        if self.data_dir is not None:
+            path = self.data_dir / self._registry_file
+            if not path.is_file():
+                raise BackendError(f"Failed to check the registry: {path} is missing")
+        await self._reg(
+            lambda c: c.execute("SELECT count(*) FROM namespaces").fetchone(),
+            "check the registry",
+            write=False,
+        )
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -321,17 +339,23 @@ class SQLiteStore(Store):
         if handle is not None:
             return handle
         if self.data_dir is None:
-            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(":memory:"))
+            writer = Writer(
+                f"eventodb-ns-{namespace}", lambda: self._connect(":memory:"), stats=self.stats
+            )
             handle = _Namespace(namespace, writer, None)
         else:
             path = str(self.data_dir / db_path)
             # With fsync at every commit a write is no longer quick: keep it off the loop.
             inline = self._synchronous not in ("FULL", "EXTRA")
-            writer = Writer(f"eventodb-ns-{namespace}", lambda: self._connect(path), inline=inline)
-            assert self._executor is not None
-            handle = _Namespace(
-                namespace, writer, ReadPool(lambda: self._connect(path), self._executor)
+            writer = Writer(
+                f"eventodb-ns-{namespace}",
+                lambda: self._connect(path),
+                inline=inline,
+                stats=self.stats,
             )
+            assert self._executor is not None
+            reader = ReadPool(lambda: self._connect(path), self._executor, self.stats)
+            handle = _Namespace(namespace, writer, reader)
         self._handles[namespace] = handle
         return handle
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from eventodb.core.errors import BackendError, EventoDBError
+from eventodb.store.base import StoreStats
 
 T = TypeVar("T")
 
@@ -70,8 +71,11 @@ class Writer:
     size, so the loop is never held for long. Checkpoints run on the writer thread.
     """
 
-    def __init__(self, name: str, connect: Connect, *, inline: bool = True) -> None:
+    def __init__(
+        self, name: str, connect: Connect, *, inline: bool = True, stats: StoreStats | None = None
+    ) -> None:
         self._connect = connect
+        self._stats = stats or StoreStats()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
@@ -101,16 +105,20 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         job = _Job(fn, write, verb, future, loop)
-        if small and write and self._inline:
-            # Let concurrent writers show up first: if there are any, the thread commits them
-            # together (group commit), which beats running them one by one here.
-            self._arriving += 1
-            await asyncio.sleep(0)
-            self._arriving -= 1
-            if self._arriving == 0 and self._try_inline(job):
-                return await future
-        self._jobs.put(job)
-        return await future
+        try:
+            if small and write and self._inline:
+                # Let concurrent writers show up first: if there are any, the thread commits
+                # them together (group commit), which beats running them one by one here.
+                self._arriving += 1
+                await asyncio.sleep(0)
+                self._arriving -= 1
+                if self._arriving == 0 and self._try_inline(job):
+                    return await future
+            self._jobs.put(job)
+            return await future
+        except BackendError:
+            self._stats.record_error()
+            raise
 
     def _try_inline(self, job: _Job) -> bool:
         conn = self._conn
@@ -206,9 +214,8 @@ class Writer:
             result, error = None, translate(exc, job.verb)
         _settle_threadsafe(job, result, error)
 
-    @staticmethod
     def _run_writes(
-        conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
+        self, conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
     ) -> list[tuple[Any, BaseException | None]]:
         """Run write jobs in one transaction, each in a savepoint; outcomes after COMMIT.
 
@@ -243,6 +250,7 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             return [(None, translate(exc, job.verb)) for job in jobs]
+        self._stats.record_write_batch(len(jobs))
         return outcomes
 
 
@@ -258,9 +266,12 @@ def _settle_threadsafe(job: _Job, result: Any, error: BaseException | None) -> N
 class ReadPool:
     """Read connections to one database file, used from a shared executor's threads."""
 
-    def __init__(self, connect: Connect, executor: Executor) -> None:
+    def __init__(
+        self, connect: Connect, executor: Executor, stats: StoreStats | None = None
+    ) -> None:
         self._connect = connect
         self._executor = executor
+        self._stats = stats or StoreStats()
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
 
@@ -268,7 +279,11 @@ class ReadPool:
         if self._closed:
             raise BackendError(f"Failed to {verb}: the namespace database is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn, verb)
+        try:
+            return await loop.run_in_executor(self._executor, self._run, fn, verb)
+        except BackendError:
+            self._stats.record_error()
+            raise
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], verb: str) -> T:
         try:
