@@ -1,7 +1,8 @@
 """The ``eventodb`` command (SPEC §10): ``serve`` (also implied by leading flags), ``version``,
-``help``, and the NDJSON clients ``export``/``import`` (:mod:`eventodb.transfer`).
+``help``, ``token``, and the NDJSON clients ``export``/``import`` (:mod:`eventodb.transfer`).
 
-Flags follow Go's syntax (see :mod:`eventodb.config` for why we parse them ourselves).
+Flags follow Go's syntax (see :mod:`eventodb.config` for why we parse them ourselves). Every
+failure ends with one line ``Error: <reason>`` on stderr, after the usage text when there is one.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import asyncio
 import logging
 import os
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from eventodb import __version__
 from eventodb.config import (
@@ -22,7 +22,10 @@ from eventodb.config import (
     resolve_backend,
     usage,
 )
-from eventodb.core import jsoncodec
+from eventodb.core import tokens
+from eventodb.core.errors import InvalidArgument
+from eventodb.core.validation import check_namespace_id
+from eventodb.logs import configure_logging
 
 log = logging.getLogger("eventodb")
 
@@ -38,6 +41,8 @@ Usage:
                                    write a namespace's messages as NDJSON
   eventodb import --url U --token T [--input FILE] [--gzip] [--force]
                                    load NDJSON into the token's namespace
+  eventodb token NAMESPACE         print a fresh token for a namespace (for --token of the
+                                   default namespace, or the token option of ns.create)
   eventodb version [--full]        print the version
   eventodb help                    show this help
 
@@ -48,51 +53,31 @@ Without --db-url and without --test-mode the server keeps its data in SQLite fil
 --data-dir (default ./eventodb-data). --test-mode alone runs in memory.
 """
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
 
-
-class _JSONFormatter(logging.Formatter):
-    """One compact JSON object per line (``--log-format json``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "level": record.levelname.lower(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return jsoncodec.dumps_str(entry)
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    """Logs go to stdout (SPEC §10.3); unknown levels mean info."""
-    handler = logging.StreamHandler(sys.stdout)
-    if fmt == "json":
-        handler.setFormatter(_JSONFormatter())
-    else:
-        formatter = logging.Formatter(
-            "%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
-        )
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(_LEVELS.get(level, logging.INFO))
-    # uvicorn's own start/stop lines duplicate ours.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-
-
-def _fail(message: str) -> int:
+def _fail(message: str, json_log: bool = False) -> int:
+    """A fatal error: one ``Error:`` line on stderr (and a JSON log line when logs are JSON,
+    for collectors that read only stdout). Exit status 1."""
+    if json_log:
+        log.critical("%s", message)
     sys.stderr.write(f"Error: {message}\n")
     return 1
+
+
+def _usage_error(message: str) -> int:
+    """Bad command line: the help, then the reason as the last line. Exit status 2."""
+    sys.stderr.write(f"{HELP}\nError: {message}\n")
+    return 2
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (faster), else ``None``: asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop is not installed: using asyncio's event loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def run_serve(args: Sequence[str]) -> int:
@@ -104,24 +89,35 @@ def run_serve(args: Sequence[str]) -> int:
         sys.stdout.write(HELP)
         return 0
     except FlagError as exc:
-        sys.stderr.write(f"{exc}\n\n{HELP}")
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
+        return _usage_error(str(exc))
+    output = configure_logging(settings.log_level, settings.log_format)
+    json_log = settings.log_format == "json"
     if settings.extra:
         log.warning("ignoring extra arguments: %s", " ".join(settings.extra))
     try:
         backend = resolve_backend(settings)
     except UnsupportedScheme as exc:
-        log.critical("%s", exc)
-        return _fail(str(exc))
+        return _fail(str(exc), json_log)
     try:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(settings, backend))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(serve(settings, backend, output))
     except StartupError as exc:
-        log.critical("start-up failed: %s", exc)
-        return _fail(str(exc))
+        return _fail(str(exc), json_log)
+
+
+def run_token(args: Sequence[str]) -> int:
+    """``eventodb token NAMESPACE``: a fresh token on stdout; only its holder will know it."""
+    if any(a in ("-h", "--help", "-help") for a in args):
+        sys.stdout.write("Usage: eventodb token NAMESPACE\n")
+        return 0
+    if len(args) != 1:
+        return _usage_error("token needs exactly one argument: the namespace ID")
+    try:
+        check_namespace_id(args[0])
+    except InvalidArgument as exc:
+        return _fail(exc.message)
+    sys.stdout.write(tokens.generate(args[0]) + "\n")
+    return 0
 
 
 def run_version(args: Sequence[str]) -> int:
@@ -146,11 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "serve":
         return run_serve(rest)
+    if command == "token":
+        return run_token(rest)
     if command in ("export", "import"):
         from eventodb import transfer
 
         return (transfer.run_export if command == "export" else transfer.run_import)(rest)
     if command.startswith("-"):
         return run_serve(args)
-    sys.stderr.write(f"Unknown command: {command}\n\n{HELP}")
-    return 2
+    return _usage_error(f"unknown command: {command}")

@@ -6,6 +6,7 @@ Server processes are shared per module and backend; tests keep to their own name
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -94,9 +95,17 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def banner_token(self) -> str:
-        """The line after ``DEFAULT NAMESPACE TOKEN:`` in the output."""
+        """The line after ``DEFAULT NAMESPACE TOKEN:`` in the output (or, with JSON logs, the
+        ``token`` field of the banner line; the kept-token note when no token is shown)."""
         lines = self.output().splitlines()
-        return lines[lines.index("DEFAULT NAMESPACE TOKEN:") + 1]
+        if "DEFAULT NAMESPACE TOKEN:" in lines:
+            return lines[lines.index("DEFAULT NAMESPACE TOKEN:") + 1]
+        for line in lines:
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry["msg"] == "DEFAULT NAMESPACE TOKEN":
+                    return str(entry["token"] or entry["note"])
+        raise AssertionError(f"no token banner in:\n{self.output()}")
 
     def rpc(self, token: str | None, *request: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}

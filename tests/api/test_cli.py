@@ -70,13 +70,72 @@ def test_help_exits_zero(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--nope"], ["-port", "abc"], ["-port"], ["-test-mode=maybe"], ["frobnicate"]],
+    ("args", "reason"),
+    [
+        (["--nope"], "flag provided but not defined: -nope"),
+        (["-port", "abc"], 'invalid integer value "abc" for flag -port'),
+        (["-port"], "flag needs an argument: -port"),
+        (["-test-mode=maybe"], 'invalid boolean value "maybe" for flag -test-mode'),
+        (["frobnicate"], "unknown command: frobnicate"),
+        (
+            ["--log-level", "verbose"],
+            'invalid value "verbose" for flag -log-level: use debug, info, warn, warning or error',
+        ),
+        (["--log-format=yaml"], 'invalid value "yaml" for flag -log-format: use console or json'),
+        (["token"], "token needs exactly one argument: the namespace ID"),
+    ],
 )
-def test_invalid_flags_or_commands_exit_2(args: list[str]) -> None:
+def test_invalid_flags_or_commands_exit_2_with_the_reason_last(
+    args: list[str], reason: str
+) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
-    assert result.stderr
+    assert "Usage:" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: {reason}"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"EVENTODB_PORT": "abc"}, 'invalid integer value "abc" in EVENTODB_PORT'),
+        ({"EVENTODB_TEST_MODE": "yes"}, 'invalid boolean value "yes" in EVENTODB_TEST_MODE'),
+        (
+            {"EVENTODB_LOG_LEVEL": "verbose"},
+            'invalid value "verbose" in EVENTODB_LOG_LEVEL: use debug, info, warn, warning or '
+            "error",
+        ),
+        (
+            {"EVENTODB_LOG_FORMAT": "yaml"},
+            'invalid value "yaml" in EVENTODB_LOG_FORMAT: use console or json',
+        ),
+    ],
+)
+def test_unparsable_environment_values_stop_the_server_naming_the_variable(
+    env: dict[str, str], reason: str, tmp_path: Path
+) -> None:
+    # Flags would override the variable under test; the others keep a regression off port 8080.
+    port = [] if "EVENTODB_PORT" in env else [f"--port={free_port()}"]
+    result = run_cli("serve", "--host=127.0.0.1", *port, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"Error: {reason}"
+    assert "DEFAULT NAMESPACE TOKEN" not in result.stdout
+
+
+def test_token_command_prints_a_fresh_token_for_the_namespace() -> None:
+    first, second = run_cli("token", "tenant-a"), run_cli("token", "tenant-a")
+    assert (first.returncode, first.stderr) == (0, "")
+    assert first.stdout.count("\n") == 1
+    assert tokens.parse(first.stdout.strip()) == "tenant-a"
+    assert first.stdout != second.stdout
+
+
+def test_token_command_refuses_a_namespace_id_the_store_would_refuse() -> None:
+    result = run_cli("token", "a/b")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: namespace ID must not contain path separators or control characters\n"
+    )
 
 
 def test_unsupported_scheme_is_fatal() -> None:
@@ -92,13 +151,30 @@ def test_token_that_does_not_name_default_is_fatal(token: str, tmp_path: Path) -
     assert "invalid --token" in result.stderr
 
 
-def test_port_in_use_is_fatal(tmp_path: Path) -> None:
+def test_port_in_use_is_fatal_with_one_line_before_the_banner(tmp_path: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
         result = run_cli("--test-mode", "--host=127.0.0.1", f"--port={port}", cwd=tmp_path)
     assert result.returncode == 1
+    assert result.stderr == f"Error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert "DEFAULT NAMESPACE TOKEN" not in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_without_uvloop_the_server_runs_on_asyncio(tmp_path: Path) -> None:
+    blocker = tmp_path / "no-uvloop"
+    blocker.mkdir()
+    (blocker / "uvloop.py").write_text("raise ImportError('uvloop is blocked for this test')\n")
+    srv = Server(["--test-mode"], workdir=tmp_path, env={"PYTHONPATH": str(blocker)})
+    try:
+        token = srv.banner_token()
+        assert srv.ok(token, "stream.write", "acc-1", {"type": "T", "data": {}})["position"] == 0
+        assert srv.client.get("/ready").status_code == 200
+    finally:
+        assert srv.stop() == 0
+    assert "uvloop is not installed: using asyncio's event loop" in srv.output()
 
 
 # -- flag syntaxes and environment ---------------------------------------------------------------
@@ -172,6 +248,7 @@ def test_embedded_default_keeps_data_in_eventodb_data(tmp_path: Path) -> None:
     srv = Server([], workdir=tmp_path)
     try:
         token = srv.banner_token()
+        assert srv.output().count("shown only now") == 1
         srv.ok(token, "stream.write", "acc-1", {"type": "T", "data": {}})
         assert "eventodb-data" in srv.output()
         assert srv.ok(token, "sys.health")["backend"] == "sqlite"
@@ -197,6 +274,7 @@ def test_restart_keeps_data_and_the_default_token(tmp_path: Path) -> None:
     second = Server(data, workdir=tmp_path)
     try:
         assert "existing" in second.banner_token()
+        assert "shown only now" not in second.output()
         assert second.ok(token, "ns.info", "tenant-a")["messageCount"] == 1
         messages = second.ok(tenant["token"], "stream.get", "acc-1")
         assert [m[4] for m in messages] == [{"n": 1}]

@@ -1,24 +1,32 @@
-"""The ASGI application: five exact paths, authentication, the RPC envelope (SPEC §2, §4.1-4.2),
+"""The ASGI application: a few exact paths, authentication, the RPC envelope (SPEC §2, §4.1-4.2),
 and the web console's static files under ``/console/``.
 
-A hand-written router: the surface is five fixed paths plus the console, and skipping a framework
-keeps the per-request overhead to a few string comparisons (the hot path is ``POST /rpc``).
+A hand-written router: the surface is a few fixed paths plus the console, and skipping a
+framework keeps the per-request overhead to a few string comparisons (the hot path is
+``POST /rpc``).
+
+Every response carries ``X-Request-Id`` (the client's own when it sent a sane one), and the
+request line in the log carries the same id, plus the cause of any 5xx.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from eventodb import __version__
 from eventodb.api import imports, sse
-from eventodb.api.auth import Authenticator, Caller, not_authorized
+from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
 from eventodb.api.console import PREFIX as CONSOLE_PREFIX
 from eventodb.api.console import ConsoleFiles
+from eventodb.api.metrics import CONTENT_TYPE, Exposition, RequestMetrics
 from eventodb.api.requestlog import RequestLog
 from eventodb.api.rpc import METHODS, OWN_NAMESPACE, Services
 from eventodb.core import jsoncodec
@@ -39,16 +47,53 @@ _JSON = (b"content-type", b"application/json")
 _SERVER = (b"server", f"EventoDB/{__version__}".encode())
 _HEALTH = jsoncodec.dumps({"status": "ok"})
 _VERSION = jsoncodec.dumps({"version": __version__})
-_GO_KIND = {dict: "object", str: "string", int: "number", float: "number", bool: "bool"}
+_KIND = {dict: "an object", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+"""Incoming ``X-Request-Id`` values we adopt; anything else is replaced by one of ours."""
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def _request_id(scope: Scope) -> bytes:
+    """The client's ``X-Request-Id`` when sane, else ``<process prefix>-<counter>`` (unique per
+    process; the random prefix tells processes apart): cheaper than a UUID per request."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            if _SANE_REQUEST_ID.fullmatch(value):
+                return bytes(value)
+            break
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}".encode()
+
+
+class _Request:
+    """What the request line and the metrics need to know about one request."""
+
+    __slots__ = ("error", "headers", "id", "namespace", "rpc")
+
+    def __init__(self, request_id: bytes) -> None:
+        self.id = request_id
+        self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id)]
+        """Extra response headers: the request id, and the token of a namespace created on
+        first use."""
+        self.rpc: str | None = None
+        self.namespace: str | None = None
+        self.error: str | None = None
+        """Cause of a 5xx: exception class and message."""
+
+    def authenticated(self, caller: Caller) -> None:
+        self.namespace = caller.namespace
+        if caller.created_token is not None:
+            self.headers.append((b"x-eventodb-token", caller.created_token.encode("latin-1")))
+
+    def failed(self, error: BaseException) -> None:
+        message = error.message if isinstance(error, EventoDBError) else str(error)
+        self.error = f"{type(error).__name__}: {message}"
 
 
 class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
-
-
-def _error(error: EventoDBError, status: int | None = None) -> tuple[int, bytes]:
-    """Status and envelope body of an error (``status`` overrides the code's usual one)."""
-    return status or error.http_status, jsoncodec.dumps(error.envelope())
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -66,6 +111,8 @@ class EventoDBApp:
         sse_heartbeat: seconds between SSE comment heartbeats (passed to the SSE handler).
         request_log: where request lines go (default: through :mod:`logging`).
         console: the web console's files; ``None`` turns ``/console`` off (plain 404).
+        metrics: serve ``GET /metrics``; ``False`` answers it 404 and counts nothing.
+        metrics_public: serve ``/metrics`` without a token (default: the admin token).
     """
 
     def __init__(
@@ -76,12 +123,17 @@ class EventoDBApp:
         max_body_bytes: int = MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
         console: ConsoleFiles | None = None,
+        metrics: bool = True,
+        metrics_public: bool = False,
     ) -> None:
         self.services = services
         self.console = console
         self.sse_heartbeat = sse_heartbeat
         self.max_body_bytes = max_body_bytes
         self.request_log = request_log or RequestLog(enabled=log.isEnabledFor(logging.INFO))
+        self.metrics = RequestMetrics() if metrics else None
+        self.exposition = Exposition(services, self.metrics) if self.metrics else None
+        self.metrics_public = metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -95,43 +147,64 @@ class EventoDBApp:
         svc = self.services
         svc.in_flight += 1
         status = 500
+        req = _Request(_request_id(scope))
         try:
-            status = await self._route(scope, receive, send)
+            status = await self._route(scope, receive, send, req)
         except _ClientGone:
             status = 499
-        except Exception:
-            # Never a stack trace in a response; the log gets it.
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        except Exception as exc:
+            # Never a stack trace in a response; the log gets it, with the request id.
+            req.failed(exc)
+            log.exception(
+                "unhandled error on %s %s",
+                scope["method"],
+                scope["path"],
+                extra={"fields": {"request_id": req.id.decode()}},
+            )
             with contextlib.suppress(Exception):  # fails if the response had already started
-                await _send_json(send, 500, _INTERNAL)
+                await _send_json(send, 500, _INTERNAL, req.headers)
         finally:
             svc.in_flight -= 1
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.record(scope["path"], req.rpc, status, seconds)
         self.request_log(
-            scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            req.rpc,
+            req.namespace,
+            req.id.decode(),
+            req.error,
         )
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _route(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
         path = scope["path"]
         if path == "/rpc":
-            return await self._rpc(scope, receive, send)
+            return await self._rpc(scope, receive, send, req)
         if path == "/health":
-            await _send_json(send, 200, _HEALTH)
+            await _send_json(send, 200, _HEALTH, req.headers)
             return 200
         if path == "/subscribe":
-            return await self._subscribe(scope, receive, send)
+            return await self._subscribe(scope, receive, send, req)
+        if path == "/ready":
+            return await self._ready(send, req)
         if path == "/version":
-            await _send_json(send, 200, _VERSION)
+            await _send_json(send, 200, _VERSION, req.headers)
             return 200
         if path == "/import":
-            return await self._import(scope, receive, send)
+            return await self._import(scope, receive, send, req)
+        if path == "/metrics" and self.exposition is not None:
+            return await self._metrics(scope, send, req)
         if self.console is not None and (
             path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
         ):
-            return await self._console(scope, send)
-        await _send_json(send, 404, _NOT_FOUND)
+            return await self._console(scope, send, req)
+        await _send_json(send, 404, _NOT_FOUND, req.headers)
         return 404
 
-    async def _console(self, scope: Scope, send: Send) -> int:
+    async def _console(self, scope: Scope, send: Send, req: _Request) -> int:
         assert self.console is not None
         response = self.console.respond(
             scope["method"],
@@ -140,36 +213,36 @@ class EventoDBApp:
             accept_encoding=_header(scope, b"accept-encoding"),
         )
         if response is None:
-            await _send_json(send, 404, _NOT_FOUND)
+            await _send_json(send, 404, _NOT_FOUND, req.headers)
             return 404
-        await _send(send, response.status, [*response.headers, _SERVER], response.body)
+        headers = [*response.headers, _SERVER, *req.headers]
+        await _send(send, response.status, headers, response.body)
         return response.status
 
-    async def _authenticate(self, scope: Scope) -> Caller:
-        return await self.services.auth.authenticate(
+    async def _authenticate(self, scope: Scope, req: _Request) -> Caller:
+        caller = await self.services.auth.authenticate(
             scope["query_string"], _header(scope, b"authorization")
         )
+        req.authenticated(caller)
+        return caller
 
-    async def _rpc(self, scope: Scope, receive: Receive, send: Send) -> int:
-        extra: list[tuple[bytes, bytes]] = []
+    async def _rpc(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
         try:
-            caller = await self._authenticate(scope)
-            if caller.created_token is not None:
-                extra.append((b"x-eventodb-token", caller.created_token.encode("latin-1")))
+            caller = await self._authenticate(scope, req)
             if scope["method"] != "POST":
-                status, body = _error(InvalidArgument("Only POST method allowed"), 405)
-            else:
-                raw = await self._read_body(scope, receive)
-                if raw is None:
-                    status, body = _error(InvalidArgument("Request body too large"), 413)
-                else:
-                    status, body = 200, await self._call(caller.namespace, raw)
+                return await _send_error(
+                    send, InvalidArgument("Only POST method allowed"), req, 405
+                )
+            raw = await self._read_body(scope, receive)
+            if raw is None:
+                return await _send_error(send, InvalidArgument("Request body too large"), req, 413)
+            body = await self._call(caller.namespace, raw, req)
         except EventoDBError as exc:
-            status, body = _error(exc)
-        await _send_json(send, status, body, extra)
-        return status
+            return await _send_error(send, exc, req)
+        await _send_json(send, 200, body, req.headers)
+        return 200
 
-    async def _call(self, namespace: str, raw: bytes) -> bytes:
+    async def _call(self, namespace: str, raw: bytes, req: _Request) -> bytes:
         """Run one RPC request body; returns the JSON result. Raises EventoDBError."""
         request = _parse_request(raw)
         name = request[0]
@@ -177,7 +250,9 @@ class EventoDBApp:
             raise InvalidArgument("Method name must be a string")
         method = METHODS.get(name)
         if method is None:
+            req.rpc = "unknown"
             raise _MethodNotFound(f"Unknown method: {name}")
+        req.rpc = name
         try:
             result = await method(self.services, namespace, request[1:])
         except NamespaceNotFound as exc:
@@ -210,23 +285,17 @@ class EventoDBApp:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _subscribe(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _subscribe(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
         try:
-            caller = await self._authenticate(scope)
+            caller = await self._authenticate(scope, req)
         except EventoDBError as exc:
-            status, body = _error(exc)
-            await _send_json(send, status, body)
-            return status
+            return await _send_error(send, exc, req)
         seen = {"status": 200}
-        created = caller.created_token
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
-                if created is not None:
-                    headers = list(message.get("headers", []))
-                    headers.append((b"x-eventodb-token", created.encode("latin-1")))
-                    message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", []), *req.headers]}
             await send(message)
 
         svc = self.services
@@ -241,15 +310,12 @@ class EventoDBApp:
         )
         return seen["status"]
 
-    async def _import(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _import(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
         """``POST /import`` (SPEC §7.2): auth and ``?force=true`` answer JSON errors, then the
         import streams its events (:mod:`eventodb.api.imports`)."""
         svc = self.services
-        extra: list[tuple[bytes, bytes]] = []
         try:
-            caller = await self._authenticate(scope)
-            if caller.created_token is not None:
-                extra.append((b"x-eventodb-token", caller.created_token.encode("latin-1")))
+            caller = await self._authenticate(scope, req)
             length = _header(scope, b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 raise _TooLarge("Request body too large")
@@ -259,17 +325,44 @@ class EventoDBApp:
                 # believe they have seen.
                 svc.broker.close_namespace(caller.namespace)
         except EventoDBError as exc:
-            status, body = _error(exc, 413 if isinstance(exc, _TooLarge) else None)
-            await _send_json(send, status, body, extra)
-            return status
-        return await imports.stream_import(
-            receive,
-            send,
-            store=svc.store,
-            namespace=caller.namespace,
-            max_body_bytes=self.max_body_bytes,
-            extra_headers=[_SERVER, *extra],
-        )
+            return await _send_error(send, exc, req, 413 if isinstance(exc, _TooLarge) else None)
+        svc.imports_running += 1
+        try:
+            return await imports.stream_import(
+                receive,
+                send,
+                store=svc.store,
+                namespace=caller.namespace,
+                max_body_bytes=self.max_body_bytes,
+                extra_headers=[_SERVER, *req.headers],
+            )
+        finally:
+            svc.imports_running -= 1
+
+    async def _ready(self, send: Send, req: _Request) -> int:
+        """``GET /ready``: 200 when every store component passes its check, else 503."""
+        svc = self.services
+        report = await svc.readiness.check()
+        status = 200 if report.ready else 503
+        body = {"status": report.status, "backend": svc.store.backend, "checks": report.checks()}
+        await _send_json(send, status, jsoncodec.dumps(body), req.headers)
+        return status
+
+    async def _metrics(self, scope: Scope, send: Send, req: _Request) -> int:
+        """``GET /metrics``: the Prometheus text format; the admin token is required unless
+        the server runs with ``--metrics-public``."""
+        assert self.exposition is not None
+        if not self.metrics_public:
+            try:
+                caller = await self._authenticate(scope, req)
+                if caller.namespace != DEFAULT_NAMESPACE and not self.services.permissive_admin:
+                    raise not_authorized(caller.namespace)
+            except EventoDBError as exc:
+                return await _send_error(send, exc, req)
+        body = self.exposition.render(await self.services.readiness.check())
+        headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
+        await _send(send, 200, [*headers, _SERVER, *req.headers], body)
+        return 200
 
 
 class _MethodNotFound(EventoDBError):
@@ -290,10 +383,13 @@ def _parse_request(raw: bytes) -> list[Any]:
     if request is None:
         raise InvalidArgument("Missing method name")
     if not isinstance(request, list):
-        kind = _GO_KIND.get(type(request), "value")
+        kind = _KIND.get(type(request), "another value")
         raise InvalidArgument(
             "Malformed JSON request",
-            {"error": f"json: cannot unmarshal {kind} into Go value of type []interface {{}}"},
+            {
+                "error": "the request must be a JSON array of the method name and its arguments,"
+                f' e.g. ["stream.get", "account-123"]; got {kind}'
+            },
         )
     # Counting brackets is C-speed; the full walk runs only when deep nesting is possible.
     if raw.count(b"[") + raw.count(b"{") > jsoncodec.MAX_DEPTH and jsoncodec.depth_exceeds(
@@ -306,6 +402,18 @@ def _parse_request(raw: bytes) -> list[Any]:
     if not request:
         raise InvalidArgument("Missing method name")
     return request
+
+
+async def _send_error(
+    send: Send, error: EventoDBError, req: _Request, status: int | None = None
+) -> int:
+    """Answer with the error envelope (``status`` overrides the code's usual one); a 5xx
+    records its cause for the request line."""
+    status = status or error.http_status
+    if status >= 500:
+        req.failed(error)
+    await _send_json(send, status, jsoncodec.dumps(error.envelope()), req.headers)
+    return status
 
 
 async def _send_json(
@@ -348,6 +456,8 @@ def create_app(
     broker: Broker | None = None,
     request_log: RequestLog | None = None,
     console: bool = True,
+    metrics: bool = True,
+    metrics_public: bool = False,
 ) -> EventoDBApp:
     """An app over an already opened ``store`` (the CLI and in-process tests use this).
 
@@ -367,4 +477,6 @@ def create_app(
         sse_heartbeat=sse_heartbeat,
         request_log=request_log,
         console=ConsoleFiles.from_package() if console else None,
+        metrics=metrics,
+        metrics_public=metrics_public,
     )

@@ -147,6 +147,7 @@ class Subscription:
             # the lowest global position held, so one re-read from there delivers all of them
             # (or later positions), coalesced to one poke per stream per page.
             lowest = min(gp for _, _, gp in self._pending)
+            self.broker.pokes_coalesced += len(self._pending)
             self._pending.clear()
             self._summarise = True
             self.request_reread(lowest)
@@ -392,6 +393,10 @@ class Broker:
         self._unlisten: object | None = None
         self._alive_at = 0.0
         self._drained: asyncio.Event | None = None
+        self.pokes_sent = 0
+        """Pokes written to clients (counted by the SSE handler; ``/metrics``)."""
+        self.pokes_coalesced = 0
+        """Pokes dropped from overflowing queues in favour of a re-read (``/metrics``)."""
 
     async def start(self) -> None:
         self._alive_at = asyncio.get_running_loop().time()

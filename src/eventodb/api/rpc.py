@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventodb import __version__
 from eventodb.api import args as a
 from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, not_authorized
 from eventodb.api.broker import Broker
+from eventodb.api.health import Readiness
 from eventodb.core import jsoncodec, timefmt, tokens, validation
 from eventodb.core.errors import BackendError, InvalidArgument, NamespaceNotFound
 from eventodb.store.base import ConsumerGroup, Message, NamespaceStats, Store
@@ -34,6 +35,11 @@ class Services:
     """Upstream behaviour: any valid token may administer any namespace (SPEC §3.6)."""
     in_flight: int = 0
     """HTTP requests being served right now (SSE streams included); ``sys.health`` reports it."""
+    imports_running: int = 0
+    readiness: Readiness = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(self.store, self.broker)
 
 
 Method = Callable[[Services, str, list[Any]], Awaitable[Any]]
@@ -323,7 +329,14 @@ async def sys_version(svc: Services, ns: str, args: list[Any]) -> Any:
 
 
 async def sys_health(svc: Services, ns: str, args: list[Any]) -> Any:
-    return {"status": "ok", "backend": svc.store.backend, "connections": svc.in_flight}
+    """The readiness report of ``GET /ready`` (status ``ok`` or ``unavailable``)."""
+    report = await svc.readiness.check()
+    return {
+        "status": report.status,
+        "backend": svc.store.backend,
+        "connections": svc.in_flight,
+        "checks": report.checks(),
+    }
 
 
 METHODS: dict[str, Method] = {

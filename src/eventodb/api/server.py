@@ -1,19 +1,22 @@
-"""Running the server: open the store, ensure ``default``, print the banner, listen (SPEC §10.3).
+"""Running the server: bind, open the store, ensure ``default``, print the banner, serve.
 
-uvicorn (uvloop + httptools) serves the app inside our own event loop, so the store is opened
-and the default namespace ensured before the listener exists, and shutdown can end SSE streams
-first (see ``docs/DESIGN.md``, "HTTP server").
+uvicorn (httptools, in a uvloop loop where available) serves the app inside our own event loop,
+on sockets we bind first, so that a port in use is reported before anything else happens, the
+store is opened and the default namespace ensured before connections are accepted, and shutdown
+can end SSE streams first (see ``docs/DESIGN.md``, "HTTP server").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
+import os
 import signal
 import socket
-import sys
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import FrameType
@@ -29,6 +32,7 @@ from eventodb.api.requestlog import RequestLog
 from eventodb.config import Backend, Settings
 from eventodb.core import tokens
 from eventodb.core.errors import EventoDBError, NamespaceNotFound
+from eventodb.logs import LogOutput
 from eventodb.store.base import Store
 
 log = logging.getLogger("eventodb")
@@ -69,6 +73,8 @@ class DefaultNamespace:
     """The working token of ``default``; ``None`` when an existing one was kept (not known)."""
     created: bool = False
     updated: bool = False
+    generated: bool = False
+    """The token was made up now (no ``--token``): this is the only time anyone sees it."""
 
 
 def check_default_token(token: str) -> None:
@@ -90,12 +96,13 @@ async def ensure_default(store: Store, token: str | None) -> DefaultNamespace:
     try:
         record = await store.get_namespace(DEFAULT_NAMESPACE)
     except NamespaceNotFound:
+        generated = token is None
         token = token or tokens.generate(DEFAULT_NAMESPACE)
         await store.create_namespace(
             DEFAULT_NAMESPACE, tokens.hash_token(token), DEFAULT_DESCRIPTION
         )
         log.info("created the default namespace")
-        return DefaultNamespace(token, created=True)
+        return DefaultNamespace(token, created=True, generated=generated)
     if token is None:
         log.info("default namespace exists; keeping its token")
         return DefaultNamespace(None)
@@ -106,13 +113,113 @@ async def ensure_default(store: Store, token: str | None) -> DefaultNamespace:
     return DefaultNamespace(token)
 
 
+TOKEN_NOTE = (
+    "Keep this token: it is shown only now (only its hash is stored). Pass it with --token at"
+    " the next start, or mint a new one with 'eventodb token default'."
+)
+KEPT_NOTE = (
+    "(existing token kept: the default namespace already exists and only the hash of its "
+    "token is stored; pass --token to replace it)"
+)
+
+
 def banner(default: DefaultNamespace) -> str:
-    """The four token lines of SPEC §10.3, printed to stdout whatever the log level."""
-    shown = default.token or (
-        "(existing token kept: the default namespace already exists and only the hash of its "
-        "token is stored; pass --token to replace it)"
-    )
-    return f"{RULE}\nDEFAULT NAMESPACE TOKEN:\n{shown}\n{RULE}"
+    """The token banner, printed to stdout whatever the log level: a rule, ``DEFAULT NAMESPACE
+    TOKEN:``, the token alone on its line, a rule; then, for a generated token, once, that it
+    is shown only now."""
+    text = f"{RULE}\nDEFAULT NAMESPACE TOKEN:\n{default.token or KEPT_NOTE}\n{RULE}"
+    return f"{text}\n{TOKEN_NOTE}" if default.created and default.generated else text
+
+
+def print_banner(default: DefaultNamespace, output: LogOutput) -> None:
+    """The banner in the log's format: as text on the console, one JSON line otherwise."""
+    if not output.json:
+        output.write_text(banner(default))
+        return
+    fields: dict[str, Any] = {"token": default.token}
+    if default.token is None:
+        fields["note"] = KEPT_NOTE.strip("()")
+    elif default.created and default.generated:
+        fields["note"] = TOKEN_NOTE
+    output.emit(time.time(), "info", "eventodb", "DEFAULT NAMESPACE TOKEN", fields)
+
+
+def listen_address(host: str, port: int) -> str:
+    """``host:port`` as users write it (``:8080`` for every interface, ``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for ``host:port``; every interface when ``host`` is
+    empty, one socket per address family, like Go's ``:port`` and asyncio's ``create_server``.
+
+    Raises:
+        StartupError: ``cannot listen on HOST:PORT: <reason>`` (e.g. address already in use).
+    """
+    where = listen_address(host, port)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # an address family this host does not support
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and sockets:  # one ephemeral port for every family
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRNOTAVAIL and not host:
+                    continue  # the family is not enabled here (no IPv6)
+                raise
+            sockets.append(sock)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise StartupError(f"cannot listen on {where}: {reason}") from None
+    if not sockets:
+        raise StartupError(f"cannot listen on {where}: no usable address")
+    return sockets
+
+
+def http_protocol(transports: set[asyncio.WriteTransport]) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol (its h11 one when httptools is missing), keeping the open
+    transports in ``transports`` so shutdown can find connections stuck on a client that does
+    not read, without reaching into uvicorn's internals."""
+    try:
+        module = importlib.import_module("uvicorn.protocols.http.httptools_impl")
+        base: type[Any] = module.HttpToolsProtocol
+    except ImportError:
+        log.info("httptools is not installed: using uvicorn's h11 protocol")
+        base = importlib.import_module("uvicorn.protocols.http.h11_impl").H11Protocol
+
+    class TrackedProtocol(base):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            self.eventodb_transport = transport
+            transports.add(transport)
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            transports.discard(self.eventodb_transport)
+            super().connection_lost(exc)
+
+    return TrackedProtocol
 
 
 class _Server(uvicorn.Server):
@@ -122,9 +229,12 @@ class _Server(uvicorn.Server):
     signal); we want exit status 0 after a graceful stop, so the handlers are ours.
     """
 
-    def __init__(self, config: uvicorn.Config, broker: Broker) -> None:
+    def __init__(
+        self, config: uvicorn.Config, broker: Broker, transports: set[asyncio.WriteTransport]
+    ) -> None:
         super().__init__(config)
         self.broker = broker
+        self.transports = transports
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -144,22 +254,21 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             addresses = []
-            for server in self.servers:
-                for sock in server.sockets:
-                    host, port = sock.getsockname()[:2]
-                    addresses.append(
-                        f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-                    )
+            for sock in sockets or []:
+                host, port = sock.getsockname()[:2]
+                addresses.append(f"http://{listen_address(host, port)}")
             log.info("EventoDB %s listening on %s", __version__, ", ".join(addresses))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down: ending subscriptions, finishing in-flight requests")
         await self.broker.close()
-        await _drop_stalled(self.server_state.connections)
+        await _drop_stalled(self.transports)
         await super().shutdown(sockets)
 
 
-async def _drop_stalled(connections: set[Any], grace: float = STALLED_GRACE_SECONDS) -> None:
+async def _drop_stalled(
+    transports: set[asyncio.WriteTransport], grace: float = STALLED_GRACE_SECONDS
+) -> None:
     """Abort connections the app has closed but whose unsent bytes the client does not read.
 
     An SSE client that stopped reading keeps its socket open until the pokes queued for it
@@ -169,8 +278,7 @@ async def _drop_stalled(connections: set[Any], grace: float = STALLED_GRACE_SECO
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     while True:
-        transports = [getattr(c, "transport", None) for c in list(connections)]
-        pending = [t for t in transports if t is not None and t.get_write_buffer_size() > 0]
+        pending = [t for t in list(transports) if t.get_write_buffer_size() > 0]
         if not pending:
             return
         if loop.time() >= deadline:
@@ -181,12 +289,28 @@ async def _drop_stalled(connections: set[Any], grace: float = STALLED_GRACE_SECO
         await asyncio.sleep(0.05)
 
 
-async def serve(settings: Settings, backend: Backend) -> int:
-    """Run until SIGINT/SIGTERM. Returns the exit status."""
+async def serve(settings: Settings, backend: Backend, output: LogOutput) -> int:
+    """Run until SIGINT/SIGTERM. Returns the exit status.
+
+    Args:
+        output: where the banner and request lines go (the log output of the process).
+    """
     if settings.token is not None:
         check_default_token(settings.token)
+    sockets = bind(settings.host, settings.port)
+    try:
+        return await _serve(settings, backend, output, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve(
+    settings: Settings, backend: Backend, output: LogOutput, sockets: list[socket.socket]
+) -> int:
     _log_backend(settings, backend)
     store = build_store(backend, settings)
+    store.stats.max_namespaces = settings.metrics_namespaces
     try:
         await store.open()
     except EventoDBError as exc:
@@ -196,14 +320,11 @@ async def serve(settings: Settings, backend: Backend) -> int:
         if applied:
             log.info("applied %d namespace migration(s)", applied)
         default = await ensure_default(store, settings.token)
-        sys.stdout.write(banner(default) + "\n")
-        sys.stdout.flush()
+        print_banner(default, output)
         broker = Broker(store)
         await broker.start()
         request_log = RequestLog(
-            sys.stdout,
-            fmt=settings.log_format,
-            enabled=logging.getLogger("eventodb.http").isEnabledFor(logging.INFO),
+            output, enabled=logging.getLogger("eventodb.http").isEnabledFor(logging.INFO)
         )
         app = create_app(
             store,
@@ -213,16 +334,18 @@ async def serve(settings: Settings, backend: Backend) -> int:
             broker=broker,
             request_log=request_log,
             console=not settings.no_console,
+            metrics=settings.metrics,
+            metrics_public=settings.metrics_public,
         )
         if not settings.no_console:
             log.info("web console at /console/ (--no-console turns it off)")
         if default.token is not None:
             app.services.auth.remember(default.token, DEFAULT_NAMESPACE)
+        transports: set[asyncio.WriteTransport] = set()
         config = uvicorn.Config(
             app,
-            host=settings.host,
-            port=settings.port,
-            http="httptools",
+            http=http_protocol(transports),
+            ws="none",
             lifespan="off",
             access_log=False,
             server_header=False,
@@ -230,11 +353,8 @@ async def serve(settings: Settings, backend: Backend) -> int:
             timeout_keep_alive=120,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
-        server = _Server(config, broker)
-        try:
-            await server.serve()
-        except SystemExit as exc:  # uvicorn exits when it cannot bind
-            raise StartupError(f"cannot listen on {settings.host}:{settings.port}") from exc
+        server = _Server(config, broker, transports)
+        await server.serve(sockets)
         request_log.flush()
         log.info("stopped")
         return 0

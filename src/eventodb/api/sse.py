@@ -197,6 +197,7 @@ async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
             if pokes is None:
                 break
             await write(frame(pokes) if pokes else PING)
+            sub.broker.pokes_sent += len(pokes)
             quiet_since = loop.time()
     except OSError:
         # The client went away mid-write (servers that raise instead of dropping the bytes).
