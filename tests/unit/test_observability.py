@@ -42,12 +42,14 @@ def test_request_metrics_bound_their_labels_and_do_not_time_streams() -> None:
     metrics.record("/rpc", "stream.write", 200, 0.001)
     metrics.record("/../etc/passwd", None, 404, 0.001)
     metrics.record("/subscribe", None, 200, 30.0)
+    metrics.record("/console/app.js", None, 200, 0.001)
     assert metrics.requests == {
         ("/rpc", "stream.write", 200): 1,
         ("other", "", 404): 1,
         ("/subscribe", "", 200): 1,
+        ("/console", "", 200): 1,
     }
-    assert set(metrics.durations) == {("/rpc", "stream.write"), ("other", "")}
+    assert set(metrics.durations) == {("/rpc", "stream.write"), ("other", ""), ("/console", "")}
 
 
 class _SlowStore(SQLiteStore):

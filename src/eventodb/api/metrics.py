@@ -33,7 +33,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("latin-1")
 ROUTES = frozenset(
     {"/rpc", "/subscribe", "/import", "/health", "/ready", "/version", "/metrics", "/console"}
 )
-"""Paths counted under their own label; anything else counts as ``other``."""
+"""Paths counted under their own label (the console's files under ``/console``); anything else
+counts as ``other``."""
 
 UNTIMED = frozenset({"/subscribe"})
 """Paths whose requests are streams that last as long as the client wants: counted, not timed."""
@@ -49,7 +50,7 @@ class RequestMetrics:
     def record(self, path: str, rpc: str | None, status: int, seconds: float) -> None:
         """Count one finished request (``rpc`` is ``None`` outside ``/rpc``)."""
         if path not in ROUTES:
-            path = "other"
+            path = "/console" if path.startswith("/console/") else "other"
         method = rpc or ""
         key = (path, method, status)
         requests = self.requests
