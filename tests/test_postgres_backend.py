@@ -22,6 +22,7 @@ import pytest
 from eventodb.core import tokens
 from eventodb.core.errors import BackendError, NamespaceExists, NamespaceNotFound
 from eventodb.store.base import Message
+from eventodb.store import migrations
 from eventodb.store.postgres import PostgresStore, jsonb_exact
 from eventodb.store.postgres_sql import quote_ident, redact, render, schema_name
 from tests.postgres_support import reset_database
@@ -90,6 +91,12 @@ def test_big_floats_are_spelled_so_jsonb_keeps_them_floats() -> None:
 
 # -- against a database --------------------------------------------------------------------------
 
+SHIPPED = migrations.load("postgres", "namespace")
+NEXT = f"{max(m.version for m in SHIPPED) + 1:03d}"
+"""Number of a migration added by a test: after every shipped one."""
+OURS_AFTER_UPSTREAM = len([m for m in SHIPPED if m.version > 2])
+"""Our namespace migrations on top of upstream EventoDB's 001 and 002."""
+
 pg = pytest.mark.postgres
 
 
@@ -140,7 +147,7 @@ async def test_registry_and_namespace_layout_match_upstream(db: Any, postgres_ds
         "SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_namespaces_token_hash'"
     )
     versions = await db.fetch("SELECT version FROM eventodb_tenant_a._schema_version ORDER BY 1")
-    assert [v[0] for v in versions] == [1, 2, 3]
+    assert [v[0] for v in versions] == [m.version for m in SHIPPED]
     indexes = {
         r[0]
         for r in await db.fetch(
@@ -204,19 +211,19 @@ async def test_a_failing_namespace_migration_stops_open_and_changes_nothing(
         await store.create_namespace("m", _hash("m"))
         await store.write_message("m", "s-1", "T", {})
     root = _copy_migrations(tmp_path)
-    (root / "postgres" / "namespace" / "004_broken.sql").write_text(
+    (root / "postgres" / "namespace" / f"{NEXT}_broken.sql").write_text(
         "CREATE TABLE {{schema}}.half_done (x int);\n"
         "UPDATE {{schema}}.messages SET type = 'changed';\n"
         "INSERT INTO {{schema}}.no_such_table VALUES (1);\n"
     )
     store = PostgresStore(postgres_dsn, min_pool=1, migrations_root=root)
-    with pytest.raises(BackendError, match=r"004_broken\.sql") as info:
+    with pytest.raises(BackendError, match=rf"{NEXT}_broken\.sql") as info:
         await store.open()
     assert "no_such_table" in info.value.message
     await store.close()
     assert await db.fetchval("SELECT to_regclass('eventodb_m.half_done')") is None
     assert await db.fetchval("SELECT type FROM eventodb_m.messages") == "T"
-    assert await db.fetchval("SELECT max(version) FROM eventodb_m._schema_version") == 3
+    assert await db.fetchval("SELECT max(version) FROM eventodb_m._schema_version") == int(NEXT) - 1
 
 
 @pg
@@ -248,7 +255,7 @@ async def test_a_new_migration_reaches_every_namespace_at_open(
         for name in ("a", "b"):
             await store.create_namespace(name, _hash(name))
     root = _copy_migrations(tmp_path)
-    (root / "postgres" / "namespace" / "004_type_index.sql").write_text(
+    (root / "postgres" / "namespace" / f"{NEXT}_type_index.sql").write_text(
         "CREATE INDEX IF NOT EXISTS messages_type ON {{schema}}.messages (type);\n"
     )
     async with PostgresStore(postgres_dsn, min_pool=1, migrations_root=root) as store:
@@ -258,7 +265,9 @@ async def test_a_new_migration_reaches_every_namespace_at_open(
             "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND indexname = 'messages_type'",
             f"eventodb_{name}",
         )
-        assert await db.fetchval(f"SELECT max(version) FROM eventodb_{name}._schema_version") == 4
+        assert await db.fetchval(
+            f"SELECT max(version) FROM eventodb_{name}._schema_version"
+        ) == int(NEXT)
 
 
 # A namespace schema as upstream EventoDB 0.7 leaves it (migrations 001 and 002), the fixture the
@@ -291,7 +300,7 @@ async def test_a_namespace_created_by_upstream_is_upgraded_in_place(
         " ('legacy', 'legacy-hash', 'eventodb_legacy', '', 1714557600, '{}')"
     )
     async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        assert store.migrations_applied == 1
+        assert store.migrations_applied == OURS_AFTER_UPSTREAM
         old = await store.get_stream_messages("legacy", "account-1")
         assert [(m.position, m.global_position, m.data) for m in old] == [
             (0, 1, {"n": 1}),

@@ -281,6 +281,7 @@ async def test_messages_table_has_message_db_column_order(sql: Any) -> None:
     row = await sql.fetchrow("SELECT * FROM messages")
     assert list(row.keys()) == [
         "global_position", "position", "time", "stream_name", "type", "data", "metadata", "id",
+        "wire_json", "cardinal_id_hash",  # the server's fast paths, after Message DB's columns
     ]  # fmt: skip
 
 

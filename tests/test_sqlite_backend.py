@@ -17,10 +17,17 @@ import pytest
 
 from eventodb.core import tokens
 from eventodb.core.errors import BackendError
+from eventodb.store import migrations
 from eventodb.store import sqlite as sqlite_backend
 from eventodb.store.sqlite import SQLiteStore, db_file_name
 
 MIGRATIONS = Path(sqlite_backend.__file__).parent.parent / "migrations"
+
+SHIPPED = migrations.load("sqlite", "namespace")
+NEXT = f"{max(m.version for m in SHIPPED) + 1:03d}"
+"""Number of a migration added by a test: after every shipped one."""
+OURS_AFTER_UPSTREAM = len([m for m in SHIPPED if m.version > 2])
+"""Our namespace migrations on top of upstream EventoDB's 001 and 002."""
 
 
 def _hash(namespace: str) -> str:
@@ -222,7 +229,7 @@ async def test_database_work_does_not_stall_the_event_loop(tmp_path: Path) -> No
         task = asyncio.create_task(ticker())
         big = {"blob": "x" * 200_000}
         await asyncio.gather(*(store.write_message("busy", f"s-{i}", "T", big) for i in range(200)))
-        await store.get_category_messages("busy", "s", batch_size=-1)
+        await store.read_category_json("busy", "s", batch_size=-1)
         done = True
         await task
     # Each of those operations takes milliseconds of SQLite time; none may block the loop.
@@ -241,8 +248,8 @@ async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     with sqlite3.connect(data / "m.db") as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM _schema_version ORDER BY 1")]
         names = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == [1, 2, 3]
-    assert names == ["001_message_db.sql", "002_category_get_all.sql", "003_time_microseconds.sql"]
+    assert versions == [m.version for m in SHIPPED]
+    assert names == [m.name for m in SHIPPED]
     with sqlite3.connect(data / "metadata.db") as conn:
         registry = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
     assert registry == ["001_namespace_registry.sql"]
@@ -260,11 +267,11 @@ async def test_a_failing_migration_stops_start_up_and_changes_nothing(tmp_path: 
         await store.create_namespace("m", _hash("m"))
         await store.write_message("m", "s-1", "T", {})
     root = _copy_migrations(tmp_path)
-    (root / "sqlite" / "namespace" / "004_broken.sql").write_text(
+    (root / "sqlite" / "namespace" / f"{NEXT}_broken.sql").write_text(
         "CREATE TABLE half_done (x INTEGER);\nUPDATE messages SET type = 'changed';\n"
         "INSERT INTO no_such_table VALUES (1);\n"
     )
-    with pytest.raises(BackendError, match=r"004_broken\.sql") as info:
+    with pytest.raises(BackendError, match=rf"{NEXT}_broken\.sql") as info:
         async with SQLiteStore(data, migrations_root=root):
             pass
     assert "no_such_table" in info.value.message
@@ -272,7 +279,9 @@ async def test_a_failing_migration_stops_start_up_and_changes_nothing(tmp_path: 
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "half_done" not in tables
         assert conn.execute("SELECT type FROM messages").fetchall() == [("T",)]
-        assert conn.execute("SELECT max(version) FROM _schema_version").fetchone()[0] == 3
+        assert (
+            conn.execute("SELECT max(version) FROM _schema_version").fetchone()[0] == int(NEXT) - 1
+        )
 
 
 async def test_a_new_migration_is_applied_to_every_namespace_at_start_up(tmp_path: Path) -> None:
@@ -281,7 +290,7 @@ async def test_a_new_migration_is_applied_to_every_namespace_at_start_up(tmp_pat
         for name in ("a", "b"):
             await store.create_namespace(name, _hash(name))
     root = _copy_migrations(tmp_path)
-    (root / "sqlite" / "namespace" / "004_extra_index.sql").write_text(
+    (root / "sqlite" / "namespace" / f"{NEXT}_extra_index.sql").write_text(
         "CREATE INDEX IF NOT EXISTS messages_type ON messages (type);\n"
     )
     async with SQLiteStore(data, migrations_root=root) as store:
@@ -312,6 +321,6 @@ async def test_an_upstream_database_with_second_timestamps_is_converted(tmp_path
             (1_736_935_200,),
         )
     async with SQLiteStore(data) as store:
-        assert store.migrations_applied == 1
+        assert store.migrations_applied == OURS_AFTER_UPSTREAM
         [msg] = await store.get_stream_messages("old", "s-1")
     assert msg.time.isoformat() == "2025-01-15T10:00:00+00:00"

@@ -19,7 +19,7 @@ from eventodb.api.broker import Broker
 from eventodb.api.health import Readiness
 from eventodb.core import jsoncodec, timefmt, tokens, validation
 from eventodb.core.errors import BackendError, InvalidArgument, NamespaceNotFound
-from eventodb.store.base import ConsumerGroup, Message, NamespaceStats, Store
+from eventodb.store.base import ConsumerGroup, NamespaceStats, Store
 
 log = logging.getLogger("eventodb.rpc")
 
@@ -43,35 +43,6 @@ class Services:
 
 
 Method = Callable[[Services, str, list[Any]], Awaitable[Any]]
-
-
-# -- shapes (SPEC §4.4) ---------------------------------------------------------------------------
-
-
-def _payload(m: Message) -> tuple[Any, Any]:
-    """Data and metadata for a response: stored JSON text is copied in, not re-encoded."""
-    data = m.data if m.data_json is None else jsoncodec.fragment(m.data_json)
-    meta = m.metadata if m.metadata_json is None else jsoncodec.fragment(m.metadata_json)
-    return data, meta
-
-
-def stream_message(m: Message) -> list[Any]:
-    data, meta = _payload(m)
-    return [m.id, m.type, m.position, m.global_position, data, meta, timefmt.format_time(m.time)]
-
-
-def category_message(m: Message) -> list[Any]:
-    data, meta = _payload(m)
-    return [
-        m.id,
-        m.stream_name,
-        m.type,
-        m.position,
-        m.global_position,
-        data,
-        meta,
-        timefmt.format_time(m.time),
-    ]
 
 
 # -- streams and categories -------------------------------------------------------------------
@@ -125,14 +96,14 @@ async def stream_get(svc: Services, ns: str, args: list[Any]) -> Any:
     position = a.optional_number(opts, "position", "options.position")
     global_position = a.optional_number(opts, "globalPosition", "options.globalPosition")
     batch_size = _batch_size(opts)
-    messages = await svc.store.get_stream_messages(
+    body = await svc.store.read_stream_json(
         ns,
         stream,
         position=position or 0,
         global_position=global_position,
         batch_size=batch_size,
     )
-    return [stream_message(m) for m in messages]
+    return jsoncodec.fragment(body)
 
 
 async def stream_last(svc: Services, ns: str, args: list[Any]) -> Any:
@@ -140,8 +111,7 @@ async def stream_last(svc: Services, ns: str, args: list[Any]) -> Any:
     stream = a.non_empty_string(args[0], "streamName")
     opts = a.options(args, 1)
     message_type = a.optional_string(opts, "type", "options.type")
-    message = await svc.store.get_last_stream_message(ns, stream, message_type)
-    return None if message is None else stream_message(message)
+    return jsoncodec.fragment(await svc.store.read_last_json(ns, stream, message_type))
 
 
 async def stream_version(svc: Services, ns: str, args: list[Any]) -> Any:
@@ -177,7 +147,7 @@ async def category_get(svc: Services, ns: str, args: list[Any]) -> Any:
     group = _consumer_group(opts)
     if global_position is not None:
         position = global_position
-    messages = await svc.store.get_category_messages(
+    body = await svc.store.read_category_json(
         ns,
         category,
         position=1 if position is None else position,
@@ -185,7 +155,7 @@ async def category_get(svc: Services, ns: str, args: list[Any]) -> Any:
         correlation=correlation,
         consumer_group=group,
     )
-    return [category_message(m) for m in messages]
+    return jsoncodec.fragment(body)
 
 
 # -- namespaces -------------------------------------------------------------------------------

@@ -19,15 +19,22 @@ def hash_64(value: str) -> int:
     return unsigned - _TWO_64 if unsigned >= _TWO_63 else unsigned
 
 
+def cardinal_hash(stream_name: str) -> int | None:
+    """``hash_64`` of the stream's cardinal id; ``None`` for a stream without an id (no ``-``).
+
+    The stores keep it with every message (``cardinal_id_hash``) for consumer-group reads.
+    """
+    cid = cardinal_id(stream_name)
+    return None if cid is None else hash_64(cid)
+
+
 def group_member(stream_name: str, size: int) -> int | None:
     """The member of a group of ``size`` that owns ``stream_name``; ``None`` if none does.
 
     Streams without an id (no ``-``) belong to no member.
     """
-    cid = cardinal_id(stream_name)
-    if cid is None:
-        return None
-    return abs(hash_64(cid)) % size
+    hashed = cardinal_hash(stream_name)
+    return None if hashed is None else abs(hashed) % size
 
 
 def in_group(stream_name: str, member: int, size: int) -> bool:

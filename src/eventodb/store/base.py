@@ -20,6 +20,7 @@ from typing import Any, Self
 from eventodb.core import ids, jsoncodec, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound, VersionConflict
 from eventodb.core.stats import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
+from eventodb.core.timefmt import parse_time
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -29,96 +30,33 @@ HEALTH_TIMEOUT = 2.0
 log = logging.getLogger("eventodb.store")
 
 
-_UNDECODED: Any = object()
-
-
+@dataclass(frozen=True, slots=True)
 class Message:
-    """A stored message. ``time`` is aware UTC with microsecond precision on every backend.
+    """A stored message. ``time`` is aware UTC with microsecond precision on every backend."""
 
-    A backend that holds the JSON text of ``data``/``metadata`` passes it as ``data_json`` /
-    ``metadata_json`` instead of decoding it: it is decoded on first access of ``data`` /
-    ``metadata``, and the HTTP layer copies the text into responses without decoding it at
-    all (reads of 100 messages spend most of their time in JSON otherwise).
-    """
+    id: str
+    stream_name: str
+    type: str
+    position: int
+    global_position: int
+    data: dict[str, Any]
+    metadata: dict[str, Any] | None
+    time: datetime
 
-    __slots__ = (
-        "_data",
-        "_metadata",
-        "data_json",
-        "global_position",
-        "id",
-        "metadata_json",
-        "position",
-        "stream_name",
-        "time",
-        "type",
-    )
-
-    def __init__(
-        self,
-        id: str,
-        stream_name: str,
-        type: str,
-        position: int,
-        global_position: int,
-        data: dict[str, Any] | None,
-        metadata: dict[str, Any] | None,
-        time: datetime,
-        *,
-        data_json: str | None = None,
-        metadata_json: str | None = None,
-    ) -> None:
-        self.id = id
-        self.stream_name = stream_name
-        self.type = type
-        self.position = position
-        self.global_position = global_position
-        self.time = time
-        self.data_json = data_json
-        """Compact JSON text of ``data`` when the backend had it, else ``None``."""
-        self.metadata_json = metadata_json
-        """Compact JSON text of ``metadata`` when the backend had it, else ``None``."""
-        self._data = _UNDECODED if data is None and data_json is not None else (data or {})
-        self._metadata = _UNDECODED if metadata_json is not None else metadata
-
-    @property
-    def data(self) -> dict[str, Any]:
-        if self._data is _UNDECODED:
-            self._data = jsoncodec.loads(self.data_json or "{}")
-        result: dict[str, Any] = self._data
-        return result
-
-    @property
-    def metadata(self) -> dict[str, Any] | None:
-        if self._metadata is _UNDECODED:
-            self._metadata = jsoncodec.loads(self.metadata_json or "null")
-        result: dict[str, Any] | None = self._metadata
-        return result
-
-    def _key(self) -> tuple[Any, ...]:
-        return (
-            self.id,
-            self.stream_name,
-            self.type,
-            self.position,
-            self.global_position,
-            self.data,
-            self.metadata,
-            self.time,
+    @classmethod
+    def from_stream_json(cls, stream_name: str, element: list[Any]) -> Message:
+        """From one element of a ``stream.get`` response (the stream name is not in it)."""
+        id, type, position, global_position, data, metadata, time = element
+        return cls(
+            id, stream_name, type, position, global_position, data, metadata, parse_time(time)
         )
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Message):
-            return NotImplemented
-        return self._key() == other._key()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"Message(id={self.id!r}, stream_name={self.stream_name!r}, type={self.type!r}, "
-            f"position={self.position}, global_position={self.global_position}, "
-            f"data={self.data!r}, metadata={self.metadata!r}, time={self.time!r})"
+    @classmethod
+    def from_category_json(cls, element: list[Any]) -> Message:
+        """From one element of a ``category.get`` response."""
+        id, stream_name, type, position, global_position, data, metadata, time = element
+        return cls(
+            id, stream_name, type, position, global_position, data, metadata, parse_time(time)
         )
 
 
@@ -216,6 +154,9 @@ class Gap:
 
 Listener = Callable[[Poke | Gap], None]
 """Called on the event loop for every committed write the store learns of, or for a gap."""
+
+Progress = Callable[[str, int, int], None]
+"""``(namespace, done, total)``: rows a long migration step of a namespace has done so far."""
 
 
 OTHER_NAMESPACES = "/other"
@@ -328,8 +269,15 @@ class Store(abc.ABC):
     backend: str
     """Name reported by ``sys.health``: ``sqlite``, ``memory`` or ``postgres``."""
 
-    def __init__(self, *, max_message_bytes: int = validation.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = validation.DEFAULT_MAX_MESSAGE_BYTES,
+        on_progress: Progress | None = None,
+    ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.on_progress = on_progress
+        """Told how far long migration steps have come (the CLI shows a progress bar)."""
         self._listeners: list[Listener] = []
         self.migrations_applied = 0
         """How many namespace migrations :meth:`open` applied (logged at start-up)."""
@@ -373,6 +321,10 @@ class Store(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def _report_progress(self, namespace: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(namespace, done, total)
 
     # -- change notification -----------------------------------------------------------------
 
@@ -536,8 +488,12 @@ class Store(abc.ABC):
             self.stats.messages_imported += len(messages)
 
     # -- reading -----------------------------------------------------------------------------
+    #
+    # Reads return the JSON text of the RPC response, built by the database from text stored
+    # when each message was written: the server copies it into the HTTP response without
+    # decoding a message. The ``get_*`` methods decode it for Python callers.
 
-    async def get_stream_messages(
+    async def read_stream_json(
         self,
         namespace: str,
         stream_name: str,
@@ -545,11 +501,15 @@ class Store(abc.ABC):
         position: int = 0,
         global_position: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> list[Message]:
+    ) -> str:
         """Messages of one stream from ``position`` (or ``global_position``), by position.
 
         Args:
             batch_size: at most this many; -1 unlimited, 0 none.
+
+        Returns:
+            The JSON array of ``stream.get``: ``[id, type, position, global position, data,
+            metadata, time]`` per message (docs/API.md).
 
         Raises:
             InvalidArgument: bad name or batch size.
@@ -562,14 +522,14 @@ class Store(abc.ABC):
             validation.check_int64(global_position, "options.globalPosition")
         if batch_size == 0:
             await self.get_namespace(namespace)
-            return []
-        messages = await self._read_stream(
+            return "[]"
+        body, count = await self._read_stream_json(
             namespace, stream_name, position, global_position, batch_size
         )
-        self.stats.record_read(namespace, len(messages))
-        return messages
+        self.stats.record_read(namespace, count)
+        return body
 
-    async def get_category_messages(
+    async def read_category_json(
         self,
         namespace: str,
         category: str,
@@ -578,12 +538,16 @@ class Store(abc.ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
         correlation: str | None = None,
         consumer_group: ConsumerGroup | None = None,
-    ) -> list[Message]:
+    ) -> str:
         """Messages of a category (``""`` = the whole namespace) from global ``position``.
 
-        Filters (SPEC §5.5): ``correlation`` keeps messages whose
-        ``metadata.correlationStreamName`` has that category; ``consumer_group`` keeps streams
-        owned by the member (SPEC §5.2). The batch limit applies after the filters.
+        Filters: ``correlation`` keeps messages whose ``metadata.correlationStreamName`` has
+        that category; ``consumer_group`` keeps streams owned by the member (the hash of the
+        stream's cardinal id, docs/API.md). The batch limit applies after the filters.
+
+        Returns:
+            The JSON array of ``category.get``: ``[id, stream name, type, position, global
+            position, data, metadata, time]`` per message, by global position.
 
         Raises:
             InvalidArgument: bad category, correlation, group or batch size.
@@ -600,27 +564,76 @@ class Store(abc.ABC):
             validation.check_consumer_group(consumer_group.member, consumer_group.size)
         if batch_size == 0:
             await self.get_namespace(namespace)
-            return []
-        messages = await self._read_category(
+            return "[]"
+        body, count = await self._read_category_json(
             namespace, category, position, batch_size, correlation, consumer_group
         )
-        self.stats.record_read(namespace, len(messages))
-        return messages
+        self.stats.record_read(namespace, count)
+        return body
 
-    async def get_last_stream_message(
+    async def read_last_json(
         self, namespace: str, stream_name: str, message_type: str | None = None
-    ) -> Message | None:
+    ) -> str:
         """The message with the highest position, optionally among those of one type.
 
-        An empty ``message_type`` means no filter (SPEC §5.9).
+        An empty ``message_type`` means no filter.
+
+        Returns:
+            The JSON of ``stream.last``: one ``stream.get`` element, or ``null``.
         """
         validation.check_stream_name(stream_name)
         if message_type is not None:
             validation.check_text(message_type, "options.type")
-        message = await self._last_message(namespace, stream_name, message_type or None)
-        if message is not None:
-            self.stats.record_read(namespace, 1)
-        return message
+        body, count = await self._last_message_json(namespace, stream_name, message_type or None)
+        self.stats.record_read(namespace, count)
+        return body
+
+    async def get_stream_messages(
+        self,
+        namespace: str,
+        stream_name: str,
+        *,
+        position: int = 0,
+        global_position: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[Message]:
+        """:meth:`read_stream_json`, decoded."""
+        body = await self.read_stream_json(
+            namespace,
+            stream_name,
+            position=position,
+            global_position=global_position,
+            batch_size=batch_size,
+        )
+        return [Message.from_stream_json(stream_name, e) for e in jsoncodec.loads(body)]
+
+    async def get_category_messages(
+        self,
+        namespace: str,
+        category: str,
+        *,
+        position: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        correlation: str | None = None,
+        consumer_group: ConsumerGroup | None = None,
+    ) -> list[Message]:
+        """:meth:`read_category_json`, decoded."""
+        body = await self.read_category_json(
+            namespace,
+            category,
+            position=position,
+            batch_size=batch_size,
+            correlation=correlation,
+            consumer_group=consumer_group,
+        )
+        return [Message.from_category_json(e) for e in jsoncodec.loads(body)]
+
+    async def get_last_stream_message(
+        self, namespace: str, stream_name: str, message_type: str | None = None
+    ) -> Message | None:
+        """:meth:`read_last_json`, decoded."""
+        element = jsoncodec.loads(await self.read_last_json(namespace, stream_name, message_type))
+        return None if element is None else Message.from_stream_json(stream_name, element)
 
     async def stream_version(self, namespace: str, stream_name: str) -> int | None:
         """Position of the stream's last message; ``None`` for a stream with no messages."""
@@ -664,17 +677,17 @@ class Store(abc.ABC):
     async def _import(self, namespace: str, messages: Sequence[Message]) -> None: ...
 
     @abc.abstractmethod
-    async def _read_stream(
+    async def _read_stream_json(
         self,
         namespace: str,
         stream_name: str,
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> list[Message]: ...
+    ) -> str: ...
 
     @abc.abstractmethod
-    async def _read_category(
+    async def _read_category_json(
         self,
         namespace: str,
         category: str,
@@ -682,12 +695,12 @@ class Store(abc.ABC):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> list[Message]: ...
+    ) -> str: ...
 
     @abc.abstractmethod
-    async def _last_message(
+    async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> Message | None: ...
+    ) -> str: ...
 
     @abc.abstractmethod
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None: ...

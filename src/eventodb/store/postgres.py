@@ -34,6 +34,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -68,6 +69,7 @@ from eventodb.store.base import (
     StreamInfo,
     WriteResult,
 )
+from eventodb.store.group_commit import GroupCommit
 from eventodb.store.postgres_notify import NotificationListener
 from eventodb.store.postgres_sql import (
     NOTIFY_CHANNEL,
@@ -93,6 +95,10 @@ _MIGRATION_LOCK = hash_64("eventodb.migrations")
 """Advisory lock serialising migrations between server processes starting together."""
 
 _NAMESPACES = f"{REGISTRY_SCHEMA}.namespaces"
+FILL_BATCH = 10_000
+"""Global positions per transaction when the fast-path columns of older rows are filled in."""
+FILL_VERSION = 5
+"""The namespace migration that the fill of older rows must precede."""
 _SEEN_LIMIT = 10_000
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -174,6 +180,12 @@ def jsonb_exact(text: str | None, value: Any) -> str | None:
     return marked
 
 
+def _jsonb_spelling(text: str | None, value: Any) -> str | None:
+    """What the jsonb column should be given instead of ``text``; ``None`` when ``text`` will do."""
+    exact = jsonb_exact(text, value)
+    return None if exact is text else exact
+
+
 async def _keep_session(conn: Any) -> None:
     """Pool reset hook: our connections keep no session state, so skip asyncpg's reset query.
 
@@ -181,23 +193,52 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-class _Namespace:
-    __slots__ = ("id", "schema", "sql")
+@dataclass(frozen=True, slots=True)
+class _Written:
+    position: int
+    global_position: int
 
-    def __init__(self, namespace: str, schema: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Conflict:
+    actual: int
+
+
+class _Duplicate:
+    """The id exists already: an idempotent retry, or a clash (the caller finds out which)."""
+
+
+_DUPLICATE = _Duplicate()
+
+_Outcome = _Written | _Conflict | _Duplicate
+"""What ``write_messages`` reports for one item."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One write in a batch: the validated message and the id it is written with."""
+
+    message: NewMessage
+    id: str
+
+
+class _Namespace:
+    """What the store keeps per namespace: its schema, statements and write batcher."""
+
+    __slots__ = ("id", "schema", "sql", "writes")
+
+    def __init__(
+        self,
+        namespace: str,
+        schema: str,
+        write_batch: Callable[[_Namespace, list[_Item]], Awaitable[list[_Outcome | BaseException]]],
+    ) -> None:
         self.id = namespace
         self.schema = schema
         self.sql = NamespaceSQL(schema)
-
-
-class _Conflict:
-    __slots__ = ("actual",)
-
-    def __init__(self, actual: int) -> None:
-        self.actual = actual
-
-
-_DUPLICATE_ID = object()
+        self.writes: GroupCommit[_Item, _Outcome] = GroupCommit(
+            lambda items: write_batch(self, items)
+        )
 
 
 class PostgresStore(Store):
@@ -385,8 +426,13 @@ class PostgresStore(Store):
                 ) from exc
 
     async def _migrate_namespace(self, c: Any, namespace: str, schema: str) -> int:
-        """Apply pending migrations to one namespace schema, each in its own transaction."""
+        """Apply pending migrations to one namespace schema, each in its own transaction.
+
+        The fill of older rows (:meth:`_fill_fast_paths`) runs in transactions of its own
+        before the migration that records it.
+        """
         applied = 0
+        filled = False
         while True:
             async with c.transaction():
                 await c.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -399,8 +445,33 @@ class PostgresStore(Store):
                 pending = [m for m in self._namespace_migrations if m.version > current]
                 if not pending:
                     return applied
-                await self._apply_namespace_migration(c, pending[0], schema)
-            applied += 1
+                fill_first = pending[0].version == FILL_VERSION and not filled
+                if not fill_first:
+                    await self._apply_namespace_migration(c, pending[0], schema)
+            if fill_first:
+                await self._fill_fast_paths(c, namespace, schema)
+                filled = True
+            else:
+                applied += 1
+
+    async def _fill_fast_paths(self, c: Any, namespace: str, schema: str) -> None:
+        """Fill ``wire_json`` and ``cardinal_id_hash`` of rows written before migration 004.
+
+        :data:`FILL_BATCH` global positions per statement (each its own transaction), with
+        progress reported after each; idempotent, so an interrupted fill simply resumes.
+        """
+        sql = NamespaceSQL(schema)
+        try:
+            low, high, total = await c.fetchrow(sql.unfilled_range)
+            done = 0
+            for start in range(low or 0, (high or -1) + 1, FILL_BATCH):
+                status = await c.execute(sql.fill, start, start + FILL_BATCH)
+                done += int(status.rsplit(" ", 1)[1])
+                self._report_progress(namespace, done, total)
+        except asyncpg.PostgresError as exc:
+            raise BackendError(
+                f"migration of schema {schema} failed while filling older messages: {exc}"
+            ) from exc
 
     @staticmethod
     async def _schema_version(c: Any, schema: str) -> int:
@@ -506,7 +577,7 @@ class PostgresStore(Store):
     def _remember(self, namespace: str, schema: str) -> _Namespace:
         ns = self._namespaces.get(namespace)
         if ns is None or ns.schema != schema:
-            ns = _Namespace(namespace, schema)
+            ns = _Namespace(namespace, schema, self._write_batch)
             self._namespaces[namespace] = ns
             self._schema_owner[schema] = namespace
         return ns
@@ -676,50 +747,73 @@ class PostgresStore(Store):
     async def _write(self, namespace: str, message: NewMessage) -> WriteResult:
         ns = await self._namespace(namespace)
         m = message
-        message_id = m.id or ids.new_id()
+        outcome = await ns.writes.submit(_Item(m, m.id or ids.new_id()))
+        if isinstance(outcome, _Written):
+            return WriteResult(outcome.position, outcome.global_position)
+        # Rare paths. The id is checked before the version (as on SQLite): an identical retry
+        # of an expected-version write succeeds even though the stream has moved on since.
+        if m.id is not None:
+            existing = await self._message_by_id(ns, m.id)
+            if existing is not None:
+                if m.same_content(existing):
+                    return WriteResult(existing.position, existing.global_position, duplicate=True)
+                raise DuplicateMessageId(m.id, existing.stream_name)
+        if isinstance(outcome, _Conflict):
+            assert m.expected_version is not None
+            raise VersionConflict(m.stream_name, m.expected_version, outcome.actual)
+        raise BackendError("Failed to write message: message id already exists")
 
-        sql = ns.sql.write if m.id is None else ns.sql.write_new_id
+    async def _write_batch(
+        self, ns: _Namespace, items: list[_Item]
+    ) -> list[_Outcome | BaseException]:
+        """One ``write_messages`` call for the batch; item by item if the batch fails as a whole.
 
-        async def write(c: Any) -> Any:
-            try:
-                row = await c.fetchrow(
-                    sql,
-                    message_id,
-                    m.stream_name,
-                    m.type,
-                    jsonb_exact(m.data_json, m.data),
-                    jsonb_exact(m.metadata_json, m.metadata),
-                    m.expected_version,
-                )
-            except asyncpg.RaiseError as exc:
-                text = str(exc)
-                if not text.startswith("Wrong expected version:"):
-                    raise
-                return _Conflict(int(text.rsplit("Stream Version: ", 1)[1].rstrip(")")))
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name != "messages_id":
-                    raise
-                return _DUPLICATE_ID  # a concurrent write with the same new id won
-            return _DUPLICATE_ID if row is None else row
+        ``write_messages`` reports version conflicts and known ids per item, so the batch only
+        fails for reasons outside any one item's control (a concurrent writer of the same new
+        id committing between our check and our insert, a deadlock with a SQL client holding
+        several category locks, a lost connection): then each item gets its own transaction
+        and its own outcome.
+        """
+        try:
+            written = await self._run(
+                "write message", lambda c: self._call_batch(c, ns, items), ns=ns
+            )
+        except BackendError as exc:
+            if len(items) == 1:
+                if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                    return [_DUPLICATE]  # a concurrent write with the same id won
+                return [exc]
+        else:
+            self.stats.record_write_batch(len(items))
+            return list(written)
+        outcomes: list[_Outcome | BaseException] = []
+        for item in items:
+            outcomes.extend(await self._write_batch(ns, [item]))
+        return outcomes
 
-        outcome = await self._run("write message", write, ns=ns)
-        if isinstance(outcome, _Conflict) or outcome is _DUPLICATE_ID:
-            # Rare paths. SQLite checks the id before the version: an identical retry of an
-            # expected-version write succeeds even though the stream has moved on since.
-            if m.id is not None:
-                existing = await self._message_by_id(ns, m.id)
-                if existing is not None:
-                    if m.same_content(existing):
-                        return WriteResult(
-                            existing.position, existing.global_position, duplicate=True
-                        )
-                    raise DuplicateMessageId(m.id, existing.stream_name)
-            if isinstance(outcome, _Conflict):
-                assert m.expected_version is not None
-                raise VersionConflict(m.stream_name, m.expected_version, outcome.actual)
-            raise BackendError("Failed to write message: message id already exists")
-        self.stats.record_write_batch(1)  # one transaction per write
-        return WriteResult(outcome[0], outcome[1])
+    @staticmethod
+    async def _call_batch(c: Any, ns: _Namespace, items: list[_Item]) -> list[_Outcome]:
+        messages = [item.message for item in items]
+        rows = await c.fetch(
+            ns.sql.write_batch,
+            [item.id for item in items],
+            [m.stream_name for m in messages],
+            [m.type for m in messages],
+            [m.data_json for m in messages],
+            [m.metadata_json for m in messages],
+            [_jsonb_spelling(m.data_json, m.data) for m in messages],
+            [_jsonb_spelling(m.metadata_json, m.metadata) for m in messages],
+            [m.expected_version for m in messages],
+        )
+        outcomes: list[_Outcome] = []
+        for outcome, position, global_position in rows:
+            if outcome == "ok":
+                outcomes.append(_Written(position, global_position))
+            elif outcome == "conflict":
+                outcomes.append(_Conflict(position))
+            else:
+                outcomes.append(_DUPLICATE)
+        return outcomes
 
     async def _message_by_id(self, ns: _Namespace, message_id: str) -> Message | None:
         row = await self._run(
@@ -745,19 +839,20 @@ class PostgresStore(Store):
 
     async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
         ns = await self._namespace(namespace)
+        data = [jsoncodec.dumps_str(m.data) for m in messages]
+        metadata = [
+            None if m.metadata is None else jsoncodec.dumps_str(m.metadata) for m in messages
+        ]
         columns = (
             [m.id for m in messages],
             [m.stream_name for m in messages],
             [m.type for m in messages],
             [m.position for m in messages],
             [m.global_position for m in messages],
-            [jsonb_exact(jsoncodec.dumps_str(m.data), m.data) for m in messages],
-            [
-                None
-                if m.metadata is None
-                else jsonb_exact(jsoncodec.dumps_str(m.metadata), m.metadata)
-                for m in messages
-            ],
+            data,
+            metadata,
+            [_jsonb_spelling(d, m.data) for d, m in zip(data, messages, strict=True)],
+            [_jsonb_spelling(d, m.metadata) for d, m in zip(metadata, messages, strict=True)],
             [_naive_utc(m.time) for m in messages],
         )
         highest = max(m.global_position for m in messages)
@@ -809,26 +904,26 @@ class PostgresStore(Store):
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def _read_stream(
+    async def _read_stream_json(
         self,
         namespace: str,
         stream_name: str,
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> list[Message]:
+    ) -> str:
         ns = await self._namespace(namespace)
         limit = None if batch_size == -1 else batch_size
         if global_position is not None:
             sql, start = ns.sql.read_stream_global, global_position
         else:
             sql, start = ns.sql.read_stream, position
-        rows = await self._run(
-            "read stream", lambda c: c.fetch(sql, stream_name, start, limit), ns=ns, retry=True
+        body: str = await self._run(
+            "read stream", lambda c: c.fetchval(sql, stream_name, start, limit), ns=ns, retry=True
         )
-        return [_to_message(r) for r in rows]
+        return body
 
-    async def _read_category(
+    async def _read_category_json(
         self,
         namespace: str,
         category: str,
@@ -836,7 +931,7 @@ class PostgresStore(Store):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> list[Message]:
+    ) -> str:
         ns = await self._namespace(namespace)
         args: list[Any] = [position, None if batch_size == -1 else batch_size]
         if category:
@@ -848,22 +943,24 @@ class PostgresStore(Store):
         sql = ns.sql.read_category(
             bool(category), correlation is not None, consumer_group is not None
         )
-        rows = await self._run("read category", lambda c: c.fetch(sql, *args), ns=ns, retry=True)
-        return [_to_message(r) for r in rows]
+        body: str = await self._run(
+            "read category", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
+        )
+        return body
 
-    async def _last_message(
+    async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> Message | None:
+    ) -> str:
         ns = await self._namespace(namespace)
         args: tuple[str, ...]
         if message_type is None:
             sql, args = ns.sql.last, (stream_name,)
         else:
             sql, args = ns.sql.last_of_type, (stream_name, message_type)
-        row = await self._run(
-            "read last message", lambda c: c.fetchrow(sql, *args), ns=ns, retry=True
+        body: str | None = await self._run(
+            "read last message", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
         )
-        return _to_message(row) if row is not None else None
+        return "null" if body is None else body
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         ns = await self._namespace(namespace)
@@ -912,8 +1009,10 @@ class PostgresStore(Store):
                 log.exception("delivering a notification failed")
 
     async def _poke_from(self, payload: str) -> None:
+        """Publish the pokes of one NOTIFY: ``write_message``'s (one write, with its stream
+        name unless too long) or ``write_messages``' (a batch: global positions only)."""
         note = jsoncodec.loads(payload)
-        schema, global_position, position = note["s"], int(note["g"]), int(note["p"])
+        schema = note["s"]
         namespace = self._schema_owner.get(schema)
         if namespace is None:
             namespace = await self._run(
@@ -926,16 +1025,26 @@ class PostgresStore(Store):
             if namespace is None:
                 return
             self._remember(namespace, schema)
-        stream = note.get("n")
-        if stream is None:  # too long for a NOTIFY payload: look it up
-            ns = await self._namespace(namespace)
-            stream = await self._run(
-                "resolve stream",
-                lambda c: c.fetchval(ns.sql.stream_name_at, global_position),
-                ns=ns,
-                retry=True,
-            )
+        written = note["g"]
+        if isinstance(written, int):  # write_message: one write
+            entries = [(note.get("n"), int(note["p"]), written)]
+        elif note.get("n") is not None:  # write_messages: a batch, names included
+            entries = list(zip(note["n"], note["p"], written, strict=True))
+        else:  # a batch whose names did not fit in the payload
+            entries = [(None, 0, g) for g in written]
+        missing: list[int] = []
+        for stream, position, global_position in entries:
+            if not self._first_sighting(namespace, global_position):
+                continue  # our own write: published already
             if stream is None:
-                return
-        if self._first_sighting(namespace, global_position):
+                missing.append(global_position)
+            else:
+                self._publish(Poke(namespace, stream, position, global_position))
+        if not missing:
+            return
+        ns = await self._namespace(namespace)
+        rows = await self._run(
+            "resolve pokes", lambda c: c.fetch(ns.sql.written, missing), ns=ns, retry=True
+        )
+        for stream, position, global_position in rows:
             self._publish(Poke(namespace, stream, position, global_position))

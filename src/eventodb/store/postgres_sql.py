@@ -71,11 +71,26 @@ _CATEGORY = "split_part(stream_name, '-', 1)"
 """category(stream_name), spelled like the messages_category index so the planner uses it."""
 
 
+def _json_array(element: str, order: str, source: str) -> str:
+    """A query whose one value is the JSON array of ``element`` over the rows of ``source``.
+
+    ``element`` is the text of one array element after its leading ``["``: the message's id
+    followed by the rest (see ``_stream_element``); the elements are joined in ``order``.
+    """
+    return (
+        "SELECT coalesce('[[\"' || string_agg(e, '],[\"' ORDER BY o) || ']]', '[]')"
+        f" FROM (SELECT {element} AS e, {order} AS o FROM {source}) m"
+    )
+
+
 class NamespaceSQL:
     """The statements the server runs against one namespace schema, built once per namespace.
 
-    Reads use the server's own SQL (the RPC semantics of SPEC §5.10 differ from Message DB's
-    functions); writes go through ``write_message`` so SQL clients and servers share its lock.
+    Writes go through ``write_messages`` (namespace migration 004: group commit with
+    ``write_message``'s semantics and lock), so SQL clients and servers serialise on the same
+    advisory locks. Reads use the server's own SQL, which has the RPC semantics (docs/API.md)
+    rather than Message DB's validation, and returns the response body itself: the JSON array
+    of messages, built from the ``wire_json`` text each message got when it was written.
     """
 
     def __init__(self, schema: str) -> None:
@@ -84,39 +99,44 @@ class NamespaceSQL:
         s = quote_ident(schema)
         self.messages = f"{s}.messages"
         seq = f"{s}.messages_global_position_seq"
-        # write_message returns the position; currval (session-local) gives the global
-        # position it drew. One round trip.
-        self.write = (
-            f"SELECT w.p, currval({quote_literal(seq)}) FROM "
-            f"{s}.write_message($1, $2, $3, $4::jsonb, $5::jsonb, $6) AS w(p)"
+        self.write_batch = (
+            f"SELECT outcome, position, global_position FROM {s}.write_messages("
+            "$1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+            " $8::bigint[])"
         )
-        # With a caller-given id: skip the call when the id exists (a retry, or a duplicate),
-        # so no sequence value is burnt by a failing INSERT and global positions stay gapless
-        # exactly as on SQLite. The condition does not depend on the function's row, so the
-        # planner evaluates it once, before calling write_message.
-        self.write_new_id = (
-            self.write + f" WHERE NOT EXISTS (SELECT 1 FROM {s}.messages WHERE id = $1::uuid)"
+        # Rows written before migration 004 (and not yet filled in) are rendered on the fly.
+        tail = (
+            f"coalesce(wire_json, {s}.message_json_tail("
+            "type, position, global_position, data::text, metadata::text, time))"
         )
+        self._stream_element = f"id::text || '\",' || {tail}"
+        self._category_element = f"id::text || '\",' || to_json(stream_name)::text || ',' || {tail}"
         self.by_id = f"SELECT {_COLUMNS} FROM {s}.messages WHERE id = $1::uuid"
-        self.stream_name_at = f"SELECT stream_name FROM {s}.messages WHERE global_position = $1"
-        self.read_stream = (
-            f"SELECT {_COLUMNS} FROM {s}.messages WHERE stream_name = $1 AND position >= $2"
-            " ORDER BY position LIMIT $3"
+        self.written = (
+            f"SELECT stream_name, position, global_position FROM {s}.messages"
+            " WHERE global_position = ANY($1::bigint[]) ORDER BY global_position"
         )
-        self.read_stream_global = (
-            f"SELECT {_COLUMNS} FROM {s}.messages"
-            " WHERE stream_name = $1 AND global_position >= $2 ORDER BY position LIMIT $3"
+        self.read_stream = _json_array(
+            self._stream_element,
+            "position",
+            f"{s}.messages WHERE stream_name = $1 AND position >= $2 ORDER BY position LIMIT $3",
+        )
+        self.read_stream_global = _json_array(
+            self._stream_element,
+            "position",
+            f"{s}.messages WHERE stream_name = $1 AND global_position >= $2"
+            " ORDER BY position LIMIT $3",
         )
         self.last = (
-            f"SELECT {_COLUMNS} FROM {s}.messages WHERE stream_name = $1"
-            " ORDER BY position DESC LIMIT 1"
+            f"SELECT '[\"' || {self._stream_element} || ']' FROM {s}.messages"
+            " WHERE stream_name = $1 ORDER BY position DESC LIMIT 1"
         )
         self.last_of_type = (
-            f"SELECT {_COLUMNS} FROM {s}.messages WHERE stream_name = $1 AND type = $2"
-            " ORDER BY position DESC LIMIT 1"
+            f"SELECT '[\"' || {self._stream_element} || ']' FROM {s}.messages"
+            " WHERE stream_name = $1 AND type = $2 ORDER BY position DESC LIMIT 1"
         )
         self.version = f"SELECT max(position) FROM {s}.messages WHERE stream_name = $1"
-        # Code-point order and literal prefixes on every backend (SPEC §13 Q19): "C" collation.
+        # Code-point order and literal prefixes on every backend: the "C" collation.
         self.list_streams = (
             f"SELECT stream_name, max(position), max(time) FROM {s}.messages"
             ' WHERE stream_name COLLATE "C" > $1 AND starts_with(stream_name COLLATE "C", $2)'
@@ -134,12 +154,15 @@ class NamespaceSQL:
         self.lock_for_import = f"LOCK TABLE {s}.messages IN SHARE ROW EXCLUSIVE MODE"
         self.truncate = f"TRUNCATE {s}.messages RESTART IDENTITY"
         self.import_rows = (
-            f"INSERT INTO {s}.messages"
-            " (id, stream_name, type, position, global_position, data, metadata, time)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[],"
-            " $5::bigint[], $6::jsonb[], $7::jsonb[], $8::timestamp[])"
+            f"INSERT INTO {s}.messages (id, stream_name, type, position, global_position, data,"
+            " metadata, time, wire_json, cardinal_id_hash)"
+            " SELECT i, s, t, p, g, coalesce(dj, d)::jsonb, coalesce(mj, md)::jsonb, tm,"
+            f" {s}.message_json_tail(t, p, g, d, md, tm), {s}.hash_64({s}.cardinal_id(s))"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamp[])"
+            " AS r(i, s, t, p, g, d, md, dj, mj, tm)"
         )
-        # Never lower the sequence (SPEC §13 Q12): move it only when the import went past it.
+        # Never lower the sequence: move it only when the import went past it.
         self.raise_sequence = (
             f"SELECT setval({quote_literal(seq)}, $1::bigint, true) FROM {seq}"
             " WHERE $1::bigint >= CASE WHEN is_called THEN last_value::numeric + 1"
@@ -149,6 +172,17 @@ class NamespaceSQL:
             f"SELECT global_position, id::text, stream_name, position FROM {s}.messages"
             " WHERE global_position = ANY($1::bigint[]) OR id = ANY($2::uuid[])"
             " OR (stream_name, position) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))"
+        )
+        # Fills the fast-path columns of rows written before migration 004, a range at a time.
+        self.unfilled_range = (
+            f"SELECT min(global_position), max(global_position), count(*) FROM {s}.messages"
+            " WHERE wire_json IS NULL"
+        )
+        self.fill = (
+            f"UPDATE {s}.messages SET wire_json = {s}.message_json_tail("
+            "type, position, global_position, data::text, metadata::text, time),"
+            f" cardinal_id_hash = {s}.hash_64({s}.cardinal_id(stream_name))"
+            " WHERE global_position >= $1 AND global_position < $2 AND wire_json IS NULL"
         )
 
     def read_category(self, category: bool, correlation: bool, consumer_group: bool) -> str:
@@ -169,14 +203,19 @@ class NamespaceSQL:
         if correlation:
             n += 1
             # Only string values count: SQLite's ->> yields numbers and booleans as non-text,
-            # which never equal a correlation (SPEC §5.5 "as text" of a string).
+            # which never equal a correlation (a correlation is the category of a stream name).
             where.append(
                 "jsonb_typeof(metadata -> 'correlationStreamName') = 'string'"
                 f" AND split_part(metadata ->> 'correlationStreamName', '-', 1) = ${n}"
             )
         if consumer_group:
-            where.append(f"abs({s}.hash_64({s}.cardinal_id(stream_name))) % ${n + 1} = ${n + 2}")
-        return (
-            f"SELECT {_COLUMNS} FROM {s}.messages WHERE {' AND '.join(where)}"
-            " ORDER BY global_position LIMIT $2"
+            # The hash stored at write time; computed for rows that predate it.
+            where.append(
+                f"mod(@ coalesce(cardinal_id_hash, {s}.hash_64({s}.cardinal_id(stream_name))),"
+                f" ${n + 1}) = ${n + 2}"
+            )
+        return _json_array(
+            self._category_element,
+            "global_position",
+            f"{s}.messages WHERE {' AND '.join(where)} ORDER BY global_position LIMIT $2",
         )

@@ -8,13 +8,14 @@ file-backed namespaces; in memory every namespace lives on its writer's connecti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,7 +29,7 @@ from eventodb.core.errors import (
     PositionExists,
     VersionConflict,
 )
-from eventodb.core.hashing import group_member
+from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.base import (
     CategoryInfo,
@@ -63,6 +64,67 @@ def _category_sql(expr: str) -> str:
 _CATEGORY = _category_sql("stream_name")
 _CORRELATION_CATEGORY = _category_sql("(metadata ->> '$.correlationStreamName')")
 _COLUMNS = "id, stream_name, type, position, global_position, data, metadata, time"
+
+
+def _render_wire_json(
+    type: str, position: str, global_position: str, data: str, metadata: str, time: str
+) -> str:
+    """SQL rendering the message as RPC responses show it from `type` on (namespace migration
+    004): the JSON text `"type",position,global_position,data,metadata,"time"`, with ``time``
+    (Unix microseconds) in RFC 3339 without trailing zeros in the fraction. The arguments are
+    SQL operands (columns or parameters). Floor division keeps times before 1970 exact.
+    """
+    micros = f"((({time}) % 1000000) + 1000000) % 1000000"
+    return (
+        f"json_quote({type}) || ',' || {position} || ',' || {global_position} || ','"
+        f" || coalesce({data}, '{{}}') || ',' || coalesce({metadata}, 'null') || ',\"'"
+        f" || strftime('%Y-%m-%dT%H:%M:%S', (({time}) - {micros}) / 1000000, 'unixepoch')"
+        f" || rtrim(rtrim('.' || printf('%06d', {micros}), '0'), '.') || 'Z\"'"
+    )
+
+
+_RENDER_WIRE_JSON = _render_wire_json(
+    "type", "position", "global_position", "data", "metadata", "time"
+)
+# Stored for everything the server writes; rendered for rows another program inserted.
+_WIRE_JSON = f"coalesce(wire_json, {_RENDER_WIRE_JSON})"
+_CARDINAL_HASH = "coalesce(cardinal_id_hash, eventodb_cardinal_hash(stream_name))"
+_STREAM_ELEMENT = f"id || '\",' || {_WIRE_JSON}"
+_CATEGORY_ELEMENT = f"id || '\",' || json_quote(stream_name) || ',' || {_WIRE_JSON}"
+# A write takes the global position AUTOINCREMENT would give it, so that one INSERT stores the
+# message with its wire_json.
+_NEXT_GLOBAL_POSITION = (
+    "max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),"
+    " coalesce((SELECT max(global_position) FROM messages), 0)) + 1"
+)
+_INSERT = (
+    "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
+    " time, cardinal_id_hash, wire_json)"
+    " SELECT :id, :stream, :type, :position, g, :data, :metadata, :time, :hash,"
+    f" {_render_wire_json(':type', ':position', 'g', ':data', ':metadata', ':time')}"
+    f" FROM (SELECT {_NEXT_GLOBAL_POSITION} AS g)"
+)
+_FILL = (
+    f"UPDATE messages SET wire_json = {_RENDER_WIRE_JSON},"
+    " cardinal_id_hash = eventodb_cardinal_hash(stream_name)"
+    " WHERE global_position >= ? AND global_position < ? AND wire_json IS NULL"
+)
+FILL_BATCH = 10_000
+"""Global positions per transaction when the fast-path columns of older rows are filled in."""
+FILL_VERSION = 5
+"""The namespace migration that the fill of older rows must precede."""
+
+
+def _json_array(element: str, source: str) -> str:
+    """A query whose one value is the JSON array of ``element`` over the rows of ``source``.
+
+    ``element`` is one array element after its leading ``["``. SQLite's group_concat takes
+    the rows in the order the subquery delivers them.
+    """
+    return (
+        "SELECT coalesce('[[\"' || group_concat(e, '],[\"') || ']]', '[]')"
+        f" FROM (SELECT {element} AS e FROM {source})"
+    )
 
 
 def default_read_threads() -> int:
@@ -113,32 +175,24 @@ def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.create_function("eventodb_member", 2, _member, deterministic=True)
+    _add_functions(conn)
 
 
-def _member(stream_name: str, size: int) -> int | None:
-    return group_member(stream_name, size)
+def _add_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("eventodb_cardinal_hash", 1, cardinal_hash, deterministic=True)
 
 
 def _to_message(row: tuple[Any, ...]) -> Message:
-    # The stored text is our own compact JSON: hand it on undecoded (see ``Message``).
     return Message(
         row[0],
         row[1],
         row[2],
         row[3],
         row[4],
-        None,
-        None,
+        jsoncodec.loads(row[5]) if row[5] is not None else {},
+        jsoncodec.loads(row[6]) if row[6] is not None else None,
         timefmt.from_micros(row[7]),
-        data_json=row[5],
-        metadata_json=row[6],
     )
-
-
-def _messages(rows: Iterable[tuple[Any, ...]]) -> list[Message]:
-    """Build messages on the database thread (JSON stays text until someone asks)."""
-    return [_to_message(r) for r in rows]
 
 
 def _now_micros() -> int:
@@ -221,7 +275,7 @@ class SQLiteStore(Store):
         if target != ":memory:":
             _configure(conn, self._synchronous)
         else:
-            conn.create_function("eventodb_member", 2, _member, deterministic=True)
+            _add_functions(conn)
         return conn
 
     async def open(self) -> None:
@@ -250,8 +304,13 @@ class SQLiteStore(Store):
             self.migrations_applied += await self._migrate_namespace(handle)
 
     async def _migrate_namespace(self, handle: _Namespace) -> int:
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(self._report_progress, handle.name, done, total)
+
         applied: int = await handle.writer.call(
-            lambda c: _migrate(c, self._namespace_migrations, "namespace", handle.name),
+            lambda c: _migrate(c, self._namespace_migrations, "namespace", handle.name, report),
             write=False,
             verb="migrate namespace",
         )
@@ -482,39 +541,33 @@ class SQLiteStore(Store):
                     )
                 except sqlite3.IntegrityError as exc:
                     raise PositionExists(_collision_message(str(exc), m), index) from None
+            positions = [m.global_position for m in messages]
+            c.execute(_FILL, (min(positions), max(positions) + 1))
 
         handle = await self._handle(namespace)
         await handle.write(insert_all, "import messages")
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def _read_stream(
+    async def _read_stream_json(
         self,
         namespace: str,
         stream_name: str,
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> list[Message]:
+    ) -> str:
         if global_position is not None:
-            sql = (
-                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND global_position >= ?"
-                " ORDER BY position LIMIT ?"
-            )
+            sql = _READ_STREAM_GLOBAL
             args: tuple[Any, ...] = (stream_name, global_position, batch_size)
         else:
-            sql = (
-                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND position >= ?"
-                " ORDER BY position LIMIT ?"
-            )
+            sql = _READ_STREAM
             args = (stream_name, position, batch_size)
         handle = await self._handle(namespace)
-        messages: list[Message] = await handle.read(
-            lambda c: _messages(c.execute(sql, args)), "read stream"
-        )
-        return messages
+        body: str = await handle.read(lambda c: c.execute(sql, args).fetchone()[0], "read stream")
+        return body
 
-    async def _read_category(
+    async def _read_category_json(
         self,
         namespace: str,
         category: str,
@@ -522,7 +575,7 @@ class SQLiteStore(Store):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> list[Message]:
+    ) -> str:
         where = ["global_position >= ?"]
         args: list[Any] = [position]
         if category:
@@ -532,39 +585,28 @@ class SQLiteStore(Store):
             where.append(f"{_CORRELATION_CATEGORY} = ?")
             args.append(correlation)
         if consumer_group is not None:
-            where.append("eventodb_member(stream_name, ?) = ?")
+            where.append(f"abs({_CARDINAL_HASH}) % ? = ?")
             args.extend((consumer_group.size, consumer_group.member))
-        sql = (
-            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
-            " ORDER BY global_position LIMIT ?"
+        sql = _json_array(
+            _CATEGORY_ELEMENT,
+            f"messages WHERE {' AND '.join(where)} ORDER BY global_position LIMIT ?",
         )
         args.append(batch_size)
         handle = await self._handle(namespace)
-        messages: list[Message] = await handle.read(
-            lambda c: _messages(c.execute(sql, args)), "read category"
-        )
-        return messages
+        body: str = await handle.read(lambda c: c.execute(sql, args).fetchone()[0], "read category")
+        return body
 
-    async def _last_message(
+    async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> Message | None:
+    ) -> str:
+        args: tuple[str, ...]
         if message_type is None:
-            sql = (
-                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ?"
-                " ORDER BY position DESC LIMIT 1"
-            )
-            args: tuple[Any, ...] = (stream_name,)
+            sql, args = _LAST, (stream_name,)
         else:
-            sql = (
-                f"SELECT {_COLUMNS} FROM messages WHERE stream_name = ? AND type = ?"
-                " ORDER BY position DESC LIMIT 1"
-            )
-            args = (stream_name, message_type)
+            sql, args = _LAST_OF_TYPE, (stream_name, message_type)
         handle = await self._handle(namespace)
-        messages: list[Message] = await handle.read(
-            lambda c: _messages(c.execute(sql, args)), "read last message"
-        )
-        return messages[0] if messages else None
+        row = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read last message")
+        return "null" if row is None else str(row[0])
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         handle = await self._handle(namespace)
@@ -598,6 +640,23 @@ class SQLiteStore(Store):
 
 # -- statements run on worker threads ----------------------------------------------------------
 
+_READ_STREAM = _json_array(
+    _STREAM_ELEMENT,
+    "messages WHERE stream_name = ? AND position >= ? ORDER BY position LIMIT ?",
+)
+_READ_STREAM_GLOBAL = _json_array(
+    _STREAM_ELEMENT,
+    "messages WHERE stream_name = ? AND global_position >= ? ORDER BY position LIMIT ?",
+)
+_LAST = (
+    f"SELECT '[\"' || {_STREAM_ELEMENT} || ']' FROM messages WHERE stream_name = ?"
+    " ORDER BY position DESC LIMIT 1"
+)
+_LAST_OF_TYPE = (
+    f"SELECT '[\"' || {_STREAM_ELEMENT} || ']' FROM messages WHERE stream_name = ? AND type = ?"
+    " ORDER BY position DESC LIMIT 1"
+)
+
 
 def _version(c: sqlite3.Connection, stream_name: str) -> int | None:
     row = c.execute(
@@ -624,9 +683,17 @@ def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
         raise VersionConflict(m.stream_name, m.expected_version, actual)
     position = actual + 1
     cur = c.execute(
-        "INSERT INTO messages (id, stream_name, type, position, data, metadata, time)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (message_id, m.stream_name, m.type, position, m.data_json, m.metadata_json, _now_micros()),
+        _INSERT,
+        {
+            "id": message_id,
+            "stream": m.stream_name,
+            "type": m.type,
+            "position": position,
+            "data": m.data_json,
+            "metadata": m.metadata_json,
+            "time": _now_micros(),
+            "hash": cardinal_hash(m.stream_name),
+        },
     )
     assert cur.lastrowid is not None
     return WriteResult(position, cur.lastrowid)
@@ -640,10 +707,41 @@ def _collision_message(error: str, m: Message) -> str:
     return f"stream position already exists: {m.stream_name}@{m.position}"
 
 
+def fill_fast_paths(c: sqlite3.Connection, report: Callable[[int, int], None]) -> None:
+    """Fill ``wire_json`` and ``cardinal_id_hash`` of rows written before migration 004.
+
+    One transaction per :data:`FILL_BATCH` global positions; ``report(done, total)`` after each.
+    """
+    low, high, total = c.execute(
+        "SELECT min(global_position), max(global_position), count(*) FROM messages"
+        " WHERE wire_json IS NULL"
+    ).fetchone()
+    if not total:
+        return
+    done = 0
+    for start in range(low, high + 1, FILL_BATCH):
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            done += c.execute(_FILL, (start, start + FILL_BATCH)).rowcount
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        report(done, total)
+
+
 def _migrate(
-    c: sqlite3.Connection, pending_from: list[migrations.Migration], level: str, target: str
+    c: sqlite3.Connection,
+    pending_from: list[migrations.Migration],
+    level: str,
+    target: str,
+    report: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Apply pending migrations, each in its own transaction; returns how many ran."""
+    """Apply pending migrations, each in its own transaction; returns how many ran.
+
+    Args:
+        report: progress of long data steps (namespace level), ``(done, total)``.
+    """
     if level == "registry":
         try:
             done = {r[0] for r in c.execute("SELECT version FROM schema_migrations")}
@@ -657,6 +755,11 @@ def _migrate(
             current = 0
         pending = [m for m in pending_from if m.version > current]
     for m in pending:
+        if level == "namespace" and m.version == FILL_VERSION:
+            try:
+                fill_fast_paths(c, report or (lambda done, total: None))
+            except sqlite3.Error as exc:
+                raise BackendError(str(migrations.MigrationError(target, m.name, exc))) from None
         c.execute("BEGIN IMMEDIATE")
         try:
             c.execute(

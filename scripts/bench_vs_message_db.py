@@ -1,0 +1,319 @@
+"""EventoDB over HTTP against a Python program calling Message DB's own functions, same run.
+
+Not a test: it prints the figures of docs/PERFORMANCE.md. Usage::
+
+    .venv/bin/python scripts/bench_vs_message_db.py                     # everything, ~15 min
+    .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --connections 8
+    .venv/bin/python scripts/bench_vs_message_db.py --workloads stream.get --duration 3
+
+Postgres: a fresh database ``bench_mdb_<random>`` on ``--pg-url`` holds, side by side,
+
+* our namespace, served by the real server (``python -m eventodb serve --db-url ...``), and
+* schema ``message_store``: Message DB 1.3.0's own table, indexes and functions as Message DB
+  publishes them, with no NOTIFY (``tests/fixtures/message_db_1_3_0.sql``).
+
+Both are filled with the same data. For every workload and connection count the script runs, in
+alternating rounds, wrk against ``POST /rpc`` and the "direct" client: one Python process with N
+asyncpg connections (on uvloop) calling ``message_store.write_message`` /
+``get_stream_messages`` / ``get_category_messages`` in a loop and fetching the rows. Medians of
+``--repeat`` rounds; ``ratio`` = HTTP req/s ÷ direct req/s; ``cpu us`` = server CPU per HTTP
+request. The database is dropped at the end.
+
+SQLite: the server on a data directory of SQLite files; HTTP writes and 100-message reads.
+
+Workloads (names as in ``--workloads``):
+
+* ``write-spread``: each write a new stream of its own category (no lock contention);
+* ``write-category``: each write a new stream of one category (one advisory lock for all);
+* ``stream.get``: 100 messages of one stream;
+* ``category.get``: 100 messages of a 100-message category (10 streams);
+* ``group.get``: consumer-group member 0 of 4, batch 100, of 2,000 messages in 400 streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from benchlib import ADMIN_TOKEN, ROOT, Rate, Server, median, percentile, run_wrk
+
+FIXTURE = ROOT / "tests" / "fixtures" / "message_db_1_3_0.sql"
+WORKLOADS = ("write-spread", "write-category", "stream.get", "category.get", "group.get")
+PAD = "x" * 32
+READ_STREAM = "read-1"
+READ_CATEGORY = "readcat"
+GROUP_CATEGORY = "grp"
+
+
+def _payload(i: int) -> str:
+    return f'{{"i":{i},"pad":"{PAD}"}}'
+
+
+# -- filling both sides with the same data -------------------------------------------------------
+
+
+def _read_data() -> list[tuple[str, str]]:
+    """(stream, data) of every message the read workloads need, in write order."""
+    rows = []
+    for i in range(100):
+        rows.append((READ_STREAM, _payload(i)))
+        rows.append((f"{READ_CATEGORY}-{i % 10}", _payload(i)))
+    for i in range(2000):
+        rows.append((f"{GROUP_CATEGORY}-{i % 400}", _payload(i)))
+    return rows
+
+
+def fill_http(server: Server, token: str) -> None:
+    import orjson
+
+    for stream, data in _read_data():
+        server.rpc(token, "stream.write", stream, {"type": "Bench", "data": orjson.loads(data)})
+
+
+async def fill_direct(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for stream, data in _read_data():
+            await conn.execute(
+                "SELECT message_store.write_message($1, $2, 'Bench', $3::jsonb)",
+                str(uuid.uuid4()),
+                stream,
+                data,
+            )
+    finally:
+        await conn.close()
+
+
+# -- the direct client ---------------------------------------------------------------------------
+
+Call = Callable[[Any, int, int], Awaitable[Any]]
+
+
+def direct_call(workload: str, run: str) -> Call:
+    """One request of ``workload`` as a Message DB client makes it: (connection, worker, n)."""
+    if workload.startswith("write"):
+        spread = workload == "write-spread"
+
+        async def write(conn: Any, worker: int, n: int) -> Any:
+            stream = f"d{run}t{worker}n{n}-1" if spread else f"d{run}-t{worker}n{n}"
+            return await conn.fetchval(
+                "SELECT message_store.write_message($1, $2, 'Bench', $3::jsonb)",
+                str(uuid.uuid4()),
+                stream,
+                _payload(n),
+            )
+
+        return write
+    if workload == "stream.get":
+        sql, args = "SELECT * FROM message_store.get_stream_messages($1, 0, 100)", [READ_STREAM]
+    elif workload == "category.get":
+        sql, args = "SELECT * FROM message_store.get_category_messages($1, 1, 100)", [READ_CATEGORY]
+    else:
+        sql = "SELECT * FROM message_store.get_category_messages($1, 1, 100, NULL, 0, 4)"
+        args = [GROUP_CATEGORY]
+
+    async def read(conn: Any, worker: int, n: int) -> Any:
+        return await conn.fetch(sql, *args)
+
+    return read
+
+
+async def run_direct(dsn: str, workload: str, connections: int, seconds: float) -> Rate:
+    conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+    call = direct_call(workload, uuid.uuid4().hex[:8])
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        n = 0
+        while True:
+            start = time.perf_counter()
+            if start >= deadline:
+                return
+            await call(conns[k], k, n)
+            latencies.append(time.perf_counter() - start)
+            n += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(k) for k in range(connections)))
+    finally:
+        elapsed = time.perf_counter() - started
+        for conn in conns:
+            await conn.close()
+    latencies.sort()
+    return Rate(
+        rps=len(latencies) / elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p95_ms=percentile(latencies, 0.95) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+    )
+
+
+def direct_round(dsn: str, workload: str, connections: int, seconds: float) -> Rate:
+    try:
+        import uvloop
+    except ImportError:  # the baseline gets the fastest loop available
+        return asyncio.run(run_direct(dsn, workload, connections, seconds))
+    return uvloop.run(run_direct(dsn, workload, connections, seconds))
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+
+def http_round(server: Server, token: str, workload: str, connections: int, seconds: int) -> Rate:
+    if workload.startswith("write"):
+        mode = "spread" if workload == "write-spread" else "category"
+        return run_wrk(
+            server, token, "write.lua", [f"h{uuid.uuid4().hex[:8]}", mode], connections, seconds
+        )
+    if workload == "stream.get":
+        args = ["stream.get", READ_STREAM]
+    elif workload == "category.get":
+        args = ["category.get", READ_CATEGORY]
+    else:
+        args = ["category.get", GROUP_CATEGORY, "0", "4"]
+    return run_wrk(server, token, "read.lua", args, connections, seconds)
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+def _header(extra: str) -> None:
+    print(
+        f"{'workload':<16}{'conns':>6}{'HTTP/s':>9}{extra}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'cpu us':>8}{'errors':>7}{'load':>6}"
+    )
+
+
+def _row(workload: str, c: int, http: Rate, extra: str) -> None:
+    print(
+        f"{workload:<16}{c:>6}{http.rps:>9.0f}{extra}{http.p50_ms:>9.2f}{http.p95_ms:>9.2f}"
+        f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{http.errors:>7}{os.getloadavg()[0]:>6.1f}",
+        flush=True,
+    )
+
+
+def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: list[int]) -> None:
+    database = f"bench_mdb_{uuid.uuid4().hex[:8]}"
+    base = args.pg_url.rsplit("/", 1)[0]
+    dsn = f"{base}/{database}"
+    workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-mdb-"))
+    asyncio.run(_admin(args.pg_url, f'CREATE DATABASE "{database}"'))
+    try:
+        asyncio.run(_install_fixture(dsn))
+        server = Server(["--db-url", dsn], workdir)
+        try:
+            token = _namespace(server)
+            fill_http(server, token)
+            asyncio.run(fill_direct(dsn))
+            print(
+                f"\n== Postgres: HTTP (server pid {server.pid}) vs direct Message DB 1.3.0, "
+                f"{args.duration}s rounds x {args.repeat}, alternating, medians"
+            )
+            _header(f"{'direct/s':>10}{'ratio':>7}")
+            for workload in workloads:
+                for c in connections:
+                    https, directs = [], []
+                    for _ in range(args.repeat):
+                        https.append(http_round(server, token, workload, c, args.duration))
+                        directs.append(direct_round(dsn, workload, c, args.duration))
+                    http, direct = median(https), median(directs)
+                    ratio = http.rps / direct.rps if direct.rps else 0.0
+                    _row(workload, c, http, f"{direct.rps:>10.0f}{ratio:>7.2f}")
+        finally:
+            server.stop()
+    finally:
+        asyncio.run(_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def bench_sqlite(args: argparse.Namespace, workloads: list[str], connections: list[int]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-sqlite-"))
+    try:
+        server = Server(["--data-dir", str(workdir / "data")], workdir)
+        try:
+            token = _namespace(server)
+            fill_http(server, token)
+            print(
+                f"\n== SQLite files: HTTP (server pid {server.pid}), {args.duration}s rounds x "
+                f"{args.repeat}, medians"
+            )
+            _header("")
+            for workload in workloads:
+                for c in connections:
+                    runs = [
+                        http_round(server, token, workload, c, args.duration)
+                        for _ in range(args.repeat)
+                    ]
+                    _row(workload, c, median(runs), "")
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _namespace(server: Server) -> str:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    return str(server.rpc(ADMIN_TOKEN, "ns.create", namespace)["token"])
+
+
+async def _install_fixture(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(FIXTURE.read_text())
+    finally:
+        await conn.close()
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per round")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per side")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    workloads = args.workloads.split(",")
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown:
+        sys.exit(f"unknown workloads: {', '.join(sorted(unknown))}")
+    connections = [int(c) for c in args.connections.split(",")]
+    load = os.getloadavg()
+    print(f"cores={os.cpu_count()} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}")
+    for backend in args.backends.split(","):
+        if backend == "postgres":
+            bench_postgres(args, workloads, connections)
+        elif backend == "sqlite":
+            sqlite_workloads = [w for w in workloads if w in ("write-spread", "stream.get")]
+            bench_sqlite(args, sqlite_workloads, connections)
+        else:
+            sys.exit(f"unknown backend {backend!r}")
+    print(f"\nload at end={os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

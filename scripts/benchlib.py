@@ -1,0 +1,150 @@
+"""What the HTTP benchmark scripts share: the server as a user runs it, and wrk runs against it.
+
+Not a test and not part of the package; imported by ``scripts/bench_*.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_DIR = ROOT / "scripts" / "wrk"
+ADMIN_TOKEN = "ns_ZGVmYXVsdA_" + "0" * 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """The server as a user runs it: the CLI in a subprocess, output to a log file."""
+
+    command = [sys.executable, "-m", "eventodb"]
+
+    def __init__(self, backend_args: list[str], workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.log = self.log_path.open("wb")
+        command = [*self.command, "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--token", ADMIN_TOKEN, *backend_args]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except (OSError, urllib.error.URLError) as exc:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = self.log_path.read_text()
+                    raise RuntimeError(f"server did not start:\n{log}") from exc
+                time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (all threads; Linux)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rpc(self, token: str, *request: Any) -> Any:
+        http = urllib.request.Request(
+            self.url + "/rpc",
+            data=orjson.dumps(list(request)),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(http, timeout=30) as response:
+            return orjson.loads(response.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@dataclass
+class Rate:
+    """One measured round (or the median of several): throughput and latency."""
+
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_us: float = 0.0
+    """Server CPU time per request (user + system, all threads); 0 where not measured."""
+    errors: int = 0
+    """Answers other than 200 plus socket errors (must be 0)."""
+
+
+_LINE = re.compile(r"^EVENTODB (.*)$", re.MULTILINE)
+
+
+def run_wrk(
+    server: Server, token: str, script: str, script_args: list[str], connections: int, seconds: int
+) -> Rate:
+    """wrk with ``scripts/wrk/<script>`` against ``/rpc``; fails loudly on any non-200."""
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
+    command += ["--latency", "--timeout", "10s", "-H", f"Authorization: Bearer {token}"]
+    command += ["-s", str(WRK_DIR / script), server.url + "/rpc", "--", *script_args]
+    cpu = server.cpu_seconds()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = server.cpu_seconds() - cpu
+    match = _LINE.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
+    fields = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    socket_errors = sum(fields[k] for k in ("connect", "read", "write", "timeout"))
+    errors = fields["non200"] + fields["status_errors"] + socket_errors
+    if errors:
+        print(f"  !! {script} {script_args} c={connections}: {fields}\n{done.stderr}")
+    return Rate(
+        rps=fields["requests"] / (fields["duration_us"] / 1e6),
+        p50_ms=fields["p50_us"] / 1000,
+        p95_ms=fields["p95_us"] / 1000,
+        p99_ms=fields["p99_us"] / 1000,
+        cpu_us=cpu * 1e6 / max(1, fields["requests"]),
+        errors=errors,
+    )
+
+
+def median(runs: list[Rate]) -> Rate:
+    """Median of every column separately (runs are few; each column is reported on its own)."""
+    return Rate(
+        rps=statistics.median(r.rps for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p95_ms=statistics.median(r.p95_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        cpu_us=statistics.median(r.cpu_us for r in runs),
+        errors=sum(r.errors for r in runs),
+    )
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index]

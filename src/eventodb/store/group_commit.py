@@ -1,0 +1,98 @@
+"""Group commit: concurrent writes go to the database together, one transaction per batch.
+
+A commit costs a WAL flush; a server with many clients writing at once spends most of its write
+time waiting for flushes that could have been shared. :class:`GroupCommit` lets a write that
+finds the way free go at once (a lone writer waits for nobody), and makes writes that arrive
+while ``max_in_flight`` batches are running wait for the next batch, which takes all of them
+(up to ``max_batch``) in one call. Each caller gets its own item's outcome, and only after the
+batch holding it has finished (for the stores: committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Batches items for ``run``, which handles a list of items and returns one outcome each.
+
+    Args:
+        run: writes a batch; returns, in item order, each item's result or the exception to
+            raise in that item's caller. An exception raised by ``run`` itself fails every item
+            of the batch.
+        max_in_flight: batches running at once; the next batch forms while they run.
+        max_batch: most items in one batch.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[list[R | BaseException]]],
+        *,
+        max_in_flight: int = 2,
+        max_batch: int = 256,
+    ) -> None:
+        self._run = run
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        """Batches run so far (the ones of a single item included)."""
+        self.items = 0
+        """Items written so far; ``items / batches`` is the average batch size."""
+
+    async def submit(self, item: T) -> R:
+        """Write ``item`` (alone at once if nothing runs, else in the next batch)."""
+        if self._in_flight < self._max_in_flight and not self._waiting:
+            self._in_flight += 1
+            try:
+                [outcome] = await self._execute([item])
+            finally:
+                self._in_flight -= 1
+                self._start_waiting()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        return await future
+
+    async def _execute(self, items: list[T]) -> list[R | BaseException]:
+        self.batches += 1
+        self.items += len(items)
+        return await self._run(items)
+
+    def _start_waiting(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            self._in_flight += 1
+            task = asyncio.create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            outcomes = await self._execute([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+            outcomes = [exc] * len(batch)
+        finally:
+            self._in_flight -= 1
+            self._start_waiting()
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # the caller went away; the write still happened
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
