@@ -21,8 +21,8 @@ import pytest
 
 from eventodb.core import tokens
 from eventodb.core.errors import BackendError, NamespaceExists, NamespaceNotFound
-from eventodb.store.base import Message
 from eventodb.store import migrations
+from eventodb.store.base import Message
 from eventodb.store.postgres import PostgresStore, jsonb_exact
 from eventodb.store.postgres_sql import quote_ident, redact, render, schema_name
 from tests.postgres_support import reset_database

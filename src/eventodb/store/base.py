@@ -684,7 +684,7 @@ class Store(abc.ABC):
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> str: ...
+    ) -> tuple[str, int]: ...
 
     @abc.abstractmethod
     async def _read_category_json(
@@ -695,12 +695,12 @@ class Store(abc.ABC):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> str: ...
+    ) -> tuple[str, int]: ...
 
     @abc.abstractmethod
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> str: ...
+    ) -> tuple[str, int]: ...
 
     @abc.abstractmethod
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None: ...

@@ -911,17 +911,17 @@ class PostgresStore(Store):
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> str:
+    ) -> tuple[str, int]:
         ns = await self._namespace(namespace)
         limit = None if batch_size == -1 else batch_size
         if global_position is not None:
             sql, start = ns.sql.read_stream_global, global_position
         else:
             sql, start = ns.sql.read_stream, position
-        body: str = await self._run(
-            "read stream", lambda c: c.fetchval(sql, stream_name, start, limit), ns=ns, retry=True
+        row = await self._run(
+            "read stream", lambda c: c.fetchrow(sql, stream_name, start, limit), ns=ns, retry=True
         )
-        return body
+        return row[0], row[1]
 
     async def _read_category_json(
         self,
@@ -931,7 +931,7 @@ class PostgresStore(Store):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> str:
+    ) -> tuple[str, int]:
         ns = await self._namespace(namespace)
         args: list[Any] = [position, None if batch_size == -1 else batch_size]
         if category:
@@ -943,14 +943,12 @@ class PostgresStore(Store):
         sql = ns.sql.read_category(
             bool(category), correlation is not None, consumer_group is not None
         )
-        body: str = await self._run(
-            "read category", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
-        )
-        return body
+        row = await self._run("read category", lambda c: c.fetchrow(sql, *args), ns=ns, retry=True)
+        return row[0], row[1]
 
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> str:
+    ) -> tuple[str, int]:
         ns = await self._namespace(namespace)
         args: tuple[str, ...]
         if message_type is None:
@@ -960,7 +958,7 @@ class PostgresStore(Store):
         body: str | None = await self._run(
             "read last message", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
         )
-        return "null" if body is None else body
+        return ("null", 0) if body is None else (body, 1)
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         ns = await self._namespace(namespace)

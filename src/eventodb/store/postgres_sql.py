@@ -72,13 +72,14 @@ _CATEGORY = "split_part(stream_name, '-', 1)"
 
 
 def _json_array(element: str, order: str, source: str) -> str:
-    """A query whose one value is the JSON array of ``element`` over the rows of ``source``.
+    """A query whose one row is the JSON array of ``element`` over the rows of ``source`` and
+    the number of elements.
 
     ``element`` is the text of one array element after its leading ``["``: the message's id
     followed by the rest (see ``_stream_element``); the elements are joined in ``order``.
     """
     return (
-        "SELECT coalesce('[[\"' || string_agg(e, '],[\"' ORDER BY o) || ']]', '[]')"
+        "SELECT coalesce('[[\"' || string_agg(e, '],[\"' ORDER BY o) || ']]', '[]'), count(*)"
         f" FROM (SELECT {element} AS e, {order} AS o FROM {source}) m"
     )
 

@@ -116,13 +116,14 @@ FILL_VERSION = 5
 
 
 def _json_array(element: str, source: str) -> str:
-    """A query whose one value is the JSON array of ``element`` over the rows of ``source``.
+    """A query whose one row is the JSON array of ``element`` over the rows of ``source`` and
+    the number of elements.
 
     ``element`` is one array element after its leading ``["``. SQLite's group_concat takes
     the rows in the order the subquery delivers them.
     """
     return (
-        "SELECT coalesce('[[\"' || group_concat(e, '],[\"') || ']]', '[]')"
+        "SELECT coalesce('[[\"' || group_concat(e, '],[\"') || ']]', '[]'), count(*)"
         f" FROM (SELECT {element} AS e FROM {source})"
     )
 
@@ -556,7 +557,7 @@ class SQLiteStore(Store):
         position: int,
         global_position: int | None,
         batch_size: int,
-    ) -> str:
+    ) -> tuple[str, int]:
         if global_position is not None:
             sql = _READ_STREAM_GLOBAL
             args: tuple[Any, ...] = (stream_name, global_position, batch_size)
@@ -564,8 +565,8 @@ class SQLiteStore(Store):
             sql = _READ_STREAM
             args = (stream_name, position, batch_size)
         handle = await self._handle(namespace)
-        body: str = await handle.read(lambda c: c.execute(sql, args).fetchone()[0], "read stream")
-        return body
+        body, count = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read stream")
+        return body, count
 
     async def _read_category_json(
         self,
@@ -575,7 +576,7 @@ class SQLiteStore(Store):
         batch_size: int,
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
-    ) -> str:
+    ) -> tuple[str, int]:
         where = ["global_position >= ?"]
         args: list[Any] = [position]
         if category:
@@ -593,12 +594,12 @@ class SQLiteStore(Store):
         )
         args.append(batch_size)
         handle = await self._handle(namespace)
-        body: str = await handle.read(lambda c: c.execute(sql, args).fetchone()[0], "read category")
-        return body
+        body, count = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read category")
+        return body, count
 
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
-    ) -> str:
+    ) -> tuple[str, int]:
         args: tuple[str, ...]
         if message_type is None:
             sql, args = _LAST, (stream_name,)
@@ -606,7 +607,7 @@ class SQLiteStore(Store):
             sql, args = _LAST_OF_TYPE, (stream_name, message_type)
         handle = await self._handle(namespace)
         row = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read last message")
-        return "null" if row is None else str(row[0])
+        return ("null", 0) if row is None else (str(row[0]), 1)
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         handle = await self._handle(namespace)
