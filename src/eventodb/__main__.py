@@ -1,5 +1,5 @@
 """``python -m eventodb``: the same as the ``eventodb`` command."""
 
-from eventodb.cli import main
+from eventodb.launcher import main
 
 raise SystemExit(main())
