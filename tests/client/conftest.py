@@ -40,6 +40,10 @@ HEARTBEAT = 0.5
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
+transport_only = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+"""For tests of the client's own connection handling (retries, reconnects, heartbeats through
+a proxy): the storage behind the server plays no part, so they run on one backend."""
+
 Client = EventoDB | AsyncEventoDB
 
 

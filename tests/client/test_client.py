@@ -177,11 +177,11 @@ async def test_category_reads_with_correlation_and_consumer_groups(db: Client) -
     assert len(await do(db.get_category(""))) == 6
 
 
-@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 6, 7])
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 7])
 async def test_iterators_page_through_streams_and_categories_at_every_boundary(
     db: Client, count: int
 ) -> None:
-    """Pages of 3: empty, partial, exactly one page, one more than a page, two pages..."""
+    """Pages of 3: empty, partial, exactly one page, one more, two pages and one more."""
     for n in range(count):
         await do(db.write("page-1", "Item", {"n": n}))
         await do(db.write(f"page-{n + 2}", "Item", {"n": n}))

@@ -9,13 +9,21 @@ import pytest
 
 from eventodb.client import EventoDB, TransportError, UnexpectedResponse
 from tests.api.conftest import ADMIN_TOKEN, free_port, unique
-from tests.client.conftest import Client, Tenant, close_client, do, open_client
+from tests.client.conftest import (
+    Client,
+    Tenant,
+    close_client,
+    do,
+    open_client,
+    transport_only,
+)
 from tests.client.proxy import Proxy
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 IDENT = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"
 
 
+@transport_only
 async def test_a_write_whose_answer_is_lost_is_retried_and_stored_once(
     kind: str, tenant: Tenant, proxy: Proxy
 ) -> None:
@@ -37,6 +45,7 @@ async def test_a_write_whose_answer_is_lost_is_retried_and_stored_once(
     )
 
 
+@transport_only
 async def test_without_retries_the_lost_answer_surfaces_but_the_write_happened(
     kind: str, tenant: Tenant, proxy: Proxy
 ) -> None:
@@ -56,6 +65,7 @@ async def test_without_retries_the_lost_answer_surfaces_but_the_write_happened(
         await close_client(db)
 
 
+@transport_only
 async def test_reads_are_retried_after_a_lost_answer(
     kind: str, tenant: Tenant, proxy: Proxy
 ) -> None:
@@ -69,6 +79,7 @@ async def test_reads_are_retried_after_a_lost_answer(
         await close_client(db)
 
 
+@transport_only
 async def test_namespace_creation_is_not_resent_after_a_lost_answer(
     kind: str, proxy: Proxy
 ) -> None:
@@ -86,6 +97,7 @@ async def test_namespace_creation_is_not_resent_after_a_lost_answer(
         await close_client(admin)
 
 
+@transport_only
 async def test_503_answers_are_retried_with_backoff_then_reported(
     kind: str, tenant: Tenant, proxy: Proxy
 ) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from eventodb.client.aio import AsyncEventoDB, AsyncSubscription
 from eventodb.client.config import ClientConfig, ClientOptions
-from eventodb.client.consumers import AsyncConsumer, Consumer
+from eventodb.client.consumers import AsyncConsumer, Consumer, ConsumerOptions
 from eventodb.client.errors import (
     AuthError,
     AuthInvalidToken,
@@ -80,6 +80,7 @@ __all__ = [
     "ClientOptions",
     "Consumer",
     "ConsumerGroup",
+    "ConsumerOptions",
     "CreatedNamespace",
     "DeletedNamespace",
     "DuplicateMessageId",

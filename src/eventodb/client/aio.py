@@ -66,7 +66,7 @@ class AsyncEventoDB:
         **options: Unpack[ClientOptions],
     ) -> None:
         self.config = ClientConfig(url=url, token=token, **options)
-        self._http = httpx.AsyncClient(**self.config.http_options())  # type: ignore[arg-type]
+        self._http = httpx.AsyncClient(**self.config.http_options())
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> AsyncEventoDB:

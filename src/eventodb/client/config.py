@@ -51,6 +51,15 @@ class ClientOptions(TypedDict, total=False):
     max_connections: int
 
 
+class HTTPOptions(TypedDict):
+    """What both clients give their httpx client."""
+
+    base_url: str
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+    limits: httpx.Limits
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """How a client reaches the server.
@@ -91,7 +100,7 @@ class ClientConfig:
         must outlive a server restart (still with the capped backoff)."""
         return replace(self, retries=FOREVER)
 
-    def http_options(self) -> dict[str, object]:
+    def http_options(self) -> HTTPOptions:
         """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
         headers = {"Accept": "application/json"}
         if self.token is not None:

@@ -29,7 +29,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from eventodb.client.aio import AsyncEventoDB, AsyncSubscription
 from eventodb.client.errors import EventoDBError, TransportError
@@ -58,8 +58,19 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, EventoDBError) and exc.status is not None and exc.status >= 500
 
 
+class ConsumerOptions(TypedDict, total=False):
+    """The optional keyword arguments of both consumers (see :class:`Consumer`)."""
+
+    name: str | None
+    group: ConsumerGroup | tuple[int, int] | None
+    batch_size: int
+    position_update_interval: int
+    correlation: str | None
+    start_position: int
+
+
 class ConsumerCore:
-    """The part of a consumer that does no I/O: its position and when to store it.
+    """The part of a consumer that does no I/O: what to read, its position, when to store it.
 
     Attributes:
         position: the global position the next read starts from.
@@ -70,18 +81,26 @@ class ConsumerCore:
         self,
         category: str,
         *,
-        group: ConsumerGroup | tuple[int, int] | None,
-        batch_size: int,
-        position_update_interval: int,
-        correlation: str | None,
-        start_position: int,
+        name: str | None = None,
+        group: ConsumerGroup | tuple[int, int] | None = None,
+        batch_size: int = 100,
+        position_update_interval: int = 100,
+        correlation: str | None = None,
+        start_position: int = 1,
     ) -> None:
+        """The arguments are :class:`Consumer`'s.
+
+        Raises:
+            ValueError: for a category with ``-``, a batch size outside 1 to 10,000, an
+                interval below 1 or a member outside its group.
+        """
         check_category(category)
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
         if position_update_interval < 1:
             raise ValueError("position_update_interval must be at least 1")
         self.category = category
+        self.name = name
         self.group = None if group is None else ConsumerGroup(*group)
         if self.group is not None and not 0 <= self.group.member < self.group.size:
             raise ValueError(f"invalid consumer group {self.group}: need 0 <= member < size")
@@ -93,6 +112,10 @@ class ConsumerCore:
         self.last_stored: int | None = None
         self._last_handled: int | None = None
         self._unstored = 0
+
+    def position_stream(self) -> str:
+        """The default position stream: see :func:`position_stream_name`."""
+        return position_stream_name(self.category, self.name, self.group)
 
     def resume(self, stored: int | None) -> None:
         """Start after the stored position (or at ``start_position`` when there is none)."""
@@ -191,26 +214,14 @@ class Consumer:
         category: str,
         handler: Callable[[Message], object],
         *,
-        name: str | None = None,
         position_store: PositionStore | None = None,
-        group: ConsumerGroup | tuple[int, int] | None = None,
-        batch_size: int = 100,
-        position_update_interval: int = 100,
-        correlation: str | None = None,
-        start_position: int = 1,
+        **options: Unpack[ConsumerOptions],
     ) -> None:
         self.client = client
         self.handler = handler
-        self.core = ConsumerCore(
-            category,
-            group=group,
-            batch_size=batch_size,
-            position_update_interval=position_update_interval,
-            correlation=correlation,
-            start_position=start_position,
-        )
+        self.core = ConsumerCore(category, **options)
         self.position_store: PositionStore = position_store or StreamPositionStore(
-            client, position_stream_name(category, name, self.core.group)
+            client, self.core.position_stream()
         )
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -380,26 +391,14 @@ class AsyncConsumer:
         category: str,
         handler: Callable[[Message], Awaitable[object] | object],
         *,
-        name: str | None = None,
         position_store: AsyncPositionStore | None = None,
-        group: ConsumerGroup | tuple[int, int] | None = None,
-        batch_size: int = 100,
-        position_update_interval: int = 100,
-        correlation: str | None = None,
-        start_position: int = 1,
+        **options: Unpack[ConsumerOptions],
     ) -> None:
         self.client = client
         self.handler = handler
-        self.core = ConsumerCore(
-            category,
-            group=group,
-            batch_size=batch_size,
-            position_update_interval=position_update_interval,
-            correlation=correlation,
-            start_position=start_position,
-        )
+        self.core = ConsumerCore(category, **options)
         self.position_store: AsyncPositionStore = position_store or AsyncStreamPositionStore(
-            client, position_stream_name(category, name, self.core.group)
+            client, self.core.position_stream()
         )
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -502,7 +501,7 @@ class AsyncConsumer:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EventoDBError):
+            with contextlib.suppress(asyncio.CancelledError, EventoDBError, ValueError):
                 await watcher
         if subscription is not None:
             await subscription.aclose()

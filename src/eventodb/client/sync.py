@@ -19,7 +19,7 @@ import httpx
 
 from eventodb.client import rpc
 from eventodb.client.config import Attempts, ClientConfig, ClientOptions
-from eventodb.client.errors import TransportError
+from eventodb.client.errors import EventoDBError, TransportError
 from eventodb.client.models import (
     CategoryInfo,
     ConsumerGroup,
@@ -65,7 +65,7 @@ class EventoDB:
         **options: Unpack[ClientOptions],
     ) -> None:
         self.config = ClientConfig(url=url, token=token, **options)
-        self._http = httpx.Client(**self.config.http_options())  # type: ignore[arg-type]
+        self._http = httpx.Client(**self.config.http_options())
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> EventoDB:
@@ -416,7 +416,11 @@ class Subscription:
                 self._release()
                 raise StopIteration
             if self._response is None:
-                self._open()
+                try:
+                    self._open()
+                except EventoDBError:
+                    self._closed.set()  # refused for good (or never connected): it is over
+                    raise
                 continue
             with self._lock:
                 if self._closed.is_set():
