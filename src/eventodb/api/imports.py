@@ -9,6 +9,7 @@ transaction), so memory stays bounded by one batch and one line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -309,6 +310,52 @@ async def _insert(store: Store, namespace: str, batch: list[Message], lines: lis
         raise ImportFailure("IMPORT_FAILED", "internal error", lines[-1]) from None
 
 
+class _Batches:
+    """Inserts batches one after the other, each while the next one is being parsed.
+
+    At most one batch is in flight, so batches still commit in order and one that fails stops
+    every later one. A batch's progress event is sent as soon as it commits; nothing else is
+    sent while a batch is in flight.
+    """
+
+    def __init__(self, store: Store, namespace: str, send: Send) -> None:
+        self._store = store
+        self._namespace = namespace
+        self._send = send
+        self._pending: asyncio.Task[None] | None = None
+        self.imported = 0
+
+    async def _commit(self, batch: list[Message], lines: list[int], event: bool) -> None:
+        await _insert(self._store, self._namespace, batch, lines)
+        self.imported += len(batch)
+        if event:
+            await self._send(_event({"imported": self.imported, "gpos": batch[-1].global_position}))
+
+    async def submit(self, batch: list[Message], lines: list[int], *, event: bool) -> None:
+        """Start inserting ``batch`` once the previous one has committed.
+
+        Raises:
+            ImportFailure: the previous batch failed.
+        """
+        await self.settle()
+        self._pending = asyncio.ensure_future(self._commit(batch, lines, event))
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight.
+
+        Raises:
+            ImportFailure: it failed.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    def abandon(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
 async def stream_import(
     receive: Receive,
     send: Send,
@@ -332,7 +379,7 @@ async def stream_import(
             "headers": HEADERS + (extra_headers or []),
         }
     )
-    imported = 0
+    batches = _Batches(store, namespace, send)
     batch: list[Message] = []
     lines: list[int] = []
     body = _Body(receive, max_body_bytes)
@@ -343,32 +390,39 @@ async def stream_import(
                     batch.append(parse_record(line, store.max_message_bytes))
                     lines.append(line.number)
                     if len(batch) == BATCH_SIZE:
-                        await _insert(store, namespace, batch, lines)
-                        imported += len(batch)
-                        await send(
-                            _event({"imported": imported, "gpos": batch[-1].global_position})
-                        )
+                        await batches.submit(batch, lines, event=True)
                         batch, lines = [], []
         except _LineTooLong as exc:
+            await batches.settle()  # an earlier failure is the one to report
             raise ImportFailure(
                 "READ_ERROR",
                 f"error reading input: line longer than {MAX_LINE_BYTES} bytes",
                 exc.number,
             ) from None
         except _BodyTooLarge:
+            await batches.settle()
             raise ImportFailure(
                 "READ_ERROR", "error reading input: http: request body too large", 0
             ) from None
+        except ImportFailure:
+            await batches.settle()
+            raise
         if batch:
-            await _insert(store, namespace, batch, lines)
-            imported += len(batch)
+            await batches.submit(batch, lines, event=False)
+        await batches.settle()
         elapsed = time.perf_counter() - started
-        await send(_event({"done": True, "imported": imported, "elapsed": f"{elapsed:.1f}s"}))
+        await send(
+            _event({"done": True, "imported": batches.imported, "elapsed": f"{elapsed:.1f}s"})
+        )
     except ImportFailure as exc:
         await send(_event(exc.event()))
         await body.drain()
     except ClientGone:
-        log.info("import into %s: client went away after %d records", namespace, imported)
+        with contextlib.suppress(ImportFailure):
+            await batches.settle()
+        log.info("import into %s: client went away after %d records", namespace, batches.imported)
         return 499
+    finally:
+        batches.abandon()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import uuid_utils
@@ -18,6 +19,8 @@ def canonical_uuid(text: str) -> str | None:
     Accepts what Go's ``uuid.Parse`` accepts: 36-character hyphenated, 32 hex digits,
     ``{...}`` braces and the ``urn:uuid:`` prefix.
     """
+    if _CANONICAL.fullmatch(text):
+        return text  # the common case (every id we hand out), without building a UUID
     n = len(text)
     if n == 36 or n == 32:
         body = text
@@ -38,3 +41,4 @@ def canonical_uuid(text: str) -> str | None:
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

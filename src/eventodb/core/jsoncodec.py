@@ -49,6 +49,15 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def dumps_shallow(value: Any) -> bytes | None:
+    """Compact UTF-8 JSON by orjson alone, or ``None`` when it cannot write ``value``: nesting
+    beyond 254 levels, or integers wider than 64 bits (then use :func:`dumps`)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return None
+
+
 def fragment(text: str) -> Any:
     """Already-serialised JSON that :func:`dumps` copies verbatim into its output."""
     return orjson.Fragment(text)

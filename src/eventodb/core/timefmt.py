@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import UTC, datetime, timedelta
 
 
@@ -48,6 +50,10 @@ def parse_time(text: str) -> datetime:
     Raises:
         ValueError: when ``text`` is not RFC 3339.
     """
+    if _UTC_RFC3339.fullmatch(text):
+        # What exports and servers write (UTC, "Z"): the C parser alone is several times faster.
+        with contextlib.suppress(ValueError):  # e.g. month 13: the path below says why
+            return datetime.fromisoformat(text)
     if len(text) < 20 or text[10] not in "Tt":
         raise ValueError(f"invalid time format: {text!r}")
     head, frac, zone = text[:19], "", ""
@@ -71,3 +77,4 @@ def parse_time(text: str) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTC_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z", re.ASCII)

@@ -473,18 +473,21 @@ class Store(abc.ABC):
                 position (``index`` names it); nothing of the batch was written.
             NamespaceNotFound: no such namespace.
         """
+        payloads: list[tuple[str, str | None]] = []
         for index, m in enumerate(messages):
             # The same limits as writes, so both backends store (or refuse) the same records.
             try:
                 validation.check_stream_name(m.stream_name, "stream")
                 validation.check_message_type(m.type)
-                validation.encode_payload(m.data, m.metadata, self.max_message_bytes)
+                payloads.append(
+                    validation.encode_payload(m.data, m.metadata, self.max_message_bytes)
+                )
                 if ids.canonical_uuid(m.id) != m.id:
                     raise InvalidArgument("id must be a canonical lowercase UUID")
             except InvalidArgument as exc:
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
         if messages:
-            await self._import(namespace, messages)
+            await self._import(namespace, messages, payloads)
             self.stats.messages_imported += len(messages)
 
     # -- reading -----------------------------------------------------------------------------
@@ -674,7 +677,14 @@ class Store(abc.ABC):
     async def _write(self, namespace: str, message: NewMessage) -> WriteResult: ...
 
     @abc.abstractmethod
-    async def _import(self, namespace: str, messages: Sequence[Message]) -> None: ...
+    async def _import(
+        self,
+        namespace: str,
+        messages: Sequence[Message],
+        payloads: Sequence[tuple[str, str | None]],
+    ) -> None:
+        """Insert ``messages``; ``payloads`` holds the JSON text of each one's data and
+        metadata (serialised once, by the validation)."""
 
     @abc.abstractmethod
     async def _read_stream_json(

@@ -52,7 +52,6 @@ from eventodb.core.errors import (
     PositionExists,
     VersionConflict,
 )
-from eventodb.core.hashing import hash_64
 from eventodb.store import migrations
 from eventodb.store.base import (
     CategoryInfo,
@@ -70,6 +69,12 @@ from eventodb.store.base import (
     WriteResult,
 )
 from eventodb.store.group_commit import GroupCommit
+from eventodb.store.postgres_migrate import (
+    MIGRATION_LOCK,
+    apply_namespace_migration,
+    migrate_registry,
+    schema_version,
+)
 from eventodb.store.postgres_notify import NotificationListener
 from eventodb.store.postgres_sql import (
     NOTIFY_CHANNEL,
@@ -77,7 +82,6 @@ from eventodb.store.postgres_sql import (
     NamespaceSQL,
     quote_ident,
     redact,
-    render,
     schema_name,
 )
 
@@ -90,9 +94,6 @@ DEFAULT_MAX_POOL = 25
 CONNECT_TIMEOUT = 5.0
 IDLE_LIFETIME = 300.0
 """Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""
-
-_MIGRATION_LOCK = hash_64("eventodb.migrations")
-"""Advisory lock serialising migrations between server processes starting together."""
 
 _NAMESPACES = f"{REGISTRY_SCHEMA}.namespaces"
 FILL_BATCH = 10_000
@@ -401,29 +402,7 @@ class PostgresStore(Store):
             self.migrations_applied += await self._run("migrate namespace", migrate)
 
     async def _migrate_registry(self, c: Any) -> None:
-        for m in self._registry_migrations:
-            try:
-                async with c.transaction():
-                    await c.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                    await c.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_migrations"
-                        " (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
-                    )
-                    if await c.fetchval(
-                        "SELECT 1 FROM schema_migrations WHERE version = $1", m.name
-                    ):
-                        continue
-                    await c.execute(m.sql)
-                    await c.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"
-                        " ON CONFLICT DO NOTHING",
-                        m.name,
-                        int(time.time()),
-                    )
-            except asyncpg.PostgresError as exc:
-                raise BackendError(
-                    str(migrations.MigrationError("the registry", m.name, exc))
-                ) from exc
+        await migrate_registry(c, self._registry_migrations)
 
     async def _migrate_namespace(self, c: Any, namespace: str, schema: str) -> int:
         """Apply pending migrations to one namespace schema, each in its own transaction.
@@ -435,19 +414,19 @@ class PostgresStore(Store):
         filled = False
         while True:
             async with c.transaction():
-                await c.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 if not await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
                     # Dropped behind our back: leave it; requests for it get a clear error.
                     log.error("namespace %r: schema %s does not exist", namespace, schema)
                     self.missing_schemas.append(namespace)
                     return applied
-                current = await self._schema_version(c, schema)
+                current = await schema_version(c, schema)
                 pending = [m for m in self._namespace_migrations if m.version > current]
                 if not pending:
                     return applied
                 fill_first = pending[0].version == FILL_VERSION and not filled
                 if not fill_first:
-                    await self._apply_namespace_migration(c, pending[0], schema)
+                    await apply_namespace_migration(c, pending[0], schema)
             if fill_first:
                 await self._fill_fast_paths(c, namespace, schema)
                 filled = True
@@ -471,28 +450,6 @@ class PostgresStore(Store):
         except asyncpg.PostgresError as exc:
             raise BackendError(
                 f"migration of schema {schema} failed while filling older messages: {exc}"
-            ) from exc
-
-    @staticmethod
-    async def _schema_version(c: Any, schema: str) -> int:
-        table = f"{quote_ident(schema)}._schema_version"
-        if await c.fetchval("SELECT to_regclass($1)", table) is None:
-            return 0
-        return int(await c.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}"))
-
-    @staticmethod
-    async def _apply_namespace_migration(c: Any, m: migrations.Migration, schema: str) -> None:
-        """Run one migration inside the caller's transaction and record its version."""
-        try:
-            await c.execute(render(m.sql, schema))
-            await c.execute(
-                f"INSERT INTO {quote_ident(schema)}._schema_version (version) VALUES ($1)"
-                " ON CONFLICT DO NOTHING",
-                m.version,
-            )
-        except (asyncpg.PostgresError, ValueError) as exc:
-            raise BackendError(
-                str(migrations.MigrationError(f"schema {schema}", m.name, exc))
             ) from exc
 
     # -- running statements ------------------------------------------------------------------
@@ -671,7 +628,7 @@ class PostgresStore(Store):
                         )
                     await c.execute(f"CREATE SCHEMA {quote_ident(schema)}")
                     for m in self._namespace_migrations:
-                        await self._apply_namespace_migration(c, m, schema)
+                        await apply_namespace_migration(c, m, schema)
                     await c.execute(
                         f"INSERT INTO {_NAMESPACES}"
                         " (id, token_hash, schema_name, description, created_at, metadata)"
@@ -837,12 +794,15 @@ class PostgresStore(Store):
             self._seen.popitem(last=False)
         return True
 
-    async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
+    async def _import(
+        self,
+        namespace: str,
+        messages: Sequence[Message],
+        payloads: Sequence[tuple[str, str | None]],
+    ) -> None:
         ns = await self._namespace(namespace)
-        data = [jsoncodec.dumps_str(m.data) for m in messages]
-        metadata = [
-            None if m.metadata is None else jsoncodec.dumps_str(m.metadata) for m in messages
-        ]
+        data = [d for d, _ in payloads]
+        metadata = [md for _, md in payloads]
         columns = (
             [m.id for m in messages],
             [m.stream_name for m in messages],

@@ -523,25 +523,37 @@ class SQLiteStore(Store):
         )
         return result
 
-    async def _import(self, namespace: str, messages: Sequence[Message]) -> None:
+    async def _import(
+        self,
+        namespace: str,
+        messages: Sequence[Message],
+        payloads: Sequence[tuple[str, str | None]],
+    ) -> None:
+        rows = [
+            (
+                m.id,
+                m.stream_name,
+                m.type,
+                m.position,
+                m.global_position,
+                data,
+                metadata,
+                timefmt.to_micros(m.time),
+            )
+            for m, (data, metadata) in zip(messages, payloads, strict=True)
+        ]
+
         def insert_all(c: sqlite3.Connection) -> None:
-            for index, m in enumerate(messages):
-                try:
-                    c.execute(
-                        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            m.id,
-                            m.stream_name,
-                            m.type,
-                            m.position,
-                            m.global_position,
-                            jsoncodec.dumps_str(m.data),
-                            None if m.metadata is None else jsoncodec.dumps_str(m.metadata),
-                            timefmt.to_micros(m.time),
-                        ),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise PositionExists(_collision_message(str(exc), m), index) from None
+            before = c.total_changes
+            try:
+                c.executemany(
+                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            except sqlite3.IntegrityError as exc:
+                # The rows before the failing one went in (the writer rolls the whole batch
+                # back): their count is the failing row's index.
+                index = c.total_changes - before
+                raise PositionExists(_collision_message(str(exc), messages[index]), index) from None
             positions = [m.global_position for m in messages]
             c.execute(_FILL, (min(positions), max(positions) + 1))
 
