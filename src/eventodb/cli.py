@@ -37,10 +37,16 @@ Usage:
   eventodb [flags]                 run the server (same as 'serve')
   eventodb serve [flags]           run the server
   eventodb export --url U --token T [--categories a,b] [--since T] [--until T]
-                  [--gzip] [--output FILE]
+                  [--gzip] [--output FILE] [--whole-seconds]
                                    write a namespace's messages as NDJSON
-  eventodb import --url U --token T [--input FILE] [--gzip] [--force]
+  eventodb import --url U --token T [--input FILE] [--gzip] [--force [--yes]] [--resume]
                                    load NDJSON into the token's namespace
+  eventodb import --url U --token T --from-message-db postgres://.../db[?schema=S]
+                                   copy a Message DB database into the token's namespace
+  eventodb copy --from U --from-token T --to U2 --to-token T2 [--categories a,b] [--resume]
+                                   copy a namespace from one server to another
+  eventodb adopt --db-url postgres://... [--schema S] --namespace N [--dry-run | --release]
+                                   serve a Message DB schema as namespace N, in place
   eventodb token NAMESPACE         print a fresh token for a namespace (for --token of the
                                    default namespace, or the token option of ns.create)
   eventodb version [--full]        print the version
@@ -144,10 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_serve(rest)
     if command == "token":
         return run_token(rest)
-    if command in ("export", "import"):
-        from eventodb import transfer
+    if command in ("export", "import", "copy"):
+        from eventodb.transfer import commands
 
-        return (transfer.run_export if command == "export" else transfer.run_import)(rest)
+        run = {"export": commands.run_export, "import": commands.run_import}
+        return run.get(command, commands.run_copy)(rest)
+    if command == "adopt":
+        from eventodb.transfer.adopt import run_adopt
+
+        return run_adopt(rest)
     if command.startswith("-"):
         return run_serve(args)
     return _usage_error(f"unknown command: {command}")

@@ -135,17 +135,54 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("until", "str", None, "only messages before this time (RFC 3339 or YYYY-MM-DD)"),
     Flag("gzip", "bool", None, "gzip the output"),
     Flag("output", "str", None, "output file (default: stdout)"),
+    Flag("whole-seconds", "bool", None, "times with whole seconds (the Go server's format)"),
+    Flag(
+        "progress-interval",
+        "float",
+        None,
+        "seconds between progress lines when stderr is not a terminal",
+        default=5.0,
+    ),
 )
-"""``eventodb export`` (SPEC §10.4). No environment variables, as upstream."""
+"""``eventodb export`` (docs/MIGRATION.md). No environment variables, as upstream."""
 
 IMPORT_FLAGS: tuple[Flag, ...] = (
     Flag("url", "str", None, "server URL, e.g. http://localhost:8080 (required)"),
     Flag("token", "str", None, "namespace token (required)"),
     Flag("input", "str", None, "input file (default: stdin)"),
     Flag("gzip", "bool", None, "the input is gzip-compressed"),
+    Flag(
+        "from-message-db",
+        "str",
+        None,
+        "copy a Message DB database instead: postgres://.../db[?schema=message_store]",
+    ),
     Flag("force", "bool", None, "delete all messages of the namespace first (asks to confirm)"),
+    Flag("yes", "bool", None, "confirm --force without asking"),
+    Flag("resume", "bool", None, "continue after the namespace's last global position"),
+    *EXPORT_FLAGS[-1:],
 )
-"""``eventodb import`` (SPEC §10.4)."""
+"""``eventodb import`` (docs/MIGRATION.md)."""
+
+COPY_FLAGS: tuple[Flag, ...] = (
+    Flag("from", "str", None, "source server URL (required)"),
+    Flag("from-token", "str", None, "token of the source namespace (required)"),
+    Flag("to", "str", None, "target server URL (required)"),
+    Flag("to-token", "str", None, "token of the target namespace (required)"),
+    EXPORT_FLAGS[2],
+    *IMPORT_FLAGS[-4:],
+)
+"""``eventodb copy`` (docs/MIGRATION.md)."""
+
+ADOPT_FLAGS: tuple[Flag, ...] = (
+    Flag("db-url", "str", "EVENTODB_DB_URL", "the Postgres database (required)"),
+    Flag("schema", "str", None, "the Message DB schema", default="message_store"),
+    Flag("namespace", "str", None, "the namespace to register it as (required)"),
+    Flag("token", "str", None, "its token (default: a new one, printed)"),
+    Flag("dry-run", "bool", None, "report what would change, change nothing"),
+    Flag("release", "bool", None, "unregister --namespace, keeping its schema and messages"),
+)
+"""``eventodb adopt`` (docs/MIGRATION.md)."""
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,20 @@ async def ns_delete(svc: Services, ns: str, args: list[Any]) -> Any:
     }
 
 
+async def ns_release(svc: Services, ns: str, args: list[Any]) -> Any:
+    """Unregister a namespace, keeping its schema and messages (docs/MIGRATION.md)."""
+    _require(args, 1, "ns.release requires 1 argument: namespace ID")
+    namespace = a.non_empty_string(args[0], "namespace ID")
+    _authorize(svc, ns, namespace)
+    if namespace == DEFAULT_NAMESPACE:
+        raise InvalidArgument("The default namespace cannot be released")
+    await svc.store.release_namespace(namespace)
+    svc.auth.forget_namespace(namespace, deleted=True)
+    svc.broker.close_namespace(namespace)
+    log.info("namespace %r released (its storage is kept)", namespace)
+    return {"namespace": namespace, "releasedAt": timefmt.format_time(timefmt.now())}
+
+
 async def _stats(svc: Services, namespace: str) -> NamespaceStats:
     """Counts of a namespace; zeros when its storage is damaged, as upstream falls back to 0.
 
@@ -317,6 +331,7 @@ METHODS: dict[str, Method] = {
     "category.get": category_get,
     "ns.create": ns_create,
     "ns.delete": ns_delete,
+    "ns.release": ns_release,
     "ns.list": ns_list,
     "ns.info": ns_info,
     "ns.streams": ns_streams,

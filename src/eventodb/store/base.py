@@ -367,6 +367,20 @@ class Store(abc.ABC):
         """
         return await self._delete_namespace(namespace)
 
+    async def release_namespace(self, namespace: str) -> None:
+        """Unregister a namespace but keep its storage and messages (``ns.release``): the
+        reverse of adopting a Message DB schema (docs/MIGRATION.md, "Rolling back").
+
+        Raises:
+            NamespaceNotFound: no such namespace.
+            InvalidArgument: the backend keeps no storage apart from its registry (only
+                Postgres schemas can be released).
+        """
+        raise InvalidArgument(
+            f"ns.release needs the Postgres backend (the {self.backend} backend keeps no"
+            " namespace storage apart from its registry): use ns.delete"
+        )
+
     @abc.abstractmethod
     async def get_namespace(self, namespace: str) -> NamespaceRecord:
         """Raises: NamespaceNotFound."""

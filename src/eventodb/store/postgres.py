@@ -52,7 +52,7 @@ from eventodb.core.errors import (
     PositionExists,
     VersionConflict,
 )
-from eventodb.store import migrations
+from eventodb.store import message_db, migrations
 from eventodb.store.base import (
     CategoryInfo,
     ConsumerGroup,
@@ -673,6 +673,15 @@ class PostgresStore(Store):
 
         try:
             return await self._run("delete namespace", delete)
+        finally:
+            self._forget(namespace)
+
+    async def release_namespace(self, namespace: str) -> None:
+        async def release(c: Any) -> str:
+            return await message_db.release_on(c, namespace)
+
+        try:
+            await self._run("release namespace", release)
         finally:
             self._forget(namespace)
 

@@ -2,60 +2,77 @@
 -- calls work), the `message` row type, validation texts, `condition`, the reporting views and
 -- message_store_version(). Written from the SPEC's description of the semantics.
 --
--- Upstream EventoDB schemas (versions 1-2) hold functions with `_`-prefixed parameter names and
--- other return types, which CREATE OR REPLACE cannot change: everything is dropped and created
--- again. Views first (they depend on category()), then functions, then the row type, so that
--- re-running this file is harmless.
+-- Three kinds of schema meet this file: our own new ones, upstream EventoDB's (versions 1-2,
+-- functions with `_`-prefixed parameter names and other return types, which CREATE OR REPLACE
+-- cannot change) and plain Message DB 1.x schemas being adopted (`eventodb adopt`), whose
+-- functions already have these names and types and may have dependants: Message DB's category
+-- index uses category(). So: drop exactly those of our functions whose parameter names differ
+-- from Message DB's, then create or replace everything in place. Re-running is harmless.
 --
 -- Every reference is schema-qualified ({{schema}}) instead of a per-function search_path: the
 -- small SQL functions stay inlinable, so `category(stream_name)` in a query can use the
--- messages_category index, and no GUC has to be switched on every call.
+-- messages_category index, and no GUC has to be switched on every call. (Message DB's own
+-- functions resolve names through the caller's search_path; replacing them lets the server,
+-- whatever its search_path, call them too.)
 
-DROP VIEW IF EXISTS {{schema}}.stream_summary;
-DROP VIEW IF EXISTS {{schema}}.type_summary;
-DROP VIEW IF EXISTS {{schema}}.stream_type_summary;
-DROP VIEW IF EXISTS {{schema}}.type_stream_summary;
-DROP VIEW IF EXISTS {{schema}}.category_type_summary;
-DROP VIEW IF EXISTS {{schema}}.type_category_summary;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_proc p
+        JOIN (VALUES
+            ('write_message', ARRAY['id', 'stream_name', 'type', 'data', 'metadata', 'expected_version']),
+            ('get_stream_messages', ARRAY['stream_name', 'position', 'batch_size', 'condition']),
+            ('get_category_messages', ARRAY['category', 'position', 'batch_size', 'correlation', 'consumer_group_member', 'consumer_group_size', 'condition']),
+            ('get_last_stream_message', ARRAY['stream_name', 'type']),
+            ('stream_version', ARRAY['stream_name']),
+            ('acquire_lock', ARRAY['stream_name']),
+            ('hash_64', ARRAY['value']),
+            ('is_category', ARRAY['stream_name']),
+            ('cardinal_id', ARRAY['stream_name']),
+            ('id', ARRAY['stream_name']),
+            ('category', ARRAY['stream_name']),
+            ('message_store_version', NULL::text[])
+        ) AS ours(name, args) ON p.proname = ours.name
+        WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = {{schema_literal}})
+          AND p.proargnames IS DISTINCT FROM ours.args
+    LOOP
+        EXECUTE 'DROP FUNCTION ' || f::text;
+    END LOOP;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_type
+        WHERE typname = 'message'
+          AND typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {{schema_literal}})
+    ) THEN
+        CREATE TYPE {{schema}}.message AS (
+            id varchar,
+            stream_name varchar,
+            type varchar,
+            position bigint,
+            global_position bigint,
+            data varchar,
+            metadata varchar,
+            time timestamp
+        );
+    END IF;
+END
+$$;
 
-DROP FUNCTION IF EXISTS {{schema}}.write_message(varchar, varchar, varchar, jsonb, jsonb, bigint);
-DROP FUNCTION IF EXISTS {{schema}}.get_stream_messages(varchar, bigint, bigint, varchar);
-DROP FUNCTION IF EXISTS {{schema}}.get_category_messages(varchar, bigint, bigint, varchar, bigint, bigint, varchar);
-DROP FUNCTION IF EXISTS {{schema}}.get_last_stream_message(varchar, varchar);
-DROP FUNCTION IF EXISTS {{schema}}.stream_version(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.acquire_lock(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.hash_64(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.is_category(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.cardinal_id(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.id(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.category(varchar);
-DROP FUNCTION IF EXISTS {{schema}}.message_store_version();
-DROP TYPE IF EXISTS {{schema}}.message;
-
-CREATE TYPE {{schema}}.message AS (
-    id varchar,
-    stream_name varchar,
-    type varchar,
-    position bigint,
-    global_position bigint,
-    data varchar,
-    metadata varchar,
-    time timestamp
-);
-
-CREATE FUNCTION {{schema}}.message_store_version()
+CREATE OR REPLACE FUNCTION {{schema}}.message_store_version()
 RETURNS varchar
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT '1.3.0'::varchar $$;
 
 -- Name functions (SPEC §5.1): the SQL twins of eventodb.core.streams.
 
-CREATE FUNCTION {{schema}}.category(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.category(stream_name varchar)
 RETURNS varchar
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT split_part($1, '-', 1)::varchar $$;
 
-CREATE FUNCTION {{schema}}.id(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.id(stream_name varchar)
 RETURNS varchar
 LANGUAGE sql IMMUTABLE
 AS $$
@@ -63,19 +80,19 @@ AS $$
                 ELSE substr($1, strpos($1, '-') + 1) END::varchar
 $$;
 
-CREATE FUNCTION {{schema}}.cardinal_id(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.cardinal_id(stream_name varchar)
 RETURNS varchar
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT split_part({{schema}}.id($1), '+', 1)::varchar $$;
 
-CREATE FUNCTION {{schema}}.is_category(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.is_category(stream_name varchar)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT strpos($1, '-') = 0 $$;
 
 -- SPEC §5.2: first 8 bytes of the MD5 of the UTF-8 text as a signed 64-bit integer
 -- (eventodb.core.hashing.hash_64 computes the same in Python).
-CREATE FUNCTION {{schema}}.hash_64(value varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.hash_64(value varchar)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT ('x' || left(md5($1), 16))::bit(64)::bigint $$;
@@ -83,7 +100,7 @@ AS $$ SELECT ('x' || left(md5($1), 16))::bit(64)::bigint $$;
 -- The write lock: a transaction-scoped advisory lock on hash_64(category). The key is Message
 -- DB's and upstream EventoDB's, so the server, SQL clients and upstream servers sharing this
 -- database all serialise writes to a category on the same lock (SPEC §5.3, §13 Q24).
-CREATE FUNCTION {{schema}}.acquire_lock(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.acquire_lock(stream_name varchar)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -97,7 +114,7 @@ END;
 $$;
 
 -- NULL when the stream has no messages (Message DB; upstream EventoDB returned -1).
-CREATE FUNCTION {{schema}}.stream_version(stream_name varchar)
+CREATE OR REPLACE FUNCTION {{schema}}.stream_version(stream_name varchar)
 RETURNS bigint
 LANGUAGE sql STABLE
 AS $$ SELECT max(m.position) FROM {{schema}}.messages m WHERE m.stream_name = $1 $$;
@@ -108,7 +125,7 @@ AS $$ SELECT max(m.position) FROM {{schema}}.messages m WHERE m.stream_name = $1
 -- {"s": schema, "g": global position, "p": position, "n": stream name}. NOTIFY payloads must stay
 -- below 8000 bytes, so "n" is null for very long stream names and the listener looks the name up
 -- by global position.
-CREATE FUNCTION {{schema}}.write_message(
+CREATE OR REPLACE FUNCTION {{schema}}.write_message(
     id varchar,
     stream_name varchar,
     "type" varchar,
@@ -168,7 +185,7 @@ $$;
 
 -- `condition` (Message DB's deliberately unsafe extra predicate) is refused unless the setting
 -- message_store.sql_condition is set to something other than 'off'.
-CREATE FUNCTION {{schema}}.get_stream_messages(
+CREATE OR REPLACE FUNCTION {{schema}}.get_stream_messages(
     stream_name varchar,
     "position" bigint DEFAULT 0,
     batch_size bigint DEFAULT 1000,
@@ -218,7 +235,7 @@ $$;
 
 -- A NULL or empty category reads the whole namespace (upstream EventoDB's 002); any other
 -- category must not contain '-' (Message DB).
-CREATE FUNCTION {{schema}}.get_category_messages(
+CREATE OR REPLACE FUNCTION {{schema}}.get_category_messages(
     category varchar,
     "position" bigint DEFAULT 1,
     batch_size bigint DEFAULT 1000,
@@ -309,7 +326,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {{schema}}.get_last_stream_message(
+CREATE OR REPLACE FUNCTION {{schema}}.get_last_stream_message(
     stream_name varchar,
     "type" varchar DEFAULT NULL
 )
@@ -340,7 +357,7 @@ $$;
 -- Reporting views Message DB installs (its print scripts query them). percent = share of all
 -- messages, rounded to 2 decimals.
 
-CREATE VIEW {{schema}}.stream_summary AS
+CREATE OR REPLACE VIEW {{schema}}.stream_summary AS
     WITH counts AS (
         SELECT stream_name, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY stream_name
@@ -352,7 +369,7 @@ CREATE VIEW {{schema}}.stream_summary AS
     FROM counts, total
     ORDER BY stream_name;
 
-CREATE VIEW {{schema}}.type_summary AS
+CREATE OR REPLACE VIEW {{schema}}.type_summary AS
     WITH counts AS (
         SELECT type, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY type
@@ -364,7 +381,7 @@ CREATE VIEW {{schema}}.type_summary AS
     FROM counts, total
     ORDER BY type;
 
-CREATE VIEW {{schema}}.stream_type_summary AS
+CREATE OR REPLACE VIEW {{schema}}.stream_type_summary AS
     WITH counts AS (
         SELECT stream_name, type, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY stream_name, type
@@ -376,7 +393,7 @@ CREATE VIEW {{schema}}.stream_type_summary AS
     FROM counts, total
     ORDER BY stream_name, type;
 
-CREATE VIEW {{schema}}.type_stream_summary AS
+CREATE OR REPLACE VIEW {{schema}}.type_stream_summary AS
     WITH counts AS (
         SELECT type, stream_name, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY type, stream_name
@@ -388,7 +405,7 @@ CREATE VIEW {{schema}}.type_stream_summary AS
     FROM counts, total
     ORDER BY type, stream_name;
 
-CREATE VIEW {{schema}}.category_type_summary AS
+CREATE OR REPLACE VIEW {{schema}}.category_type_summary AS
     WITH counts AS (
         SELECT {{schema}}.category(stream_name) AS category, type, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY category, type
@@ -400,7 +417,7 @@ CREATE VIEW {{schema}}.category_type_summary AS
     FROM counts, total
     ORDER BY category, type;
 
-CREATE VIEW {{schema}}.type_category_summary AS
+CREATE OR REPLACE VIEW {{schema}}.type_category_summary AS
     WITH counts AS (
         SELECT type, {{schema}}.category(stream_name) AS category, count(id) AS message_count
         FROM {{schema}}.messages GROUP BY type, category

@@ -1,0 +1,468 @@
+"""A plain Message DB database seen from outside the server: recognise a Message DB schema,
+adopt it as a namespace (or release it again), and read it in global order for a copy.
+
+Adopting registers the schema under its own name in the registry, then applies our namespace
+migrations on top (docs/MIGRATION.md, "Adopting a Message DB database"): additive, and in
+place, so Message DB clients keep calling the same functions with the same arguments. All of it
+happens in one transaction, which a dry run rolls back after listing what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from eventodb.core import validation
+from eventodb.core.errors import BackendError, ErrorCode, EventoDBError, NamespaceNotFound
+from eventodb.store import migrations
+from eventodb.store.postgres_migrate import (
+    MIGRATION_LOCK,
+    apply_namespace_migration,
+    migrate_registry,
+    schema_version,
+)
+from eventodb.store.postgres_sql import REGISTRY_SCHEMA, quote_ident, redact
+
+DEFAULT_SCHEMA = "message_store"
+CONNECT_TIMEOUT = 10.0
+READ_BATCH = 10_000
+"""Rows fetched from the cursor at a time."""
+SNAPSHOT_LOCK_TIMEOUT = "5s"
+
+_SAFE_SCHEMA = re.compile(r"[A-Za-z0-9_]+")
+_REQUIRED_FUNCTIONS = (
+    "write_message",
+    "get_stream_messages",
+    "get_category_messages",
+    "get_last_stream_message",
+    "stream_version",
+    "message_store_version",
+)
+_REQUIRED_COLUMNS = {
+    "global_position": "bigint",
+    "position": "bigint",
+    "time": "timestamp without time zone",
+    "stream_name": "text",
+    "type": "text",
+    "data": "jsonb",
+    "metadata": "jsonb",
+    "id": "uuid",
+}
+_REQUIRED_INDEXES = ("messages_id", "messages_stream")
+
+
+class NotMessageDB(EventoDBError):
+    """The schema is not a Message DB 1.x installation; nothing was changed."""
+
+    code = ErrorCode.INVALID_REQUEST
+
+
+class AlreadyRegistered(EventoDBError):
+    """The schema, or the namespace id, is registered already; nothing was changed."""
+
+    code = ErrorCode.NAMESPACE_EXISTS
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDBInfo:
+    """What an inspection found."""
+
+    schema: str
+    version: str
+    """``message_store_version()``."""
+    migration_version: int
+    """Our namespace migration version (0 for a schema we never touched)."""
+
+
+@dataclass(slots=True)
+class AdoptReport:
+    namespace: str
+    schema: str
+    version: str
+    message_count: int
+    last_global_position: int
+    dry_run: bool
+    migrations: list[str] = field(default_factory=list)
+    """Namespace migrations applied (file names)."""
+    changes: list[str] = field(default_factory=list)
+    """Every database object added, changed or removed, one line each."""
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``postgres://.../db?schema=s`` → (the URL without ``schema``, the schema).
+
+    Raises:
+        BackendError: an unsafe schema name.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), DEFAULT_SCHEMA)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    check_schema_name(schema)
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def check_schema_name(schema: str) -> None:
+    """Raises: BackendError for names we would not quote (only ``[A-Za-z0-9_]``)."""
+    if not _SAFE_SCHEMA.fullmatch(schema):
+        raise BackendError(f"unsupported schema name {schema!r}: use letters, digits and _")
+
+
+async def connect(dsn: str) -> Any:
+    """Raises: BackendError naming the database (without its password)."""
+    try:
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
+        raise BackendError(f"cannot connect to Postgres at {redact(dsn)}: {e}") from None
+
+
+async def inspect(c: Any, schema: str) -> MessageDBInfo:
+    """Check that ``schema`` holds a Message DB 1.x installation.
+
+    Raises:
+        NotMessageDB: saying what is missing.
+    """
+    check_schema_name(schema)
+    if not await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+        raise NotMessageDB(f"schema {schema} does not exist")
+    where = f"schema {schema} is not a Message DB installation"
+    columns = dict(
+        await c.fetch(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " JOIN pg_class t ON t.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = t.relnamespace"
+            " WHERE n.nspname = $1 AND t.relname = 'messages' AND t.relkind = 'r'"
+            " AND a.attnum > 0 AND NOT a.attisdropped",
+            schema,
+        )
+    )
+    if not columns:
+        raise NotMessageDB(f"{where}: it has no messages table")
+    for name, kind in _REQUIRED_COLUMNS.items():
+        if columns.get(name) not in (kind, "character varying" if kind == "text" else kind):
+            found = columns.get(name, "missing")
+            raise NotMessageDB(f"{where}: messages.{name} should be {kind}, it is {found}")
+    functions = {
+        r[0]
+        for r in await c.fetch(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = $1",
+            schema,
+        )
+    }
+    missing = [f for f in _REQUIRED_FUNCTIONS if f not in functions]
+    if missing:
+        raise NotMessageDB(f"{where}: function {', '.join(missing)} missing")
+    indexes = {
+        r[0]
+        for r in await c.fetch(
+            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+            " WHERE n.nspname = $1 AND t.relname = 'messages' AND x.indisunique",
+            schema,
+        )
+    }
+    missing = [i for i in _REQUIRED_INDEXES if i not in indexes]
+    if missing:
+        raise NotMessageDB(f"{where}: unique index {', '.join(missing)} missing")
+    try:
+        async with c.transaction():  # a savepoint: a failing call must not end the caller's
+            version = str(await c.fetchval(f"SELECT {quote_ident(schema)}.message_store_version()"))
+    except asyncpg.PostgresError as exc:
+        raise NotMessageDB(f"{where}: message_store_version() failed: {exc}") from None
+    if not version.startswith("1."):
+        raise NotMessageDB(f"schema {schema} holds Message DB {version}; only 1.x is supported")
+    return MessageDBInfo(schema, version, await schema_version(c, schema))
+
+
+async def _catalog(c: Any, schema: str) -> dict[str, str]:
+    """Every object of ``schema`` (and the registry row set) → a fingerprint of its definition."""
+    rows = await c.fetch(
+        """
+        SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'i' THEN 'index'
+                    WHEN 'S' THEN 'sequence' WHEN 'c' THEN 'type' ELSE 'relation' END
+               || ' ' || n.nspname || '.' || c.relname
+               || coalesce(' on ' || n.nspname || '.' || t.relname, ''),
+               md5(coalesce(pg_get_indexdef(c.oid), '')
+                   || coalesce(pg_get_viewdef(c.oid), ''))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_index x ON x.indexrelid = c.oid
+        LEFT JOIN pg_class t ON t.oid = x.indrelid
+        WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'i', 'S', 'c')
+        UNION ALL
+        SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname,
+               format_type(a.atttypid, a.atttypmod) || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE n.nspname = $1 AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL
+        SELECT 'function ' || p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid))
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = $1 AND p.prokind = 'f'
+        """,
+        schema,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """One line per object added, replaced or dropped; the columns and indexes of a table that
+    is new themselves go without saying."""
+    added = [name for name in after if name not in before]
+    new_tables = {name.split(" ", 1)[1] for name in added if name.startswith("table ")}
+
+    def implied(name: str) -> bool:
+        kind, _, rest = name.partition(" ")
+        if kind == "column":
+            return rest.rsplit(".", 1)[0] in new_tables
+        return kind == "index" and rest.partition(" on ")[2] in new_tables
+
+    changes = [f"add {name}" for name in added if not implied(name)]
+    changes += [f"replace {n}" for n in after if n in before and before[n] != after[n]]
+    changes += [f"drop {name}" for name in before if name not in after]
+    return sorted(changes, key=lambda c: c.split(" ", 1)[1])
+
+
+async def _registry_exists(c: Any) -> bool:
+    return bool(await c.fetchval("SELECT to_regclass($1)", f"{REGISTRY_SCHEMA}.namespaces"))
+
+
+async def adopt(
+    dsn: str,
+    schema: str,
+    namespace: str,
+    token_hash: str,
+    *,
+    dry_run: bool = False,
+) -> AdoptReport:
+    """Register Message DB schema ``schema`` as namespace ``namespace`` and bring it to our
+    current namespace migration version, in one transaction (rolled back for a dry run).
+
+    Raises:
+        InvalidArgument: an unusable namespace id.
+        NotMessageDB: ``schema`` is not a Message DB 1.x installation.
+        AlreadyRegistered: the schema or the namespace id is registered already.
+        BackendError: the database is unreachable, or a migration failed.
+    """
+    validation.check_namespace_id(namespace)
+    check_schema_name(schema)
+    registry_migrations = migrations.load("postgres", "registry")
+    namespace_migrations = migrations.load("postgres", "namespace")
+    c = await connect(dsn)
+    try:
+        transaction = c.transaction()
+        await transaction.start()
+        try:
+            report = await _adopt(
+                c,
+                schema,
+                namespace,
+                token_hash,
+                dry_run,
+                registry_migrations,
+                namespace_migrations,
+            )
+        except BaseException:
+            await transaction.rollback()
+            raise
+        if dry_run:
+            await transaction.rollback()
+        else:
+            await transaction.commit()
+        return report
+    except asyncpg.PostgresError as exc:
+        raise BackendError(f"Failed to adopt schema {schema}: {exc}") from exc
+    finally:
+        await c.close()
+
+
+async def _adopt(
+    c: Any,
+    schema: str,
+    namespace: str,
+    token_hash: str,
+    dry_run: bool,
+    registry_migrations: list[migrations.Migration],
+    namespace_migrations: list[migrations.Migration],
+) -> AdoptReport:
+    await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+    info = await inspect(c, schema)
+    if await _registry_exists(c):
+        owner = await c.fetchval(
+            f"SELECT id FROM {REGISTRY_SCHEMA}.namespaces WHERE schema_name = $1", schema
+        )
+        if owner is not None:
+            raise AlreadyRegistered(
+                f"schema {schema} is registered already, as namespace {owner!r}"
+            )
+        if await c.fetchval(f"SELECT 1 FROM {REGISTRY_SCHEMA}.namespaces WHERE id = $1", namespace):
+            raise AlreadyRegistered(f"namespace {namespace!r} exists already")
+    before = await _catalog(c, schema)
+    registry_before = await _catalog(c, REGISTRY_SCHEMA)
+    await migrate_registry(c, registry_migrations)
+    report = AdoptReport(namespace, schema, info.version, 0, 0, dry_run)
+    for m in namespace_migrations:
+        if m.version > info.migration_version:
+            await apply_namespace_migration(c, m, schema)
+            report.migrations.append(m.name)
+    await c.execute(
+        f"INSERT INTO {REGISTRY_SCHEMA}.namespaces"
+        " (id, token_hash, schema_name, description, created_at, metadata)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        namespace,
+        token_hash,
+        schema,
+        f"Message DB schema {schema} (adopted)",
+        int(time.time()),
+        json.dumps({"adopted": schema}),
+    )
+    report.changes = _diff(registry_before, await _catalog(c, REGISTRY_SCHEMA))
+    report.changes += _diff(before, await _catalog(c, schema))
+    report.changes.append(
+        f"register namespace {namespace!r} for schema {schema} in {REGISTRY_SCHEMA}.namespaces"
+    )
+    q = quote_ident(schema)
+    row = await c.fetchrow(f"SELECT count(*), coalesce(max(global_position), 0) FROM {q}.messages")
+    report.message_count, report.last_global_position = int(row[0]), int(row[1])
+    return report
+
+
+async def release(dsn: str, namespace: str) -> str:
+    """Unregister ``namespace`` without touching its schema (the reverse of :func:`adopt`).
+
+    Returns:
+        The schema, which keeps every message and our functions (docs/MIGRATION.md, "Rolling
+        back").
+
+    Raises:
+        NamespaceNotFound: no such namespace.
+        BackendError: the database is unreachable.
+    """
+    c = await connect(dsn)
+    try:
+        return await release_on(c, namespace)
+    except asyncpg.PostgresError as exc:
+        raise BackendError(f"Failed to release namespace {namespace!r}: {exc}") from exc
+    finally:
+        await c.close()
+
+
+async def release_on(c: Any, namespace: str) -> str:
+    """:func:`release` on an open connection (the server's ``ns.release`` uses its pool).
+
+    Raises:
+        NamespaceNotFound: no such namespace.
+    """
+    schema = None
+    if await _registry_exists(c):
+        schema = await c.fetchval(
+            f"DELETE FROM {REGISTRY_SCHEMA}.namespaces WHERE id = $1 RETURNING schema_name",
+            namespace,
+        )
+    if schema is None:
+        raise NamespaceNotFound(namespace)
+    return str(schema)
+
+
+# -- reading a schema in global order -----------------------------------------------------------
+
+MessageRow = tuple[str, str, str, int, int, str, str | None, str]
+"""``(id, stream, type, position, global position, data JSON, metadata JSON, time)``; time in
+RFC 3339 with microseconds. A NULL ``data`` reads as ``{}``, as the server reads it."""
+
+
+class MessageDBReader:
+    """The messages of one schema as a consistent snapshot, in global-position order.
+
+    The snapshot is a true prefix of the global order: before taking it, a second connection
+    briefly locks the table against writers (``SHARE`` mode, waiting for writes in flight), so
+    no message below the snapshot's highest global position can commit later. Without the
+    privilege to lock (or when the lock times out), the snapshot is taken anyway and
+    :attr:`prefix_guaranteed` says so.
+    """
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.prefix_guaranteed = False
+        self._conn: Any = None
+        self._transaction: Any = None
+
+    @classmethod
+    async def open(cls, url: str) -> MessageDBReader:
+        """Connect to ``postgres://.../db?schema=...`` (default schema ``message_store``).
+
+        Raises:
+            BackendError: unreachable, or no ``messages`` table in the schema.
+        """
+        dsn, schema = split_url(url)
+        reader = cls(dsn, schema)
+        reader._conn = await connect(dsn)
+        table = f"{quote_ident(schema)}.messages"
+        if await reader._conn.fetchval("SELECT to_regclass($1)", table) is None:
+            await reader.close()
+            raise BackendError(f"{redact(dsn)} has no table {schema}.messages")
+        return reader
+
+    async def snapshot(self, after: int) -> tuple[int, int]:
+        """Start the snapshot.
+
+        Returns:
+            How many messages lie above global position ``after``, and the highest global
+            position (0 when empty).
+        """
+        table = f"{quote_ident(self.schema)}.messages"
+        self._transaction = self._conn.transaction(isolation="repeatable_read", readonly=True)
+        await self._transaction.start()
+        locker = await connect(self.dsn)
+        try:
+            hold = locker.transaction()
+            await hold.start()
+            try:
+                await locker.execute(f"SET LOCAL lock_timeout = '{SNAPSHOT_LOCK_TIMEOUT}'")
+                await locker.execute(f"LOCK TABLE {table} IN SHARE MODE")
+                self.prefix_guaranteed = True
+            except asyncpg.PostgresError:
+                self.prefix_guaranteed = False
+            await self._conn.fetchval("SELECT 1")  # the snapshot is taken here
+            await hold.rollback()  # writers go on at once
+        finally:
+            with contextlib.suppress(Exception):
+                await locker.close()
+        row = await self._conn.fetchrow(
+            f"SELECT count(*), coalesce(max(global_position), 0) FROM {table}"
+            " WHERE global_position > $1",
+            after,
+        )
+        return int(row[0]), int(row[1])
+
+    async def rows(self, after: int) -> AsyncIterator[list[MessageRow]]:
+        """Batches of rows above ``after`` from the snapshot (:meth:`snapshot` first)."""
+        table = f"{quote_ident(self.schema)}.messages"
+        cursor = await self._conn.cursor(
+            "SELECT id::text, stream_name, type, position, global_position,"
+            " coalesce(data, '{}'::jsonb)::text, metadata::text,"
+            ' to_char(time, \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\')'
+            f" FROM {table} WHERE global_position > $1 ORDER BY global_position",
+            after,
+        )
+        while rows := await cursor.fetch(READ_BATCH):
+            yield [tuple(r) for r in rows]
+
+    async def close(self) -> None:
+        if self._transaction is not None:
+            with contextlib.suppress(Exception):
+                await self._transaction.rollback()
+            self._transaction = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
