@@ -29,7 +29,7 @@ from eventodb.store.postgres_migrate import (
     migrate_registry,
     schema_version,
 )
-from eventodb.store.postgres_sql import REGISTRY_SCHEMA, quote_ident, redact
+from eventodb.store.postgres_sql import REGISTRY_SCHEMA, NamespaceSQL, quote_ident, redact
 
 DEFAULT_SCHEMA = "message_store"
 CONNECT_TIMEOUT = 10.0
@@ -314,6 +314,7 @@ async def _adopt(
         if m.version > info.migration_version:
             await apply_namespace_migration(c, m, schema)
             report.migrations.append(m.name)
+    await _fill_fast_paths(c, schema)
     await c.execute(
         f"INSERT INTO {REGISTRY_SCHEMA}.namespaces"
         " (id, token_hash, schema_name, description, created_at, metadata)"
@@ -334,6 +335,22 @@ async def _adopt(
     row = await c.fetchrow(f"SELECT count(*), coalesce(max(global_position), 0) FROM {q}.messages")
     report.message_count, report.last_global_position = int(row[0]), int(row[1])
     return report
+
+
+async def _fill_fast_paths(c: Any, schema: str) -> None:
+    """Fill the columns our migrations added for the server's fast paths in rows written before
+    (as the server does for its own schemas when it migrates them), in the caller's transaction."""
+    sql = NamespaceSQL(schema)
+    has_columns = await c.fetchval(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'wire_json'"
+        " AND NOT attisdropped",
+        f"{quote_ident(schema)}.messages",
+    )
+    if not has_columns:
+        return
+    low, high, _ = await c.fetchrow(sql.unfilled_range)
+    if low is not None:
+        await c.execute(sql.fill, low, high + 1)
 
 
 async def release(dsn: str, namespace: str) -> str:
