@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, make_tenant, server_args
+from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, free_port, make_tenant, server_args
 from tests.api.test_import_export import (  # the fixtures too: a namespace per test
     everything,
     import_events,
@@ -424,11 +424,12 @@ def test_required_flags_and_usage(command: str) -> None:
 
 def test_network_errors_name_the_url(tmp_path: Path) -> None:
     token = ADMIN_TOKEN
+    first, second = free_port(), free_port()  # nothing listens there
     for args, port in (
-        (["export", "--url", "http://127.0.0.1:1", "--token", token], 1),
-        (["import", "--url", "http://127.0.0.1:1/", "--token", token], 1),
-        (["copy", "--from", "http://127.0.0.1:1", "--from-token", token,
-          "--to", "http://127.0.0.1:2", "--to-token", token], 2),
+        (["export", "--url", f"http://127.0.0.1:{first}", "--token", token], first),
+        (["import", "--url", f"http://127.0.0.1:{first}/", "--token", token], first),
+        (["copy", "--from", f"http://127.0.0.1:{first}", "--from-token", token,
+          "--to", f"http://127.0.0.1:{second}", "--to-token", token], second),
     ):  # fmt: skip
         result = run_cli(*args, stdin=ndjson([record(1)]))
         assert result.returncode == 1, args
