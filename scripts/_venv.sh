@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: make .venv exist and hold the project with the given extras.
 # Re-installs only when pyproject.toml changed, so repeated runs start fast.
 set -euo pipefail
@@ -20,7 +21,7 @@ ensure_venv() {
     want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         local target="$ROOT"
-        [ -n "$extras" ] && target="$ROOT[$extras]"
+        [ -n "$extras" ] && target="${ROOT}[$extras]"
         "$VENV/bin/python" -m pip install --quiet -e "$target"
         echo "$want" > "$stamp"
     fi
