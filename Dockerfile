@@ -28,8 +28,9 @@ RUN groupadd --system --gid 10001 eventodb \
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8080
-# Healthy once the server answers on its port (python: the slim image has no curl).
+# Healthy while /ready answers 200: the server is up and its store passes its checks (python:
+# the slim image has no curl).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('EVENTODB_PORT', '8080'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('EVENTODB_PORT', '8080'), timeout=2)"]
 ENTRYPOINT ["eventodb"]
 CMD ["serve"]

@@ -76,6 +76,7 @@ def image_env() -> dict[str, str]:
 
 
 def healthcheck_command() -> list[str]:
+    """The HEALTHCHECK's exec form."""
     [rest] = [rest for keyword, rest in instructions() if keyword == "HEALTHCHECK"]
     command: list[str] = json.loads(rest.split(" CMD ", 1)[1])
     return command
@@ -108,6 +109,7 @@ def test_the_image_is_multi_stage_slim_non_root_with_a_data_volume() -> None:
     assert user.split(":")[0] not in ("0", "root")
     assert ("VOLUME", '["/data"]') in found
     assert image_env()["EVENTODB_DATA_DIR"] == "/data"
+    assert "/ready" in " ".join(healthcheck_command())  # readiness, not mere liveness
 
 
 def test_every_variable_the_image_sets_is_one_the_server_reads() -> None:
