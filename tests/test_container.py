@@ -95,7 +95,7 @@ def test_the_image_builds_with_the_commands_the_readme_documents() -> None:
     readme = readme_install_commands()
     assert readme == [
         "python -m pip wheel --no-deps --wheel-dir dist .",
-        "python -m pip install dist/eventodb-*.whl",
+        "python -m pip install dist/eventodb-*.whl 'eventodb[server]'",
     ]
     assert [c for c in run_commands() if c.startswith("python -m pip")] == readme
 
