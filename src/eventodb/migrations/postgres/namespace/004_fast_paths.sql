@@ -68,6 +68,9 @@ BEGIN
     _message_id := uuid(write_message.id);
 
     PERFORM {{schema}}.acquire_lock(write_message.stream_name);
+    -- The insert's own table lock, taken before the version is read and the global position
+    -- drawn (see write_messages): an import running now is waited for, not collided with.
+    LOCK TABLE {{schema}}.messages IN ROW EXCLUSIVE MODE;
 
     -- A fresh snapshot (this function is VOLATILE), taken after the lock: sees every write
     -- committed before we got it.
@@ -163,6 +166,12 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock(_key);
     END LOOP;
+    -- The table lock the inserts need, taken now: an import holds a lock that excludes it
+    -- while it places messages at global positions of its own and then raises the sequence.
+    -- Waiting for it here, before any version is read or global position drawn, makes the
+    -- batch see the imported messages and draw positions after them (drawn earlier, a
+    -- position could be one the import is placing, and the insert would fail).
+    LOCK TABLE {{schema}}.messages IN ROW EXCLUSIVE MODE;
 
     FOR _i IN 1 .. coalesce(array_length(write_messages.ids, 1), 0) LOOP
         IF EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = write_messages.ids[_i]) THEN

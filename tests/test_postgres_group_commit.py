@@ -1,0 +1,460 @@
+"""Group commit on Postgres: concurrent writes go to ``write_messages`` together, each with
+``write_message``'s semantics and an answer of its own.
+
+Batches are formed on purpose by holding two writes in flight: they wait for a category's
+advisory lock that a plain SQL connection holds, so the writes that arrive meanwhile queue and
+go as one batch when it is released (see :func:`held_in_flight`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventodb.core.errors import DuplicateMessageId, VersionConflict
+from eventodb.core.hashing import hash_64
+from eventodb.store.base import WriteResult
+from eventodb.store.group_commit import GroupCommit
+from eventodb.store.postgres import PostgresStore, _Item, _Namespace, _Outcome
+from tests.concurrent_writes import check_outcomes, expected_summary, run_workload
+from tests.postgres_support import open_postgres_store
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+NS = "batches"
+SCHEMA = "eventodb_batches"
+HOLD = "hold"
+"""Category of the writes kept in flight while a batch forms."""
+
+
+@pytest.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
+    async with open_postgres_store(postgres_dsn) as pg:
+        await pg.create_namespace(NS, "hash")
+        yield pg
+
+
+@pytest.fixture
+async def sql(store: PostgresStore, postgres_dsn: str) -> AsyncIterator[Any]:
+    """A plain SQL client on the same database."""
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def writes_of(store: PostgresStore, namespace: str = NS) -> GroupCommit[_Item, _Outcome]:
+    ns: _Namespace = await store._namespace(namespace)
+    return ns.writes
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], what: str) -> None:
+    """Wait (at most 10 s) for ``condition`` to hold."""
+    deadline = time.monotonic() + 10
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def held_in_flight(
+    store: PostgresStore, sql: Any, count: int = 2
+) -> AsyncIterator[GroupCommit[_Item, _Outcome]]:
+    """``count`` writes of category :data:`HOLD` in flight, blocked on its advisory lock until
+    the block ends; writes submitted meanwhile queue (with 2 in flight) for the next batch."""
+    writes = await writes_of(store)
+    key = hash_64(HOLD)
+    await sql.execute("SELECT pg_advisory_lock($1)", key)
+    held = [
+        asyncio.create_task(store.write_message(NS, f"{HOLD}-{uuid.uuid4().hex}", "T", {}))
+        for _ in range(count)
+    ]
+    try:
+        await until(lambda: writes._in_flight == count, "the held writes are in flight")
+        yield writes
+    finally:
+        await sql.execute("SELECT pg_advisory_unlock($1)", key)
+        await asyncio.gather(*held)
+
+
+Outcome = WriteResult | VersionConflict | DuplicateMessageId
+
+
+async def outcome(call: Awaitable[WriteResult]) -> Outcome:
+    try:
+        return await call
+    except (VersionConflict, DuplicateMessageId) as exc:
+        return exc
+
+
+async def one_batch(
+    store: PostgresStore, sql: Any, writes: list[Callable[[], Awaitable[WriteResult]]]
+) -> list[Outcome]:
+    """Run ``writes`` as one batch (in this order); their outcomes."""
+    async with held_in_flight(store, sql) as commit:
+        before = commit.batches
+        tasks = [asyncio.create_task(outcome(w())) for w in writes]
+        await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+    results = await asyncio.gather(*tasks)
+    assert commit.batches == before + 1, "the writes did not go as one batch"
+    return results
+
+
+def write(
+    store: PostgresStore,
+    stream: str,
+    data: dict[str, Any],
+    *,
+    message_id: str | None = None,
+    expected: int | None = None,
+) -> Callable[[], Awaitable[WriteResult]]:
+    return lambda: store.write_message(
+        NS, stream, "T", data, message_id=message_id, expected_version=expected
+    )
+
+
+def ok(result: Outcome) -> WriteResult:
+    assert isinstance(result, WriteResult), result
+    return result
+
+
+# -- concurrency: batched and single writes agree ---------------------------------------------
+
+
+async def test_batched_and_single_writes_give_the_same_outcomes(store: PostgresStore) -> None:
+    await store.create_namespace("alone", "hash-alone")
+    # Every write of "alone" goes at once, in a transaction of its own.
+    ns = await store._namespace("alone")
+    alone: GroupCommit[_Item, _Outcome] = GroupCommit(
+        lambda items: store._write_batch(ns, items), max_in_flight=1_000_000
+    )
+    ns.writes = alone
+    summaries = {}
+    for namespace in (NS, "alone"):
+        attempts = await run_workload(store, namespace)
+        stored = await store.get_category_messages(namespace, "", batch_size=-1)
+        summaries[namespace] = check_outcomes(attempts, stored)
+    assert summaries[NS] == summaries["alone"] == expected_summary()
+    batched = await writes_of(store)
+    assert batched.items == sum(expected_summary().values())
+    assert batched.batches < batched.items / 2, "the concurrent writes were not batched"
+    assert alone.batches == alone.items
+
+
+# -- one batch, mixed outcomes ----------------------------------------------------------------
+
+
+async def test_a_batch_answers_each_of_its_writes(store: PostgresStore, sql: Any) -> None:
+    existing_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+    existing = await store.write_message(NS, "mix-3", "T", {"v": 1}, message_id=existing_id)
+    await store.write_message(NS, "mix-2", "T", {})
+    notes: list[dict[str, Any]] = []
+    await sql.add_listener("eventodb", lambda *args: notes.append(json.loads(args[3])))
+
+    results = await one_batch(
+        store,
+        sql,
+        [
+            write(store, "mix-1", {"i": 0}),
+            write(store, "mix-2", {"i": 1}, expected=5),  # wrong expected version
+            write(store, "mix-3", {"v": 1}, message_id=existing_id),  # retry: same content
+            write(store, "mix-3", {"v": 2}, message_id=existing_id),  # same id, other content
+            write(store, "fresh-1", {"i": 4}, expected=-1),  # a new stream...
+            write(store, "fresh-1", {"i": 5}, expected=0),  # ...sees the batch's earlier write
+            write(store, "fresh-1", {"i": 6}, expected=-1),  # and so conflicts here
+            write(store, "mix-4", {"n": 1}, message_id=new_id),
+            write(store, "mix-4", {"n": 1}, message_id=new_id),  # retry inside the batch
+            write(store, "mix-4", {"n": 2}, message_id=new_id),  # clash inside the batch
+            write(store, "mix-2", {"i": 10}, expected=0),  # right after a wrong one
+            write(store, "mix-3", {"v": 1}, message_id=existing_id, expected=7),  # id first
+            write(store, "other-1", {"i": 12}),
+        ],
+    )
+
+    written = [ok(results[i]) for i in (0, 4, 5, 7, 10, 12)]
+    assert [(r.position, r.duplicate) for r in written] == [
+        (0, False), (0, False), (1, False), (0, False), (1, False), (0, False),
+    ]  # fmt: skip
+    first = written[0].global_position
+    assert [r.global_position for r in written] == list(range(first, first + 6))
+    conflict = results[1]
+    assert isinstance(conflict, VersionConflict)
+    assert (conflict.expected, conflict.actual) == (5, 0)
+    conflict = results[6]
+    assert isinstance(conflict, VersionConflict)
+    assert (conflict.expected, conflict.actual) == (-1, 1)
+    for i in (2, 11):
+        retry = ok(results[i])
+        assert (retry.position, retry.global_position, retry.duplicate) == (
+            existing.position, existing.global_position, True,
+        )  # fmt: skip
+    retry = ok(results[8])
+    assert (retry.position, retry.global_position, retry.duplicate) == (
+        written[3].position, written[3].global_position, True,
+    )  # fmt: skip
+    for i, stream in ((3, "mix-3"), (9, "mix-4")):
+        clash = results[i]
+        assert isinstance(clash, DuplicateMessageId)
+        assert clash.stream_name == stream
+
+    stored = {m.global_position: m for m in await store.get_category_messages(NS, "")}
+    assert [stored[r.global_position].data for r in written] == [
+        {"i": 0}, {"i": 4}, {"i": 5}, {"n": 1}, {"i": 10}, {"i": 12},
+    ]  # fmt: skip
+    # One transaction: one commit time for the whole batch.
+    assert len({stored[r.global_position].time for r in written}) == 1
+    assert [m.data for m in await store.get_stream_messages(NS, "mix-3")] == [{"v": 1}]
+
+    # One NOTIFY for the batch, naming each message it wrote (and one per held write).
+    await until(lambda: len(notes) >= 3, "the notifications arrived")
+    await sql.fetchval("SELECT 1")
+    batch_notes = [n for n in notes if len(n["g"]) > 1]
+    assert batch_notes == [
+        {
+            "s": SCHEMA,
+            "g": [r.global_position for r in written],
+            "p": [r.position for r in written],
+            "n": ["mix-1", "fresh-1", "fresh-1", "mix-4", "mix-2", "other-1"],
+        }
+    ]
+    assert len(notes) == 3
+
+
+# -- a batch failing as a whole -----------------------------------------------------------------
+
+
+def batch_sizes(store: PostgresStore) -> tuple[int, int]:
+    """(transactions that committed writes, those that committed more than one)."""
+    histogram = store.stats.write_batches
+    return histogram.count, histogram.count - histogram.cumulative()[0][1]
+
+
+async def lock_waiters(sql: Any, at_least: int = 1) -> bool:
+    """Whether ``at_least`` sessions of this test's database wait for a lock."""
+    waiting = await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(waiting >= at_least)
+
+
+@contextlib.asynccontextmanager
+async def racing_insert(dsn: str, sql: Any, message_id: str) -> AsyncIterator[int]:
+    """A plain SQL client inserts message ``message_id`` (``raw-1``, ``{"r": 1}``) and keeps
+    its transaction open; it commits when the block ends, once a write waits for that row.
+    Yields the row's global position."""
+    other = await asyncpg.connect(dsn)
+    try:
+        tx = other.transaction()
+        await tx.start()
+        global_position: int = await other.fetchval(
+            f"INSERT INTO {SCHEMA}.messages (id, stream_name, type, position, data)"
+            " VALUES ($1, 'raw-1', 'T', 0, '{\"r\": 1}') RETURNING global_position",
+            message_id,
+        )
+        yield global_position
+        await until(lambda: lock_waiters(sql), "a write waits for the SQL client")
+        await tx.commit()
+    finally:
+        await other.close()
+
+
+async def test_a_batch_that_fails_as_a_whole_is_written_one_by_one(
+    store: PostgresStore, sql: Any, postgres_dsn: str
+) -> None:
+    """A plain SQL client inserts, and commits, an id the batch is writing: the batch's insert
+    fails on the unique index after its own check found nothing, so every item is written again
+    alone, and each gets the answer it would have got alone."""
+    await store.write_message(NS, "fb-2", "T", {})
+    raw_id = str(uuid.uuid4())
+    errors, (transactions, multi) = store.stats.errors, batch_sizes(store)
+    writes = [
+        write(store, "fb-1", {"i": 0}),
+        write(store, "fb-new", {"i": 1}, expected=-1),
+        write(store, "raw-1", {"r": 1}, message_id=raw_id),
+        write(store, "fb-new", {"i": 3}, expected=0),
+        write(store, "fb-2", {"i": 4}, expected=3),
+        write(store, "fb-3", {"i": 5}),
+    ]
+    async with (
+        racing_insert(postgres_dsn, sql, raw_id) as raw_position,
+        held_in_flight(store, sql) as commit,
+    ):
+        tasks = [asyncio.create_task(outcome(w())) for w in writes]
+        await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+    results = await asyncio.gather(*tasks)
+
+    assert store.stats.errors == errors + 1  # the batch failed once...
+    # ...and nothing of it committed together: 2 held writes, then each item alone.
+    assert batch_sizes(store) == (transactions + 2 + len(writes), multi)
+    assert [(ok(results[i]).position, ok(results[i]).duplicate) for i in (0, 1, 3, 5)] == [
+        (0, False), (0, False), (1, False), (0, False),
+    ]  # fmt: skip
+    retry = ok(results[2])
+    assert (retry.position, retry.global_position, retry.duplicate) == (0, raw_position, True)
+    conflict = results[4]
+    assert isinstance(conflict, VersionConflict)
+    assert (conflict.expected, conflict.actual) == (3, 0)
+    assert [m.data for m in await store.get_stream_messages(NS, "fb-new")] == [{"i": 1}, {"i": 3}]
+    assert [m.id for m in await store.get_stream_messages(NS, "raw-1")] == [raw_id]
+
+
+@pytest.mark.parametrize("same_content", [True, False])
+async def test_a_lone_write_racing_a_plain_insert_of_its_id_gets_the_id_answer(
+    store: PostgresStore, sql: Any, postgres_dsn: str, same_content: bool
+) -> None:
+    """The same race for a write alone in its batch: its insert fails, and the id rule
+    decides (an identical message makes it a retry, another one a clash)."""
+    raw_id = str(uuid.uuid4())
+    data = {"r": 1} if same_content else {"r": 2}
+    async with racing_insert(postgres_dsn, sql, raw_id) as raw_position:
+        task = asyncio.create_task(outcome(write(store, "raw-1", data, message_id=raw_id)()))
+    result = await task
+    if same_content:
+        retry = ok(result)
+        assert (retry.position, retry.global_position, retry.duplicate) == (0, raw_position, True)
+    else:
+        assert isinstance(result, DuplicateMessageId)
+        assert result.stream_name == "raw-1"
+    assert [m.id for m in await store.get_stream_messages(NS, "raw-1")] == [raw_id]
+
+
+async def test_a_batch_chosen_as_deadlock_victim_is_written_one_by_one(
+    store: PostgresStore, sql: Any, postgres_dsn: str
+) -> None:
+    """A SQL client takes two category locks in the opposite order to the batch's: Postgres
+    breaks the deadlock by failing the batch (the client waits longer before checking), and
+    its items are then written one by one once the client commits."""
+    low, high = sorted(["alpha", "beta", "gamma"], key=hash_64)[:2]
+    client = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = client.transaction()
+        await tx.start()
+        await client.execute("SET LOCAL deadlock_timeout = '60s'")
+        await client.execute("SELECT pg_advisory_xact_lock($1)", hash_64(high))
+        errors, (transactions, multi) = store.stats.errors, batch_sizes(store)
+        writes = [
+            write(store, f"{low}-1", {"i": 0}, expected=-1),
+            write(store, f"{high}-1", {"i": 1}),
+            write(store, f"{low}-1", {"i": 2}, expected=0),
+        ]
+        commit = await writes_of(store)
+        async with held_in_flight(store, sql):
+            tasks = [asyncio.create_task(outcome(w())) for w in writes]
+            await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+        # The batch holds the lower lock and waits for the higher one: close the cycle.
+        await until(lambda: lock_waiters(sql), "the batch waits for the SQL client")
+        await client.execute("SELECT pg_advisory_xact_lock($1)", hash_64(low))
+        await tx.commit()
+        results = await asyncio.gather(*tasks)
+    finally:
+        await client.close()
+
+    assert store.stats.errors == errors + 1
+    assert batch_sizes(store) == (transactions + 2 + len(writes), multi)
+    assert [(ok(r).position, ok(r).duplicate) for r in results] == [
+        (0, False), (0, False), (1, False),
+    ]  # fmt: skip
+    assert [m.data for m in await store.get_stream_messages(NS, f"{low}-1")] == [
+        {"i": 0},
+        {"i": 2},
+    ]
+
+
+# -- a lone write goes at once ----------------------------------------------------------------
+
+
+async def test_a_lone_writer_never_waits_for_a_batch(store: PostgresStore) -> None:
+    commit = await writes_of(store)
+    transactions, multi = batch_sizes(store)
+    for i in range(20):
+        result = await store.write_message(NS, "lone-1", "T", {"i": i})
+        assert result.position == i
+        assert commit._in_flight == 0
+        assert not commit._tasks  # no flush task was needed
+    assert (commit.batches, commit.items) == (20, 20)
+    assert batch_sizes(store) == (transactions + 20, multi)
+
+
+async def test_a_write_goes_at_once_while_one_batch_is_in_flight(
+    store: PostgresStore, sql: Any
+) -> None:
+    async with held_in_flight(store, sql, count=1) as commit:
+        # Completes although the held write has not: it did not wait for that batch.
+        result = await asyncio.wait_for(store.write_message(NS, "free-1", "T", {}), 10)
+        assert result.position == 0
+        assert commit._in_flight == 1
+        # With two in flight, the next one waits for the next batch.
+        second = asyncio.create_task(store.write_message(NS, f"{HOLD}-x", "T", {}))
+        await until(lambda: commit._in_flight == 2, "the second held write is in flight")
+        third = asyncio.create_task(store.write_message(NS, "free-2", "T", {}))
+        await until(lambda: len(commit._waiting) == 1, "the third write waits")
+        assert not third.done()
+    assert (await second).position == 0
+    assert (await third).position == 0
+
+
+# -- writes during an import --------------------------------------------------------------------
+
+
+async def test_writes_during_an_import_wait_for_it_and_land_after_it(
+    store: PostgresStore, sql: Any, postgres_dsn: str
+) -> None:
+    """An import locks the table against inserts, places its records at global positions of
+    its own and raises the sequence past them. A server write and a SQL client's
+    ``write_message`` arriving meanwhile wait for it, then draw positions after it (the import
+    is replayed statement by statement from ``PostgresStore._import``, paused before its end)."""
+    await store.write_message(NS, "imp-1", "T", {})
+    ns: _Namespace = await store._namespace(NS)
+    client = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = sql.transaction()
+        await tx.start()
+        await sql.execute(ns.sql.lock_for_import)
+        await sql.execute(
+            ns.sql.import_rows,
+            [str(uuid.uuid4()), str(uuid.uuid4())], ["imp-1", "imp-9"], ["Imported"] * 2, [1, 0],
+            [2, 3], ["{}"] * 2, [None] * 2, [None] * 2, [None] * 2, [datetime(2025, 1, 1)] * 2,
+        )  # fmt: skip
+        server_write = asyncio.create_task(store.write_message(NS, "imp-1", "T", {"by": "server"}))
+        sql_write = asyncio.create_task(
+            client.fetchval(
+                f"SELECT {SCHEMA}.write_message($1, 'sql-1', 'T', '{{}}')", str(uuid.uuid4())
+            )
+        )
+        await until(lambda: lock_waiters(sql, 2), "both writes wait for the import")
+        await sql.execute(ns.sql.raise_sequence, 3)
+        await tx.commit()
+        written: WriteResult | BaseException
+        sql_position: Any
+        written, sql_position = await asyncio.gather(
+            server_write, sql_write, return_exceptions=True
+        )
+    finally:
+        await client.close()
+    assert sql_position == 0, sql_position
+    assert isinstance(written, WriteResult), written
+    assert (written.position, written.global_position) in ((2, 4), (2, 5))
+    stored = await store.get_category_messages(NS, "", batch_size=-1)
+    assert sorted((m.global_position, m.stream_name, m.position) for m in stored) == sorted(
+        [
+            (1, "imp-1", 0), (2, "imp-1", 1), (3, "imp-9", 0),
+            (written.global_position, "imp-1", 2), (9 - written.global_position, "sql-1", 0),
+        ]
+    )  # fmt: skip

@@ -1,0 +1,155 @@
+"""GroupCommit: a lone write goes at once, in its caller's task; writes arriving while batches
+are in flight go together in the next batch; each caller gets its own item's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from eventodb.store.group_commit import GroupCommit
+
+
+class Recorder:
+    """A ``run`` that records each batch and the task it ran in; ``gate`` holds batches back."""
+
+    def __init__(self, *, immediate: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.immediate = immediate
+
+    async def __call__(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        if not self.immediate:  # (an immediate run may be driven without an event loop)
+            self.tasks.append(asyncio.current_task())
+            await self.gate.wait()
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+
+def finish_without_suspending(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro`` one step; it must complete in that step (never wait on anything)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return int(done.value)
+    coro.close()
+    raise AssertionError("the coroutine suspended")
+
+
+def test_a_lone_submit_completes_without_ever_suspending() -> None:
+    run = Recorder(immediate=True)
+    commit: GroupCommit[int, int] = GroupCommit(run)
+    # No event loop runs here: a timer, a flush task or a wait on other writes would all need
+    # one. The write goes straight to ``run`` and back.
+    assert finish_without_suspending(commit.submit(4)) == 40
+    assert finish_without_suspending(commit.submit(6)) == 60
+    assert run.batches == [[4], [6]]
+    assert (commit.batches, commit.items) == (2, 2)
+
+
+async def test_a_lone_submit_runs_in_its_callers_task() -> None:
+    run = Recorder()
+    commit: GroupCommit[int, int] = GroupCommit(run)
+    for i in (2, 4, 8):
+        assert await commit.submit(i) == i * 10
+    me = asyncio.current_task()
+    assert run.tasks == [me, me, me]
+    assert not commit._tasks
+
+
+async def test_a_submit_goes_at_once_while_fewer_than_max_in_flight_run() -> None:
+    run = Recorder()
+    run.gate.clear()
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=2)
+    first = asyncio.create_task(commit.submit(2))
+    second = asyncio.create_task(commit.submit(4))
+    await asyncio.sleep(0)
+    assert run.batches == [[2], [4]]  # both went at once, each alone
+    third = asyncio.create_task(commit.submit(6))
+    await asyncio.sleep(0)
+    assert run.batches == [[2], [4]]  # two in flight: the third waits
+    assert commit._in_flight == 2
+    run.gate.set()
+    assert list(await asyncio.gather(first, second, third)) == [20, 40, 60]
+    assert run.batches == [[2], [4], [6]]
+
+
+async def test_writes_arriving_while_batches_run_go_together_in_order() -> None:
+    run = Recorder()
+    run.gate.clear()
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=2, max_batch=4)
+    held = [asyncio.create_task(commit.submit(i)) for i in (100, 102)]
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(commit.submit(i)) for i in (2, 4, 6, 8, 10, 12)]
+    await asyncio.sleep(0)
+    assert len(commit._waiting) == 6
+    run.gate.set()
+    assert await asyncio.gather(*held, *waiting) == [1000, 1020, 20, 40, 60, 80, 100, 120]
+    # The held batches finish one after the other; each one's end starts the next batch.
+    assert run.batches == [[100], [102], [2, 4, 6, 8], [10, 12]]
+    assert (commit.batches, commit.items) == (4, 8)
+    assert not commit._tasks
+
+
+async def test_each_caller_gets_its_own_items_outcome() -> None:
+    run = Recorder()
+    run.gate.clear()
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    held = asyncio.create_task(commit.submit(0))
+    await asyncio.sleep(0)
+    calls = [asyncio.create_task(commit.submit(i)) for i in (1, 2, 3, 4)]
+    await asyncio.sleep(0)
+    run.gate.set()
+    outcomes = await asyncio.gather(held, *calls, return_exceptions=True)
+    assert run.batches == [[0], [1, 2, 3, 4]]
+    assert outcomes[0] == 0
+    assert [str(o) if isinstance(o, ValueError) else o for o in outcomes[1:]] == [
+        "odd 1",
+        20,
+        "odd 3",
+        40,
+    ]
+    with pytest.raises(ValueError, match="odd 5"):
+        await commit.submit(5)  # alone: its exception is raised too
+
+
+async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other() -> None:
+    gate = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        await gate.wait()
+        if 13 in items:
+            raise RuntimeError("batch failed")
+        return list(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1, max_batch=2)
+    first = asyncio.create_task(commit.submit(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(commit.submit(i)) for i in (13, 14, 15)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert outcomes[0] == 1
+    assert [type(o) for o in outcomes[1:3]] == [RuntimeError, RuntimeError]
+    assert outcomes[3] == 15
+
+
+async def test_a_caller_that_goes_away_does_not_break_its_batch() -> None:
+    run = Recorder()
+    run.gate.clear()
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    held = asyncio.create_task(commit.submit(0))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(commit.submit(2))
+    stays = asyncio.create_task(commit.submit(4))
+    await asyncio.sleep(0)
+    gone.cancel()
+    run.gate.set()
+    assert await held == 0
+    assert await stays == 40
+    assert gone.cancelled()
+    assert run.batches == [[0], [2, 4]]  # the write itself still happened
