@@ -1,0 +1,203 @@
+"""Upgrading existing SQLite namespaces to the fast paths (namespace migrations 004 and 005).
+
+Consumer-group membership must stay what ``eventodb.core.hashing`` (bit-exact with Message DB's
+``hash_64(cardinal_id(...))``) gives, before and after the upgrade, for rows with and without the
+stored hash; the fill of older rows reports progress, resumes after an interruption, and changes
+no read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventodb.core import timefmt
+from eventodb.core.hashing import cardinal_hash
+from eventodb.store import sqlite as sqlite_backend
+from eventodb.store.sqlite import SQLiteStore
+from tests.fast_paths_support import (
+    CATEGORY,
+    GO_STREAMS,
+    GROUP_SIZES,
+    PAYLOADS,
+    Interrupted,
+    all_reads,
+    expected_members,
+    go_sqlite_data_dir,
+    migrations_up_to,
+    store_members,
+    stream_ids,
+    stream_name,
+)
+from tests.storage_access import RawMessages
+
+T0 = 1_736_935_200_000_000
+"""2025-01-15T10:00:00Z in Unix microseconds."""
+
+
+@pytest.fixture(scope="module")
+def at_003(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrations_up_to(tmp_path_factory.mktemp("migrations"), "sqlite", 3)
+
+
+async def namespace_at(data: Path, migrations_root: Path) -> sqlite3.Connection:
+    """Namespace ``cg`` created with the given migrations; a connection to its database."""
+    async with SQLiteStore(data, migrations_root=migrations_root) as store:
+        await store.create_namespace("cg", "hash-cg")
+    return sqlite3.connect(data / "cg.db", isolation_level=None)
+
+
+def insert(conn: sqlite3.Connection, stream: str, time: int, data: str = "{}") -> int:
+    """A row as another program writes it (no fast-path columns); its global position."""
+    position = conn.execute(
+        "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE stream_name = ?", (stream,)
+    ).fetchone()[0]
+    cursor = conn.execute(
+        "INSERT INTO messages (id, stream_name, type, position, data, metadata, time)"
+        " VALUES (?, ?, 'T', ?, ?, NULL, ?)",
+        (str(uuid.uuid4()), stream, position, data, time),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def stored_hashes(conn: sqlite3.Connection) -> dict[str, int | None]:
+    return dict(conn.execute("SELECT stream_name, cardinal_id_hash FROM messages").fetchall())
+
+
+async def assert_same_membership(store: SQLiteStore, streams: dict[int, str]) -> None:
+    for size in GROUP_SIZES:
+        assert await store_members(store, "cg", CATEGORY, size) == expected_members(
+            streams, size
+        ), f"size {size}"
+
+
+examples = itertools.count()
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ids=st.lists(stream_ids, min_size=1, max_size=40))
+async def test_membership_is_unchanged_by_the_upgrade(
+    tmp_path: Path, at_003: Path, ids: list[str | None]
+) -> None:
+    data = tmp_path / f"data{next(examples)}"
+    conn = await namespace_at(data, at_003)
+    streams: dict[int, str] = {}
+    with conn:
+        for stream_id in ids:
+            stream = stream_name(CATEGORY, stream_id)
+            streams[insert(conn, stream, T0)] = stream
+        insert(conn, "other-1", T0)  # another category: in no member's share
+    async with SQLiteStore(data) as store:  # 004, fill, 005
+        with sqlite3.connect(data / "cg.db") as check:
+            hashes = stored_hashes(check)
+        assert hashes == {stream: cardinal_hash(stream) for stream in hashes}
+        await assert_same_membership(store, streams)
+        for stream in list(streams.values())[:10]:
+            result = await store.write_message("cg", stream, "T", {})
+            streams[result.global_position] = stream
+        await assert_same_membership(store, streams)
+        async with RawMessages(store, "cg") as raw:
+            assert await raw.forget_fast_paths() == len(streams) + 1
+        await assert_same_membership(store, streams)
+
+
+async def test_membership_of_a_namespace_left_by_the_go_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    conn = go_sqlite_data_dir(data, "cg")
+    streams: dict[int, str] = {}
+    with conn:
+        for stream in GO_STREAMS * 2:
+            global_position = insert(conn, stream, 1_736_935_200)  # the Go server: seconds
+            if stream.startswith(f"{CATEGORY}-") or stream == CATEGORY:
+                streams[global_position] = stream
+    conn.close()
+    async with SQLiteStore(data) as store:
+        assert store.migrations_applied == 3  # 003, 004 and 005
+        await assert_same_membership(store, streams)
+        async with RawMessages(store, "cg") as raw:
+            await raw.forget_fast_paths()
+        await assert_same_membership(store, streams)
+        [first, *_] = await store.get_stream_messages("cg", "cg-1")
+        assert timefmt.format_time(first.time) == "2025-01-15T10:00:00Z"
+
+
+# -- the fill of older rows ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fill_batches(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(sqlite_backend, "FILL_BATCH", 4)
+    return 4
+
+
+TIMES = [T0, T0 + 120_000, -1, -1_500_000, 0, -86_400_000_000 * 365 * 60 + 7]
+"""Times with and without fractions, and before 1970."""
+
+
+def schema_version(data: Path) -> int:
+    with sqlite3.connect(data / "cg.db") as conn:
+        version: int = conn.execute("SELECT max(version) FROM _schema_version").fetchone()[0]
+    return version
+
+
+async def test_an_interrupted_fill_resumes_and_changes_no_read(
+    tmp_path: Path, at_003: Path, small_fill_batches: int
+) -> None:
+    data = tmp_path / "data"
+    conn = await namespace_at(data, at_003)
+    streams = [stream_name(CATEGORY, str(i % 7)) for i in range(7)]
+    with conn:
+        for i in range(25):
+            insert(conn, streams[i % 7], TIMES[i % len(TIMES)], PAYLOADS[i % len(PAYLOADS)])
+    conn.close()
+    at_004 = migrations_up_to(tmp_path, "sqlite", 4)
+
+    # At 004 the columns exist but nothing is filled yet: reads render every row.
+    async with SQLiteStore(data, migrations_root=at_004) as store:
+        before = await all_reads(store, streams)
+        async with RawMessages(store, "cg") as raw:
+            assert await raw.unfilled() == 25
+
+    progress: list[tuple[int, int]] = []
+
+    def interrupt(done: int, total: int) -> None:
+        progress.append((done, total))
+        if len(progress) == 2:
+            raise Interrupted
+
+    conn = sqlite3.connect(data / "cg.db", isolation_level=None)
+    conn.create_function("eventodb_cardinal_hash", 1, cardinal_hash, deterministic=True)
+    with pytest.raises(Interrupted):
+        sqlite_backend.fill_fast_paths(conn, interrupt)
+    conn.close()
+    assert progress == [(4, 25), (8, 25)]
+    assert schema_version(data) == 4
+
+    async with SQLiteStore(data, migrations_root=at_004) as store:
+        async with RawMessages(store, "cg") as raw:
+            assert await raw.unfilled() == 17
+        assert await all_reads(store, streams) == before  # half filled, same reads
+
+    seen: list[tuple[str, int, int]] = []
+
+    def record(namespace: str, done: int, total: int) -> None:
+        seen.append((namespace, done, total))
+
+    async with SQLiteStore(data, on_progress=record) as store:
+        assert store.migrations_applied == 1  # 005
+        assert seen == [("cg", done, 17) for done in (4, 8, 12, 16, 17)]
+        async with RawMessages(store, "cg") as raw:
+            assert await raw.unfilled() == 0
+        assert await all_reads(store, streams) == before
+    assert schema_version(data) == 5
