@@ -37,12 +37,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def _install(url: str) -> None:
+async def _execute(url: str, sql: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(FIXTURE.read_text())
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def _install(url: str) -> None:
+    await _execute(url, FIXTURE.read_text())
 
 
 @pytest.fixture
@@ -247,7 +251,8 @@ def test_a_dry_run_reports_the_changes_and_changes_nothing(message_db: str) -> N
     assert asyncio.run(_dump(message_db)) == before
 
 
-def test_refusals_change_nothing(message_db: str, postgres_dsn: str) -> None:
+def test_refusals_change_nothing(message_db: str) -> None:
+    untouched = asyncio.run(_dump(message_db))
     not_message_db = run_cli("adopt", "--db-url", message_db, "--schema", "public",
                              "--namespace", "x")  # fmt: skip
     assert not_message_db.returncode == 1
@@ -256,13 +261,21 @@ def test_refusals_change_nothing(message_db: str, postgres_dsn: str) -> None:
     )
     missing = run_cli("adopt", "--db-url", message_db, "--schema", "nope", "--namespace", "x")
     assert (missing.returncode, missing.stderr) == (1, "Error: schema nope does not exist\n")
+    assert asyncio.run(_dump(message_db)) == untouched
+
     _adopt(message_db)
     before = asyncio.run(_dump(message_db))
     twice = run_cli("adopt", "--db-url", message_db, "--namespace", "other")
     assert twice.returncode == 1
-    assert (
-        twice.stderr == "Error: schema message_store is registered already, as namespace 'legacy'\n"
+    assert twice.stderr == (
+        "Error: schema message_store is registered already, as namespace 'legacy'\n"
     )
+    # A second Message DB schema under a namespace id that is taken.
+    second = FIXTURE.read_text().replace("message_store.", "ms2.")
+    second = second.replace("SCHEMA IF NOT EXISTS message_store", "SCHEMA IF NOT EXISTS ms2")
+    run_sync(_execute, message_db, second)
+    taken = run_cli("adopt", "--db-url", message_db, "--schema", "ms2", "--namespace", "legacy")
+    assert (taken.returncode, taken.stderr) == (1, "Error: namespace 'legacy' exists already\n")
     assert asyncio.run(_dump(message_db)) == before
 
 

@@ -16,7 +16,9 @@ import orjson
 MAX_DEPTH = 512
 """Deepest nesting accepted in a request (SPEC §11.1)."""
 
-_WIDE_INT = re.compile(rb"[0-9]{19}")
+_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_WIDE_RUN = b"0" * 19
+"""19 digits in a row: a literal that may not fit 64 bits."""
 _WIDE_INT_TEXT = re.compile(r"[0-9]{19}")
 
 
@@ -34,7 +36,12 @@ def loads(raw: bytes | str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise JSONError(str(exc)) from None
-    wide = _WIDE_INT_TEXT.search(raw) if isinstance(raw, str) else _WIDE_INT.search(raw)
+    if isinstance(raw, str):
+        wide = _WIDE_INT_TEXT.search(raw) is not None
+    else:
+        # Digits → "0", everything else → " ", then a plain substring search: several times
+        # faster than the regular expression on bytes (this runs for every request and line).
+        wide = _WIDE_RUN in raw.translate(_DIGIT_MAP)
     if wide:
         # Rare: re-parse exactly. Input already validated by orjson, so this cannot fail on syntax.
         value = json.loads(raw)
