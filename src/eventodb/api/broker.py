@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from eventodb.core.hashing import group_member
 from eventodb.core.streams import category
-from eventodb.store.base import ConsumerGroup, Gap, Message, Poke, Store
+from eventodb.store.base import ConsumerGroup, Gap, Poke, Store
 
 log = logging.getLogger("eventodb.subscriptions")
 
@@ -249,36 +249,32 @@ class Subscription:
     async def _read_page(self, cursor: int) -> list[PokeTuple]:
         f = self.filter
         size = SUMMARY_PAGE_SIZE if self._summarise else PAGE_SIZE
-        messages: list[Message]
+        found: list[PokeTuple]
         if f.stream is not None:
-            messages = await self.store.get_stream_messages(
+            found = await self.store.stream_positions(
                 self.namespace, f.stream, position=cursor, batch_size=size
             )
-            after = messages[-1].position + 1 if messages else cursor
+            after = found[-1][1] + 1 if found else cursor
         else:
-            messages = await self.store.get_category_messages(
-                self.namespace,
-                f.category,
-                position=cursor,
-                batch_size=size,
-                consumer_group=f.group,
+            found = await self.store.category_positions(
+                self.namespace, f.category, position=cursor, batch_size=size, consumer_group=f.group
             )
-            after = messages[-1].global_position + 1 if messages else cursor
+            after = found[-1][2] + 1 if found else cursor
         # Requests that arrived during the read wait in _reread_from; next() merges them.
-        self._cursor = None if len(messages) < size else after
-        if messages:
-            self.broker.observe(self.namespace, max(m.global_position for m in messages))
+        self._cursor = None if len(found) < size else after
+        if found:
+            self.broker.observe(self.namespace, max(gp for _, _, gp in found))
         if self._summarise:
             if self._cursor is None:
                 self._summarise = False
             # Latest message per stream, in order of each stream's last appearance.
-            latest = {m.stream_name: m for m in messages}
-            messages = sorted(latest.values(), key=lambda m: m.global_position)
+            latest = {located[0]: located for located in found}
+            found = sorted(latest.values(), key=lambda located: located[2])
         pokes: list[PokeTuple] = []
-        for m in messages:
-            if not self._covered(m.stream_name, m.position):
-                self._mark(m.stream_name, m.position)
-                pokes.append((m.stream_name, m.position, m.global_position))
+        for stream, position, global_position in found:
+            if not self._covered(stream, position):
+                self._mark(stream, position)
+                pokes.append((stream, position, global_position))
         return pokes
 
     def _wake(self) -> None:

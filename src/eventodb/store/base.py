@@ -60,6 +60,10 @@ class Message:
         )
 
 
+Located = tuple[str, int, int]
+"""Where a message is: ``(stream name, position, global position)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A validated write request, with its JSON already serialised once for the backend."""
@@ -652,6 +656,32 @@ class Store(abc.ABC):
         element = jsoncodec.loads(await self.read_last_json(namespace, stream_name, message_type))
         return None if element is None else Message.from_stream_json(stream_name, element)
 
+    async def stream_positions(
+        self, namespace: str, stream_name: str, *, position: int, batch_size: int
+    ) -> list[Located]:
+        """Where the messages of :meth:`read_stream_json` are, without their content.
+
+        For readers that only need to know that messages exist (live subscriptions replaying
+        from the database), so that nothing is rendered or decoded.
+        """
+        validation.check_stream_name(stream_name)
+        return await self._stream_positions(namespace, stream_name, position, batch_size)
+
+    async def category_positions(
+        self,
+        namespace: str,
+        category: str,
+        *,
+        position: int,
+        batch_size: int,
+        consumer_group: ConsumerGroup | None = None,
+    ) -> list[Located]:
+        """Where the messages of :meth:`read_category_json` are, without their content."""
+        validation.check_text(category, "categoryName")
+        return await self._category_positions(
+            namespace, category, position, batch_size, consumer_group
+        )
+
     async def stream_version(self, namespace: str, stream_name: str) -> int | None:
         """Position of the stream's last message; ``None`` for a stream with no messages."""
         validation.check_stream_name(stream_name)
@@ -725,6 +755,21 @@ class Store(abc.ABC):
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
     ) -> tuple[str, int]: ...
+
+    @abc.abstractmethod
+    async def _stream_positions(
+        self, namespace: str, stream_name: str, position: int, batch_size: int
+    ) -> list[Located]: ...
+
+    @abc.abstractmethod
+    async def _category_positions(
+        self,
+        namespace: str,
+        category: str,
+        position: int,
+        batch_size: int,
+        consumer_group: ConsumerGroup | None,
+    ) -> list[Located]: ...
 
     @abc.abstractmethod
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None: ...

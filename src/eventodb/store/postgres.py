@@ -58,6 +58,7 @@ from eventodb.store.base import (
     ConsumerGroup,
     Gap,
     HealthCheck,
+    Located,
     Message,
     NamespaceRecord,
     NamespaceStats,
@@ -928,6 +929,36 @@ class PostgresStore(Store):
             "read last message", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
         )
         return ("null", 0) if body is None else (body, 1)
+
+    async def _stream_positions(
+        self, namespace: str, stream_name: str, position: int, batch_size: int
+    ) -> list[Located]:
+        ns = await self._namespace(namespace)
+        rows = await self._run(
+            "read stream",
+            lambda c: c.fetch(ns.sql.stream_positions, stream_name, position, batch_size),
+            ns=ns,
+            retry=True,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def _category_positions(
+        self,
+        namespace: str,
+        category: str,
+        position: int,
+        batch_size: int,
+        consumer_group: ConsumerGroup | None,
+    ) -> list[Located]:
+        ns = await self._namespace(namespace)
+        args: list[Any] = [position, batch_size]
+        if category:
+            args.append(category)
+        if consumer_group is not None:
+            args.extend((consumer_group.size, consumer_group.member))
+        sql = ns.sql.category_positions(bool(category), consumer_group is not None)
+        rows = await self._run("read category", lambda c: c.fetch(sql, *args), ns=ns, retry=True)
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         ns = await self._namespace(namespace)

@@ -97,6 +97,7 @@ class NamespaceSQL:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         self._category_reads: dict[tuple[bool, bool, bool], str] = {}
+        self._category_positions: dict[tuple[bool, bool], str] = {}
         s = quote_ident(schema)
         self.messages = f"{s}.messages"
         seq = f"{s}.messages_global_position_seq"
@@ -135,6 +136,10 @@ class NamespaceSQL:
         self.last_of_type = (
             f"SELECT '[\"' || {self._stream_element} || ']' FROM {s}.messages"
             " WHERE stream_name = $1 AND type = $2 ORDER BY position DESC LIMIT 1"
+        )
+        self.stream_positions = (
+            f"SELECT stream_name, position, global_position FROM {s}.messages"
+            " WHERE stream_name = $1 AND position >= $2 ORDER BY position LIMIT $3"
         )
         self.version = f"SELECT max(position) FROM {s}.messages WHERE stream_name = $1"
         # Code-point order and literal prefixes on every backend: the "C" collation.
@@ -191,10 +196,27 @@ class NamespaceSQL:
         key = (category, correlation, consumer_group)
         sql = self._category_reads.get(key)
         if sql is None:
-            sql = self._category_reads[key] = self._build_category_read(*key)
+            sql = self._category_reads[key] = _json_array(
+                self._category_element,
+                "global_position",
+                f"{self.messages} WHERE {self._category_filter(*key)}"
+                " ORDER BY global_position LIMIT $2",
+            )
         return sql
 
-    def _build_category_read(self, category: bool, correlation: bool, consumer_group: bool) -> str:
+    def category_positions(self, category: bool, consumer_group: bool) -> str:
+        """Where a category read's messages are: same parameters, without correlation."""
+        key = (category, consumer_group)
+        sql = self._category_positions.get(key)
+        if sql is None:
+            sql = self._category_positions[key] = (
+                f"SELECT stream_name, position, global_position FROM {self.messages}"
+                f" WHERE {self._category_filter(category, False, consumer_group)}"
+                " ORDER BY global_position LIMIT $2"
+            )
+        return sql
+
+    def _category_filter(self, category: bool, correlation: bool, consumer_group: bool) -> str:
         s = quote_ident(self.schema)
         where = ["global_position >= $1"]
         n = 2
@@ -215,8 +237,4 @@ class NamespaceSQL:
                 f"mod(@ coalesce(cardinal_id_hash, {s}.hash_64({s}.cardinal_id(stream_name))),"
                 f" ${n + 1}) = ${n + 2}"
             )
-        return _json_array(
-            self._category_element,
-            "global_position",
-            f"{s}.messages WHERE {' AND '.join(where)} ORDER BY global_position LIMIT $2",
-        )
+        return " AND ".join(where)

@@ -35,6 +35,7 @@ from eventodb.store.base import (
     CategoryInfo,
     ConsumerGroup,
     HealthCheck,
+    Located,
     Message,
     NamespaceRecord,
     NamespaceStats,
@@ -589,24 +590,14 @@ class SQLiteStore(Store):
         correlation: str | None,
         consumer_group: ConsumerGroup | None,
     ) -> tuple[str, int]:
-        where = ["global_position >= ?"]
-        args: list[Any] = [position]
-        if category:
-            where.insert(0, f"{_CATEGORY} = ?")
-            args.insert(0, category)
-        if correlation is not None:
-            where.append(f"{_CORRELATION_CATEGORY} = ?")
-            args.append(correlation)
-        if consumer_group is not None:
-            where.append(f"abs({_CARDINAL_HASH}) % ? = ?")
-            args.extend((consumer_group.size, consumer_group.member))
+        where, args = _category_filter(category, position, correlation, consumer_group)
         sql = _json_array(
-            _CATEGORY_ELEMENT,
-            f"messages WHERE {' AND '.join(where)} ORDER BY global_position LIMIT ?",
+            _CATEGORY_ELEMENT, f"messages WHERE {where} ORDER BY global_position LIMIT ?"
         )
-        args.append(batch_size)
         handle = await self._handle(namespace)
-        body, count = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read category")
+        body, count = await handle.read(
+            lambda c: c.execute(sql, (*args, batch_size)).fetchone(), "read category"
+        )
         return body, count
 
     async def _last_message_json(
@@ -620,6 +611,35 @@ class SQLiteStore(Store):
         handle = await self._handle(namespace)
         row = await handle.read(lambda c: c.execute(sql, args).fetchone(), "read last message")
         return ("null", 0) if row is None else (str(row[0]), 1)
+
+    async def _stream_positions(
+        self, namespace: str, stream_name: str, position: int, batch_size: int
+    ) -> list[Located]:
+        handle = await self._handle(namespace)
+        rows: list[Located] = await handle.read(
+            lambda c: c.execute(_STREAM_POSITIONS, (stream_name, position, batch_size)).fetchall(),
+            "read stream",
+        )
+        return rows
+
+    async def _category_positions(
+        self,
+        namespace: str,
+        category: str,
+        position: int,
+        batch_size: int,
+        consumer_group: ConsumerGroup | None,
+    ) -> list[Located]:
+        where, args = _category_filter(category, position, None, consumer_group)
+        sql = (
+            "SELECT stream_name, position, global_position FROM messages"
+            f" WHERE {where} ORDER BY global_position LIMIT ?"
+        )
+        handle = await self._handle(namespace)
+        rows: list[Located] = await handle.read(
+            lambda c: c.execute(sql, (*args, batch_size)).fetchall(), "read category"
+        )
+        return rows
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         handle = await self._handle(namespace)
@@ -661,6 +681,10 @@ _READ_STREAM_GLOBAL = _json_array(
     _STREAM_ELEMENT,
     "messages WHERE stream_name = ? AND global_position >= ? ORDER BY position LIMIT ?",
 )
+_STREAM_POSITIONS = (
+    "SELECT stream_name, position, global_position FROM messages"
+    " WHERE stream_name = ? AND position >= ? ORDER BY position LIMIT ?"
+)
 _LAST = (
     f"SELECT '[\"' || {_STREAM_ELEMENT} || ']' FROM messages WHERE stream_name = ?"
     " ORDER BY position DESC LIMIT 1"
@@ -669,6 +693,24 @@ _LAST_OF_TYPE = (
     f"SELECT '[\"' || {_STREAM_ELEMENT} || ']' FROM messages WHERE stream_name = ? AND type = ?"
     " ORDER BY position DESC LIMIT 1"
 )
+
+
+def _category_filter(
+    category: str, position: int, correlation: str | None, consumer_group: ConsumerGroup | None
+) -> tuple[str, list[Any]]:
+    """The WHERE condition of a category read and its parameters."""
+    where = ["global_position >= ?"]
+    args: list[Any] = [position]
+    if category:
+        where.insert(0, f"{_CATEGORY} = ?")
+        args.insert(0, category)
+    if correlation is not None:
+        where.append(f"{_CORRELATION_CATEGORY} = ?")
+        args.append(correlation)
+    if consumer_group is not None:
+        where.append(f"abs({_CARDINAL_HASH}) % ? = ?")
+        args.extend((consumer_group.size, consumer_group.member))
+    return " AND ".join(where), args
 
 
 def _version(c: sqlite3.Connection, stream_name: str) -> int | None:
