@@ -458,3 +458,36 @@ async def test_writes_during_an_import_wait_for_it_and_land_after_it(
             (written.global_position, "imp-1", 2), (9 - written.global_position, "sql-1", 0),
         ]
     )  # fmt: skip
+
+
+async def test_a_batch_whose_answer_is_lost_after_commit_answers_each_write_once(
+    store: PostgresStore, sql: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch commits but its connection dies before the answer arrives: the item-by-item
+    retry finds each message under the id the store gave it, and answers with where it was
+    written instead of failing (nothing is written twice)."""
+    real = PostgresStore._call_batch
+    lost: list[int] = []
+
+    async def commit_then_lose_answer(c: Any, ns: _Namespace, items: list[_Item]) -> Any:
+        result = await real(c, ns, items)
+        if len(items) > 1 and not lost:
+            lost.append(len(items))
+            raise asyncpg.ConnectionDoesNotExistError("connection lost after commit")
+        return result
+
+    monkeypatch.setattr(PostgresStore, "_call_batch", staticmethod(commit_then_lose_answer))
+    writes = [write(store, f"lost-{i}", {"i": i}) for i in range(3)]
+    results = await one_batch(store, sql, writes)
+
+    assert lost == [3]
+    assert [(ok(r).position, ok(r).duplicate) for r in results] == [(0, False)] * 3
+    stored = await sql.fetch(
+        f"SELECT stream_name, global_position FROM {SCHEMA}.messages"
+        " WHERE stream_name LIKE 'lost-%' ORDER BY global_position"
+    )
+    assert [(r[0], r[1]) for r in stored] == [
+        ("lost-0", ok(results[0]).global_position),
+        ("lost-1", ok(results[1]).global_position),
+        ("lost-2", ok(results[2]).global_position),
+    ]

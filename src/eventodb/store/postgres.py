@@ -714,14 +714,19 @@ class PostgresStore(Store):
     async def _write(self, namespace: str, message: NewMessage) -> WriteResult:
         ns = await self._namespace(namespace)
         m = message
-        outcome = await ns.writes.submit(_Item(m, m.id or ids.new_id()))
+        item = _Item(m, m.id or ids.new_id())
+        outcome = await ns.writes.submit(item)
         if isinstance(outcome, _Written):
             return WriteResult(outcome.position, outcome.global_position)
         # Rare paths. The id is checked before the version (as on SQLite): an identical retry
         # of an expected-version write succeeds even though the stream has moved on since.
-        if m.id is not None:
-            existing = await self._message_by_id(ns, m.id)
+        if m.id is not None or isinstance(outcome, _Duplicate):
+            existing = await self._message_by_id(ns, item.id)
             if existing is not None:
+                if m.id is None:
+                    # An id we generated is ours: the batch holding this write committed but
+                    # its answer was lost, and the item-by-item retry found the message.
+                    return WriteResult(existing.position, existing.global_position)
                 if m.same_content(existing):
                     return WriteResult(existing.position, existing.global_position, duplicate=True)
                 raise DuplicateMessageId(m.id, existing.stream_name)
