@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventodb.core import timefmt
+from eventodb.core import timefmt, tokens
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import sqlite as sqlite_backend
 from eventodb.store.sqlite import SQLiteStore
+from tests.api.conftest import Server
 from tests.fast_paths_support import (
     CATEGORY,
     GO_STREAMS,
@@ -201,3 +202,34 @@ async def test_an_interrupted_fill_resumes_and_changes_no_read(
             assert await raw.unfilled() == 0
         assert await all_reads(store, streams) == before
     assert schema_version(data) == 5
+
+
+async def test_the_server_migrates_older_messages_at_start_up_and_says_so(
+    tmp_path: Path, at_003: Path
+) -> None:
+    """The real server, started on a data directory whose namespace predates the fast paths,
+    fills its older messages before serving (a progress line when its output is not a
+    terminal) and then reads them as the new paths render them."""
+    data = tmp_path / "data"
+    conn = await namespace_at(data, at_003)
+    for i in range(250):
+        insert(conn, f"{CATEGORY}-{i % 25}", T0 + i, f'{{"i": {i}}}')
+    conn.close()
+    token = f"ns_Y2c_{'0' * 64}"
+    with sqlite3.connect(data / "metadata.db") as registry:
+        registry.execute(
+            "UPDATE namespaces SET token_hash = ? WHERE id = 'cg'",
+            (tokens.hash_token(token),),
+        )
+    server = Server(["--data-dir", str(data)], workdir=tmp_path)
+    try:
+        assert "namespace 'cg': 250 older messages migrated" in server.output()
+        body = server.ok(token, "category.get", CATEGORY, {"batchSize": 300})
+        assert [m[5] for m in body] == [{"i": i} for i in range(250)]
+        assert body[0][7] == "2025-01-15T10:00:00Z"
+        assert body[1][7] == "2025-01-15T10:00:00.000001Z"
+    finally:
+        server.stop()
+    with sqlite3.connect(data / "cg.db") as check:
+        unfilled = check.execute("SELECT count(*) FROM messages WHERE wire_json IS NULL")
+        assert unfilled.fetchone()[0] == 0

@@ -34,6 +34,7 @@ from eventodb.core import tokens
 from eventodb.core.errors import EventoDBError, NamespaceNotFound
 from eventodb.logs import LogOutput
 from eventodb.store.base import Store
+from eventodb.transfer.progress import Progress
 
 log = logging.getLogger("eventodb")
 
@@ -65,6 +66,26 @@ def build_store(backend: Backend, settings: Settings) -> Store:
         synchronous=settings.sqlite_sync.upper(),
         max_message_bytes=settings.max_message_bytes,
     )
+
+
+class MigrationProgress:
+    """Shows long migration steps at start-up (filling older messages of a big namespace): a
+    progress bar on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Progress] = {}
+
+    def __call__(self, namespace: str, done: int, total: int) -> None:
+        bar = self._bars.get(namespace)
+        if bar is None:
+            bar = self._bars[namespace] = Progress(
+                f"Migrating namespace {namespace!r}", total=total
+            )
+        bar.advance(done - bar.messages)
+        if done >= total:
+            bar.close()
+            del self._bars[namespace]
+            log.info("namespace %r: %d older messages migrated", namespace, total)
 
 
 @dataclass(frozen=True)
@@ -310,6 +331,7 @@ async def _serve(
 ) -> int:
     _log_backend(settings, backend)
     store = build_store(backend, settings)
+    store.on_progress = MigrationProgress()
     store.stats.max_namespaces = settings.metrics_namespaces
     try:
         await store.open()
