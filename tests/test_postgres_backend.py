@@ -122,7 +122,7 @@ async def test_registry_and_namespace_layout_match_upstream(db: Any, postgres_ds
     async with PostgresStore(postgres_dsn, min_pool=1) as store:
         await store.create_namespace("tenant-a", "hash-a", "first")
     registry = [r[0] for r in await db.fetch("SELECT version FROM public.schema_migrations")]
-    assert registry == ["001_namespace_registry.sql"]
+    assert sorted(registry) == ["001_namespace_registry.sql", "002_registry_notify.sql"]
     columns = await db.fetch(
         "SELECT column_name, data_type FROM information_schema.columns"
         " WHERE table_schema = 'eventodb_store' AND table_name = 'namespaces'"
@@ -233,14 +233,14 @@ async def test_a_failing_registry_migration_stops_open_and_changes_nothing(
     async with PostgresStore(postgres_dsn, min_pool=1):
         pass
     root = _copy_migrations(tmp_path)
-    (root / "postgres" / "registry" / "002_broken.sql").write_text(
+    (root / "postgres" / "registry" / "099_broken.sql").write_text(
         "ALTER TABLE eventodb_store.namespaces ADD COLUMN extra int;\nSELECT 1/0;\n"
     )
-    with pytest.raises(BackendError, match=r"002_broken\.sql.*division by zero"):
+    with pytest.raises(BackendError, match=r"099_broken\.sql.*division by zero"):
         async with PostgresStore(postgres_dsn, min_pool=1, migrations_root=root):
             pass
     names = [r[0] for r in await db.fetch("SELECT version FROM schema_migrations")]
-    assert names == ["001_namespace_registry.sql"]
+    assert sorted(names) == ["001_namespace_registry.sql", "002_registry_notify.sql"]
     columns = await db.fetch(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'namespaces'"
     )

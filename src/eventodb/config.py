@@ -23,6 +23,16 @@ from eventodb.core.validation import DEFAULT_MAX_MESSAGE_BYTES
 DEFAULT_DATA_DIR = "./eventodb-data"
 """Where the embedded default keeps its SQLite files when neither a URL nor test mode is given."""
 
+DEFAULT_AUTH_CACHE_TTL = 5.0
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_IDLE_TIMEOUT = 120.0
+"""Upstream's idle keep-alive timeout."""
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_FILE_MODE = "0600"
+
 Kind = Literal["str", "int", "bool", "float"]
 
 
@@ -124,6 +134,69 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         100,
     ),
     Flag("no-console", "bool", "EVENTODB_NO_CONSOLE", "do not serve the web console at /console"),
+    # Protection of a public server (docs/API.md, "Limits").
+    Flag(
+        "token-file",
+        "str",
+        "EVENTODB_TOKEN_FILE",
+        "read the default namespace's token from this file (keeps it out of ps)",
+    ),
+    Flag(
+        "auth-cache-ttl",
+        "float",
+        "EVENTODB_AUTH_CACHE_TTL",
+        "seconds a token check is cached; bounds revocation delay without notifications",
+        DEFAULT_AUTH_CACHE_TTL,
+    ),
+    Flag(
+        "max-header-bytes",
+        "int",
+        "EVENTODB_MAX_HEADER_BYTES",
+        "largest request line + headers; larger requests get 431",
+        DEFAULT_MAX_HEADER_BYTES,
+    ),
+    Flag(
+        "header-timeout",
+        "float",
+        "EVENTODB_HEADER_TIMEOUT",
+        "seconds a client may take to send a request line and headers",
+        DEFAULT_HEADER_TIMEOUT,
+    ),
+    Flag(
+        "body-timeout",
+        "float",
+        "EVENTODB_BODY_TIMEOUT",
+        "seconds a stalled request body is waited for (plus 1 s per KiB received)",
+        DEFAULT_BODY_TIMEOUT,
+    ),
+    Flag(
+        "idle-timeout",
+        "float",
+        "EVENTODB_IDLE_TIMEOUT",
+        "seconds an idle keep-alive connection stays open",
+        DEFAULT_IDLE_TIMEOUT,
+    ),
+    Flag(
+        "max-connections",
+        "int",
+        "EVENTODB_MAX_CONNECTIONS",
+        "open connections (SSE included); more are refused with 503",
+        DEFAULT_MAX_CONNECTIONS,
+    ),
+    Flag(
+        "max-in-flight",
+        "int",
+        "EVENTODB_MAX_IN_FLIGHT",
+        "/rpc and /import requests served at once; more get 503 with Retry-After",
+        DEFAULT_MAX_IN_FLIGHT,
+    ),
+    Flag(
+        "file-mode",
+        "str",
+        "EVENTODB_FILE_MODE",
+        "permissions of new SQLite files (octal; directories get x where r is set)",
+        DEFAULT_FILE_MODE,
+    ),
 )
 
 
@@ -207,6 +280,15 @@ class Settings:
     metrics: bool = True
     metrics_public: bool = False
     metrics_namespaces: int = 100
+    token_file: str | None = None
+    auth_cache_ttl: float = DEFAULT_AUTH_CACHE_TTL
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    file_mode: int = 0o600
     extra: tuple[str, ...] = field(default=())
     """Positional arguments left after the flags (Go stops parsing at the first one)."""
 
@@ -351,6 +433,24 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
     max_namespaces = int(values["metrics-namespaces"] or 0)
     if max_namespaces < 0:
         raise FlagError("invalid value for flag -metrics-namespaces: must not be negative")
+    for name in ("max-header-bytes", "max-connections", "max-in-flight"):
+        if int(values[name] or 0) <= 0:
+            raise FlagError(f"invalid value for flag -{name}: must be positive")
+    for name in ("header-timeout", "body-timeout", "idle-timeout"):
+        if float(values[name] or 0) <= 0:
+            raise FlagError(f"invalid value for flag -{name}: must be positive")
+    if float(values["auth-cache-ttl"] or 0) < 0:
+        raise FlagError("invalid value for flag -auth-cache-ttl: must not be negative")
+    mode_text = str(values["file-mode"] or DEFAULT_FILE_MODE)
+    try:
+        file_mode = int(mode_text, 8)
+    except ValueError:
+        file_mode = -1
+    if not 0 <= file_mode <= 0o777 or not file_mode & 0o600 == 0o600:
+        raise FlagError(
+            f'invalid value "{mode_text}" for flag -file-mode: use octal permissions that'
+            " let the owner read and write, e.g. 0600 or 0640"
+        )
     return Settings(
         port=port,
         db_url=text("db-url"),
@@ -369,6 +469,15 @@ def load_settings(args: Sequence[str], env: Mapping[str, str]) -> Settings:
         metrics=not values["no-metrics"],
         metrics_public=bool(values["metrics-public"]),
         metrics_namespaces=max_namespaces,
+        token_file=text("token-file"),
+        auth_cache_ttl=float(values["auth-cache-ttl"] or 0.0),
+        max_header_bytes=int(values["max-header-bytes"] or 0),
+        header_timeout=float(values["header-timeout"] or 0.0),
+        body_timeout=float(values["body-timeout"] or 0.0),
+        idle_timeout=float(values["idle-timeout"] or 0.0),
+        max_connections=int(values["max-connections"] or 0),
+        max_in_flight=int(values["max-in-flight"] or 0),
+        file_mode=file_mode,
         extra=tuple(rest),
     )
 

@@ -22,7 +22,13 @@ from typing import Any
 
 from eventodb import __version__
 from eventodb.api import imports, sse
-from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, Caller, not_authorized
+from eventodb.api.auth import (
+    DEFAULT_CACHE_TTL,
+    DEFAULT_NAMESPACE,
+    Authenticator,
+    Caller,
+    not_authorized,
+)
 from eventodb.api.broker import Broker
 from eventodb.api.console import PREFIX as CONSOLE_PREFIX
 from eventodb.api.console import ConsoleFiles
@@ -458,6 +464,7 @@ def create_app(
     console: bool = True,
     metrics: bool = True,
     metrics_public: bool = False,
+    auth_cache_ttl: float = DEFAULT_CACHE_TTL,
 ) -> EventoDBApp:
     """An app over an already opened ``store`` (the CLI and in-process tests use this).
 
@@ -468,7 +475,7 @@ def create_app(
     """
     services = Services(
         store=store,
-        auth=Authenticator(store, test_mode=test_mode),
+        auth=Authenticator(store, test_mode=test_mode, cache_ttl=auth_cache_ttl),
         broker=broker if broker is not None else Broker(store),
         permissive_admin=permissive_admin,
     )

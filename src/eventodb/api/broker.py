@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventodb.core.hashing import group_member
 from eventodb.core.streams import category
-from eventodb.store.base import ConsumerGroup, Gap, Poke, Store
+from eventodb.store.base import ConsumerGroup, Gap, NamespaceChange, Poke, Store
 
 log = logging.getLogger("eventodb.subscriptions")
 
@@ -386,7 +387,7 @@ class Broker:
         self.closed = False
         self._namespaces: dict[str, _NamespaceSubscriptions] = {}
         self._count = 0
-        self._unlisten: object | None = None
+        self._unlisten: list[Callable[[], None]] = []
         self._alive_at = 0.0
         self._drained: asyncio.Event | None = None
         self.pokes_sent = 0
@@ -396,7 +397,10 @@ class Broker:
 
     async def start(self) -> None:
         self._alive_at = asyncio.get_running_loop().time()
-        self._unlisten = self.store.add_listener(self.notify)
+        self._unlisten = [
+            self.store.add_listener(self.notify),
+            self.store.add_namespace_listener(self._namespace_changed),
+        ]
 
     async def close(self) -> None:
         """End every subscription and wait (briefly) for their responses to finish."""
@@ -409,10 +413,9 @@ class Broker:
                 await asyncio.wait_for(self._drained.wait(), CLOSE_GRACE)
             except TimeoutError:
                 log.warning("%d subscriptions still open after shutdown grace", self._count)
-        unlisten = self._unlisten
-        self._unlisten = None
-        if callable(unlisten):
-            unlisten()
+        unlisten, self._unlisten = self._unlisten, []
+        for stop in unlisten:
+            stop()
 
     def close_namespace(self, namespace: str) -> None:
         """End the subscriptions of a deleted namespace."""
@@ -420,6 +423,18 @@ class Broker:
         if subs is not None:
             for sub in subs.everyone():
                 sub.end()
+
+    def _namespace_changed(self, change: NamespaceChange) -> None:
+        """Another process deleted a namespace or replaced its token: the tokens our
+        subscribers authenticated with may be revoked, so their streams end (clients
+        reconnect, and authenticate again)."""
+        if change.kind == "created":
+            return
+        if change.namespace is None:
+            for sub in self.subscriptions():
+                sub.end()
+        else:
+            self.close_namespace(change.namespace)
 
     def subscriber_count(self) -> int:
         """Open subscriptions (for health reporting and leak tests)."""

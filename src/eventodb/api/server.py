@@ -358,6 +358,7 @@ async def _serve(
             console=not settings.no_console,
             metrics=settings.metrics,
             metrics_public=settings.metrics_public,
+            auth_cache_ttl=settings.auth_cache_ttl,
         )
         if not settings.no_console:
             log.info("web console at /console/ (--no-console turns it off)")

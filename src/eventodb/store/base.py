@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from eventodb.core import ids, jsoncodec, validation
 from eventodb.core.errors import InvalidArgument, NamespaceNotFound, VersionConflict
@@ -163,6 +163,25 @@ Progress = Callable[[str, int, int], None]
 """``(namespace, done, total)``: rows a long migration step of a namespace has done so far."""
 
 
+@dataclass(frozen=True, slots=True)
+class NamespaceChange:
+    """A namespace was created, deleted or given another token by *another* process.
+
+    Caches of tokens and live subscriptions must not outlive a revocation: a store that shares
+    its registry with other processes reports their changes (Postgres: a trigger on the registry
+    table sends a notification). Changes made through this process are not reported; the API
+    acts on them itself.
+    """
+
+    namespace: str | None
+    """``None``: every namespace (the registry was emptied)."""
+    kind: Literal["created", "deleted", "updated"]
+    """``updated``: its token hash was replaced."""
+
+
+NamespaceListener = Callable[[NamespaceChange], None]
+
+
 OTHER_NAMESPACES = "/other"
 """The key under which :class:`StoreStats` sums namespaces past its cap (no namespace id can
 contain ``/``, so it never collides with a real one)."""
@@ -283,6 +302,7 @@ class Store(abc.ABC):
         self.on_progress = on_progress
         """Told how far long migration steps have come (the CLI shows a progress bar)."""
         self._listeners: list[Listener] = []
+        self._namespace_listeners: list[NamespaceListener] = []
         self.migrations_applied = 0
         """How many namespace migrations :meth:`open` applied (logged at start-up)."""
         self.stats = StoreStats()
@@ -345,6 +365,19 @@ class Store(abc.ABC):
                 listener(poke)
             except Exception:
                 log.exception("poke listener failed")
+
+    def add_namespace_listener(self, listener: NamespaceListener) -> Callable[[], None]:
+        """Register ``listener`` for registry changes made by other processes; returns a
+        function that unregisters it."""
+        self._namespace_listeners.append(listener)
+        return lambda: self._namespace_listeners.remove(listener)
+
+    def _namespace_changed(self, change: NamespaceChange) -> None:
+        for listener in list(self._namespace_listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("namespace listener failed")
 
     # -- namespaces --------------------------------------------------------------------------
 

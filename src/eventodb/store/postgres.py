@@ -19,6 +19,10 @@ Decisions, each explained where it lives:
   position, position, stream name — null when too long for a payload; then looked up). One LISTEN
   connection per store turns them into pokes; own writes are published at once and their echo
   skipped; a lost LISTEN connection is re-established and announced as a :class:`Gap`.
+* A trigger on the registry announces every namespace created, deleted or given another token
+  on ``eventodb_registry``; the same connection turns those into :class:`NamespaceChange`
+  events, so other processes' revocations reach this one's caches within milliseconds. After a
+  lost LISTEN connection the namespaces this process looked up are checked again.
 
 Driver errors are translated here, at the boundary: connection trouble and anything unexpected
 become :class:`BackendError` ("Failed to <verb>: ..."), a schema dropped behind our back becomes
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -60,6 +64,7 @@ from eventodb.store.base import (
     HealthCheck,
     Located,
     Message,
+    NamespaceChange,
     NamespaceRecord,
     NamespaceStats,
     NewMessage,
@@ -79,6 +84,7 @@ from eventodb.store.postgres_migrate import (
 from eventodb.store.postgres_notify import NotificationListener
 from eventodb.store.postgres_sql import (
     NOTIFY_CHANNEL,
+    REGISTRY_CHANNEL,
     REGISTRY_SCHEMA,
     NamespaceSQL,
     quote_ident,
@@ -101,6 +107,12 @@ FILL_BATCH = 10_000
 """Global positions per transaction when the fast-path columns of older rows are filled in."""
 FILL_VERSION = 5
 """The namespace migration that the fill of older rows must precede."""
+_CHANGE_KINDS: dict[str, Literal["created", "deleted", "updated"]] = {
+    "INSERT": "created",
+    "UPDATE": "updated",
+    "DELETE": "deleted",
+    "TRUNCATE": "deleted",
+}
 _SEEN_LIMIT = 10_000
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -280,6 +292,10 @@ class PostgresStore(Store):
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._deliverer: asyncio.Task[None] | None = None
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._token_hashes: dict[str, str] = {}
+        """Token hash of each namespace as last read here: re-checked after a lost LISTEN
+        connection, when registry notifications may have been missed."""
+        self._recheck: asyncio.Task[None] | None = None
         self.missing_schemas: list[str] = []
         """Namespaces whose schema was found missing at :meth:`open` (left alone, reported)."""
 
@@ -344,8 +360,7 @@ class PostgresStore(Store):
             await self._prepare_database()
             self._listener = NotificationListener(
                 self._connect,
-                NOTIFY_CHANNEL,
-                self._inbox.put_nowait,
+                {NOTIFY_CHANNEL: self._inbox.put_nowait, REGISTRY_CHANNEL: self._registry_notified},
                 self._listener_reconnected,
                 check_interval=self._listen_check_interval,
             )
@@ -359,6 +374,11 @@ class PostgresStore(Store):
             raise
 
     async def close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recheck
+            self._recheck = None
         if self._deliverer is not None:
             self._deliverer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -375,6 +395,7 @@ class PostgresStore(Store):
                 pool.terminate()
         self._namespaces.clear()
         self._schema_owner.clear()
+        self._token_hashes.clear()
 
     async def _prepare_database(self) -> None:
         """Server checks, registry migrations, then every namespace's pending migrations."""
@@ -526,6 +547,7 @@ class PostgresStore(Store):
         )
 
     def _forget(self, namespace: str) -> None:
+        self._token_hashes.pop(namespace, None)
         ns = self._namespaces.pop(namespace, None)
         if ns is not None:
             self._schema_owner.pop(ns.schema, None)
@@ -577,6 +599,7 @@ class PostgresStore(Store):
             self._forget(namespace)
             raise NamespaceNotFound(namespace)
         self._remember(namespace, row[4])
+        self._token_hashes[namespace] = row[1]
         return NamespaceRecord(row[0], row[1], row[2] or "", row[3])
 
     async def list_namespaces(self) -> list[NamespaceRecord]:
@@ -605,6 +628,7 @@ class PostgresStore(Store):
 
         if await self._run("update token", update) == "UPDATE 0":
             raise NamespaceNotFound(namespace)
+        self._token_hashes[namespace] = token_hash
 
     async def _create_namespace(
         self, namespace: str, token_hash: str, description: str
@@ -650,6 +674,7 @@ class PostgresStore(Store):
         await self._run("create namespace", create)
         self._forget(namespace)
         self._remember(namespace, schema)
+        self._token_hashes[namespace] = token_hash
         return NamespaceRecord(namespace, token_hash, description, created_at)
 
     async def _delete_namespace(self, namespace: str) -> int:
@@ -998,6 +1023,57 @@ class PostgresStore(Store):
 
     def _listener_reconnected(self, alive_at: float) -> None:
         self._publish(Gap(None, alive_at))
+        if self._recheck is None or self._recheck.done():
+            self._recheck = asyncio.create_task(
+                self._recheck_registry(), name="eventodb-pg-recheck"
+            )
+
+    # -- registry changes from Postgres ------------------------------------------------------
+
+    def _registry_notified(self, payload: str) -> None:
+        """A registry row changed (``002_registry_notify.sql``): drop what we cached, tell."""
+        try:
+            note = jsoncodec.loads(payload)
+            kind = _CHANGE_KINDS[note["op"]]
+            namespace = note["id"]
+        except (jsoncodec.JSONError, KeyError, TypeError):
+            log.warning("ignoring a malformed registry notification: %r", payload)
+            return
+        if namespace is None:  # TRUNCATE: every namespace is gone
+            self._namespaces.clear()
+            self._schema_owner.clear()
+            self._token_hashes.clear()
+        elif kind != "created":
+            self._forget(namespace)
+        self._namespace_changed(NamespaceChange(namespace, kind))
+
+    async def _recheck_registry(self) -> None:
+        """After a lost LISTEN connection: report namespaces deleted or re-tokened meanwhile."""
+        known = dict(self._token_hashes)
+        if not known:
+            return
+        try:
+            rows = await self._run(
+                "check the registry",
+                lambda c: c.fetch(
+                    f"SELECT id, token_hash FROM {_NAMESPACES} WHERE id = ANY($1::text[])",
+                    list(known),
+                ),
+                retry=True,
+            )
+        except EventoDBError as exc:
+            # Cached tokens still expire (the authenticator's TTL); log and carry on.
+            log.warning("could not re-check the registry after a lost connection: %s", exc)
+            return
+        current = {r[0]: r[1] for r in rows}
+        for namespace, token_hash in known.items():
+            now = current.get(namespace)
+            if now == token_hash:
+                continue
+            self._forget(namespace)
+            self._namespace_changed(
+                NamespaceChange(namespace, "deleted" if now is None else "updated")
+            )
 
     async def _deliver(self) -> None:
         """Turn NOTIFY payloads into pokes, in arrival order."""

@@ -1,9 +1,11 @@
-"""The LISTEN connection that turns ``write_message``'s NOTIFYs into pokes.
+"""The LISTEN connection that turns NOTIFYs into pokes and registry changes.
 
 Writes made by other server processes, or by SQL clients calling ``write_message`` directly,
-reach this process only through Postgres. One dedicated connection per store listens; when it
-is lost it is re-established with backoff, and the store is told so it can announce a
-:class:`~eventodb.store.base.Gap` (notifications sent while nobody listened are gone).
+reach this process only through Postgres; so do namespaces they create, delete or give a new
+token. One dedicated connection per store listens on every channel; when it is lost it is
+re-established with backoff, and the store is told so it can announce a
+:class:`~eventodb.store.base.Gap` and re-check what it cached (notifications sent while nobody
+listened are gone).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -22,11 +24,11 @@ Connect = Callable[[], Awaitable[Any]]
 
 
 class NotificationListener:
-    """Keeps one connection LISTENing on ``channel``.
+    """Keeps one connection LISTENing on some channels.
 
     Args:
         connect: opens a new connection.
-        on_payload: called on the event loop with each notification payload.
+        channels: channel name → called on the event loop with each notification payload.
         on_reconnect: called after the connection was lost and LISTEN is active again, with
             the event-loop time the connection was last known to work (notifications up to
             then arrived; later ones may be lost).
@@ -37,16 +39,14 @@ class NotificationListener:
     def __init__(
         self,
         connect: Connect,
-        channel: str,
-        on_payload: Callable[[str], None],
+        channels: Mapping[str, Callable[[str], None]],
         on_reconnect: Callable[[float], None],
         *,
         check_interval: float = 10.0,
         max_backoff: float = 2.0,
     ) -> None:
         self._connect = connect
-        self._channel = channel
-        self._on_payload = on_payload
+        self._channels = dict(channels)
         self._on_reconnect = on_reconnect
         self._check_interval = check_interval
         self._max_backoff = max_backoff
@@ -86,7 +86,8 @@ class NotificationListener:
         conn = await self._connect()
         try:
             conn.add_termination_listener(self._terminated)
-            await conn.add_listener(self._channel, self._notified)
+            for channel in self._channels:
+                await conn.add_listener(channel, self._notified)
         except BaseException:
             conn.terminate()
             raise
@@ -101,7 +102,7 @@ class NotificationListener:
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self.alive_at = asyncio.get_running_loop().time()
         try:
-            self._on_payload(payload)
+            self._channels[channel](payload)
         except Exception:
             log.exception("handling a notification failed")
 

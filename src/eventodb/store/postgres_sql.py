@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 REGISTRY_SCHEMA = "eventodb_store"
 NOTIFY_CHANNEL = "eventodb"
 """Channel of the NOTIFY sent by ``write_message`` (see migration 003)."""
+REGISTRY_CHANNEL = "eventodb_registry"
+"""Channel of the registry trigger (``migrations/postgres/registry/002_registry_notify.sql``)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _SAFE_SCHEMA = re.compile(r"[A-Za-z0-9_]+")
