@@ -24,6 +24,7 @@ DEFAULT_DATA_DIR = "./eventodb-data"
 """Where the embedded default keeps its SQLite files when neither a URL nor test mode is given."""
 
 DEFAULT_AUTH_CACHE_TTL = 5.0
+"""Seconds a registry answer about a token is trusted (docs/API.md, "Token cache")."""
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0

@@ -22,21 +22,22 @@ from typing import Any
 
 from eventodb import __version__
 from eventodb.api import imports, sse
-from eventodb.api.auth import (
-    DEFAULT_CACHE_TTL,
-    DEFAULT_NAMESPACE,
-    Authenticator,
-    Caller,
-    not_authorized,
-)
+from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
 from eventodb.api.console import PREFIX as CONSOLE_PREFIX
 from eventodb.api.console import ConsoleFiles
 from eventodb.api.metrics import CONTENT_TYPE, Exposition, RequestMetrics
 from eventodb.api.requestlog import RequestLog
 from eventodb.api.rpc import METHODS, OWN_NAMESPACE, Services
+from eventodb.config import DEFAULT_AUTH_CACHE_TTL, DEFAULT_MAX_IN_FLIGHT
 from eventodb.core import jsoncodec
-from eventodb.core.errors import ErrorCode, EventoDBError, InvalidArgument, NamespaceNotFound
+from eventodb.core.errors import (
+    ErrorCode,
+    EventoDBError,
+    InvalidArgument,
+    NamespaceNotFound,
+    ServerBusy,
+)
 from eventodb.store.base import Store
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +47,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 """Request bodies above 100 MiB are refused with 413 (SPEC §2.2)."""
+VALUES_SLACK = 64 * 1024
+"""JSON values an RPC request may hold beyond ``--max-message-bytes`` (see _parse_request)."""
+RETRY_AFTER_SECONDS = 1
 
 log = logging.getLogger("eventodb.http")
 
@@ -131,11 +135,16 @@ class EventoDBApp:
         console: ConsoleFiles | None = None,
         metrics: bool = True,
         metrics_public: bool = False,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.services = services
         self.console = console
         self.sse_heartbeat = sse_heartbeat
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.busy = 0
+        """``/rpc`` and ``/import`` requests being served (at most ``max_in_flight``)."""
+        self.max_values = services.store.max_message_bytes + VALUES_SLACK
         self.request_log = request_log or RequestLog(enabled=log.isEnabledFor(logging.INFO))
         self.metrics = RequestMetrics() if metrics else None
         self.exposition = Exposition(services, self.metrics) if self.metrics else None
@@ -187,8 +196,19 @@ class EventoDBApp:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
         path = scope["path"]
-        if path == "/rpc":
-            return await self._rpc(scope, receive, send, req)
+        if path == "/rpc" or path == "/import":
+            # These hold a body (and what it decodes to) in memory: bound how many run at once.
+            if self.busy >= self.max_in_flight:
+                req.failed(_BUSY)
+                await _send_json(send, 503, _BUSY_BODY, [*req.headers, _RETRY_AFTER])
+                return 503
+            self.busy += 1
+            try:
+                if path == "/rpc":
+                    return await self._rpc(scope, receive, send, req)
+                return await self._import(scope, receive, send, req)
+            finally:
+                self.busy -= 1
         if path == "/health":
             await _send_json(send, 200, _HEALTH, req.headers)
             return 200
@@ -199,8 +219,6 @@ class EventoDBApp:
         if path == "/version":
             await _send_json(send, 200, _VERSION, req.headers)
             return 200
-        if path == "/import":
-            return await self._import(scope, receive, send, req)
         if path == "/metrics" and self.exposition is not None:
             return await self._metrics(scope, send, req)
         if self.console is not None and (
@@ -243,6 +261,8 @@ class EventoDBApp:
             if raw is None:
                 return await _send_error(send, InvalidArgument("Request body too large"), req, 413)
             body = await self._call(caller.namespace, raw, req)
+        except _TooLarge as exc:
+            return await _send_error(send, exc, req, 413)
         except EventoDBError as exc:
             return await _send_error(send, exc, req)
         await _send_json(send, 200, body, req.headers)
@@ -270,13 +290,25 @@ class EventoDBApp:
         return jsoncodec.dumps(result)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or ``None`` once it exceeds the limit (the rest is not read)."""
+        """The whole body, or ``None`` once it exceeds the limit (the rest is not read).
+
+        Decoding multiplies memory (a body of small integers grows ~20 times), so the body is
+        looked at as it arrives: every JSON value but the first in an array or object follows
+        a comma, so commas plus brackets bound the values it holds. More than ``max_values``
+        (the message size limit plus :data:`VALUES_SLACK`) cannot be a request that would
+        succeed — the message it carries would be larger than the limit — and is refused
+        before it is all read or decoded.
+
+        Raises:
+            _TooLarge: too many JSON values (answered 413).
+        """
         limit = self.max_body_bytes
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return None
         chunks: list[bytes] = []
         size = 0
+        values = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -286,6 +318,9 @@ class EventoDBApp:
                 size += len(chunk)
                 if size > limit:
                     return None
+                values += chunk.count(b",") + chunk.count(b"[") + chunk.count(b"{")
+                if values > self.max_values:
+                    raise _TooLarge("Request body holds too many JSON values")
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -448,6 +483,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 _NOT_FOUND = jsoncodec.dumps({"error": {"code": "NOT_FOUND", "message": "Endpoint not found"}})
+_BUSY = ServerBusy("Too many requests in flight; retry later")
+_BUSY_BODY = jsoncodec.dumps(_BUSY.envelope())
+_RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
 _INTERNAL = jsoncodec.dumps(
     {"error": {"code": "INTERNAL_ERROR", "message": "Internal server error"}}
 )
@@ -464,7 +502,8 @@ def create_app(
     console: bool = True,
     metrics: bool = True,
     metrics_public: bool = False,
-    auth_cache_ttl: float = DEFAULT_CACHE_TTL,
+    auth_cache_ttl: float = DEFAULT_AUTH_CACHE_TTL,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> EventoDBApp:
     """An app over an already opened ``store`` (the CLI and in-process tests use this).
 
@@ -486,4 +525,5 @@ def create_app(
         console=ConsoleFiles.from_package() if console else None,
         metrics=metrics,
         metrics_public=metrics_public,
+        max_in_flight=max_in_flight,
     )

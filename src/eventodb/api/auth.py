@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from eventodb.config import DEFAULT_AUTH_CACHE_TTL
 from eventodb.core import tokens
 from eventodb.core.errors import AuthError, ErrorCode, NamespaceExists, NamespaceNotFound
 from eventodb.store.base import NamespaceChange, Store
@@ -30,8 +31,6 @@ log = logging.getLogger("eventodb.auth")
 DEFAULT_NAMESPACE = "default"
 CACHE_LIMIT = 10_000
 """Entries per cache; a cache is simply emptied when full."""
-DEFAULT_CACHE_TTL = 5.0
-"""Seconds a cached answer of the registry is trusted (``--auth-cache-ttl``)."""
 
 _BEARER = "Bearer "
 
@@ -79,7 +78,7 @@ class Authenticator:
         store: Store,
         *,
         test_mode: bool = False,
-        cache_ttl: float = DEFAULT_CACHE_TTL,
+        cache_ttl: float = DEFAULT_AUTH_CACHE_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store

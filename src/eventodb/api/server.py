@@ -20,7 +20,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -35,6 +35,9 @@ from eventodb.core.errors import EventoDBError, NamespaceNotFound
 from eventodb.logs import LogOutput
 from eventodb.store.base import Store
 from eventodb.transfer.progress import Progress
+
+if TYPE_CHECKING:
+    from eventodb.api.connections import ConnectionGuard
 
 log = logging.getLogger("eventodb")
 
@@ -219,16 +222,37 @@ def bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def http_protocol(transports: set[asyncio.WriteTransport]) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol (its h11 one when httptools is missing), keeping the open
-    transports in ``transports`` so shutdown can find connections stuck on a client that does
-    not read, without reaching into uvicorn's internals."""
+def http_protocol(
+    settings: Settings, transports: set[asyncio.WriteTransport]
+) -> tuple[type[asyncio.Protocol], ConnectionGuard | None]:
+    """uvicorn's httptools protocol with our connection limits, and the guard enforcing them.
+
+    The protocol keeps the open transports in ``transports``, so shutdown can find connections
+    stuck on a client that does not read without reaching into uvicorn's internals. Without
+    httptools: uvicorn's h11 protocol, whose own cap on an incomplete request head stands in
+    for ``--max-header-bytes``; the read timeouts and the connection cap are then not enforced
+    (warned at start-up).
+    """
     try:
-        module = importlib.import_module("uvicorn.protocols.http.httptools_impl")
-        base: type[Any] = module.HttpToolsProtocol
+        importlib.import_module("httptools")
     except ImportError:
-        log.info("httptools is not installed: using uvicorn's h11 protocol")
-        base = importlib.import_module("uvicorn.protocols.http.h11_impl").H11Protocol
+        pass
+    else:
+        # Imported here: the module subclasses uvicorn's httptools protocol.
+        connections = importlib.import_module("eventodb.api.connections")
+        limits = connections.ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_connections=settings.max_connections,
+        )
+        guard: ConnectionGuard = connections.ConnectionGuard(limits, transports)
+        return guard.protocol_class(), guard
+    log.warning(
+        "httptools is not installed: using uvicorn's h11 protocol, without the header and body"
+        " timeouts and the connection cap (--header-timeout, --body-timeout, --max-connections)"
+    )
+    base: type[Any] = importlib.import_module("uvicorn.protocols.http.h11_impl").H11Protocol
 
     class TrackedProtocol(base):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
@@ -240,7 +264,7 @@ def http_protocol(transports: set[asyncio.WriteTransport]) -> type[asyncio.Proto
             transports.discard(self.eventodb_transport)
             super().connection_lost(exc)
 
-    return TrackedProtocol
+    return TrackedProtocol, None
 
 
 class _Server(uvicorn.Server):
@@ -310,24 +334,76 @@ async def _drop_stalled(
         await asyncio.sleep(0.05)
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``--token-file`` (surrounding whitespace ignored). Raises StartupError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read --token-file {path}: {exc}") from None
+    if not token:
+        raise StartupError(f"--token-file {path} is empty")
+    return token
+
+
+def _admin_token(settings: Settings) -> str | None:
+    """``--token`` (or ``EVENTODB_TOKEN``), or the content of ``--token-file``."""
+    if settings.token_file is None:
+        return settings.token
+    if settings.token is not None:
+        raise StartupError("give either --token (EVENTODB_TOKEN) or --token-file, not both")
+    return read_token_file(settings.token_file)
+
+
+def _raise_descriptor_limit(connections: int) -> None:
+    """Make room for ``connections`` sockets plus files and database connections.
+
+    Like Go's runtime, raise the soft limit on open files up to the hard limit when needed;
+    warn when even that is too low (connections beyond it would fail to be accepted).
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    wanted = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-file limit (%d) is too low for --max-connections %d: raise it (ulimit -n)"
+            " or lower --max-connections",
+            soft,
+            connections,
+        )
+
+
 async def serve(settings: Settings, backend: Backend, output: LogOutput) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit status.
 
     Args:
         output: where the banner and request lines go (the log output of the process).
     """
-    if settings.token is not None:
-        check_default_token(settings.token)
+    admin_token = _admin_token(settings)
+    if admin_token is not None:
+        check_default_token(admin_token)
     sockets = bind(settings.host, settings.port)
     try:
-        return await _serve(settings, backend, output, sockets)
+        return await _serve(settings, backend, output, sockets, admin_token)
     finally:
         for sock in sockets:
             sock.close()
 
 
 async def _serve(
-    settings: Settings, backend: Backend, output: LogOutput, sockets: list[socket.socket]
+    settings: Settings,
+    backend: Backend,
+    output: LogOutput,
+    sockets: list[socket.socket],
+    admin_token: str | None,
 ) -> int:
     _log_backend(settings, backend)
     store = build_store(backend, settings)
@@ -341,7 +417,7 @@ async def _serve(
         applied = store.migrations_applied
         if applied:
             log.info("applied %d namespace migration(s)", applied)
-        default = await ensure_default(store, settings.token)
+        default = await ensure_default(store, admin_token)
         print_banner(default, output)
         broker = Broker(store)
         await broker.start()
@@ -359,25 +435,35 @@ async def _serve(
             metrics=settings.metrics,
             metrics_public=settings.metrics_public,
             auth_cache_ttl=settings.auth_cache_ttl,
+            max_in_flight=settings.max_in_flight,
         )
         if not settings.no_console:
             log.info("web console at /console/ (--no-console turns it off)")
         if default.token is not None:
             app.services.auth.remember(default.token, DEFAULT_NAMESPACE)
         transports: set[asyncio.WriteTransport] = set()
+        protocol, guard = http_protocol(settings, transports)
+        _raise_descriptor_limit(settings.max_connections)
         config = uvicorn.Config(
             app,
-            http=http_protocol(transports),
+            http=protocol,
             ws="none",
+            h11_max_incomplete_event_size=settings.max_header_bytes,
             lifespan="off",
             access_log=False,
             server_header=False,
             log_config=None,
-            timeout_keep_alive=120,
+            timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         server = _Server(config, broker, transports)
-        await server.serve(sockets)
+        if guard is not None:
+            guard.start()
+        try:
+            await server.serve(sockets)
+        finally:
+            if guard is not None:
+                await guard.stop()
         request_log.flush()
         log.info("stopped")
         return 0
@@ -405,3 +491,8 @@ def _log_backend(settings: Settings, backend: Backend) -> None:
         log.info("--db-type %s accepted and ignored", settings.db_type)
     if settings.permissive_admin:
         log.warning("permissive admin: any valid token may administer any namespace")
+    if settings.host in ("", "0.0.0.0", "::"):
+        log.warning(
+            "listening on every network interface over plain HTTP: tokens travel in clear text"
+            " unless a TLS-terminating proxy is in front (use --host 127.0.0.1 to stay local)"
+        )

@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
     NOT_FOUND = "NOT_FOUND"
     CLEAR_FAILED = "CLEAR_FAILED"
+    SERVER_BUSY = "SERVER_BUSY"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CLEAR_FAILED: 500,
+    ErrorCode.SERVER_BUSY: 503,
 }
 """HTTP status per code. ``INVALID_REQUEST`` for a wrong HTTP method is the one 405 exception."""
 
@@ -134,6 +136,12 @@ class BackendError(EventoDBError):
     """The storage failed (unreachable, corrupted, dropped behind our back)."""
 
     code = ErrorCode.BACKEND_ERROR
+
+
+class ServerBusy(EventoDBError):
+    """The server is at a limit (connections, requests in flight); retry later (503)."""
+
+    code = ErrorCode.SERVER_BUSY
 
 
 class AuthError(EventoDBError):
