@@ -126,9 +126,12 @@ def test_a_second_server_on_the_same_sqlite_directory_is_refused(tmp_path: Path)
     first = Server([f"--token={ADMIN_TOKEN}", f"--data-dir={data}"], workdir=tmp_path)
     try:
         second = Server([f"--data-dir={data}"], workdir=tmp_path, wait=False)
-        assert second.proc.wait(20) == 1
+        try:
+            status = second.proc.wait(20)
+        finally:
+            second.stop()
         output = second.output()
-        second.stop()
+        assert status == 1, output
         assert f"pid {first.proc.pid}" in output, output
         assert str(data) in output, output
         # The first one is unaffected and still owns its files.

@@ -22,6 +22,7 @@ SPEC_STATUSES = {
     "INTERNAL_ERROR": 500,
     "NOT_FOUND": 404,
     "CLEAR_FAILED": 500,
+    "SERVER_BUSY": 503,  # ours: a limit of the server is reached (docs/API.md, "Limits")
 }
 
 
