@@ -189,7 +189,7 @@ async def test_an_orphaned_schema_is_not_adopted_by_a_new_namespace(
 ) -> None:
     await db.execute('CREATE SCHEMA "eventodb_stale"')
     async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        with pytest.raises(BackendError, match="eventodb_stale already exists"):
+        with pytest.raises(NamespaceExists, match="its schema eventodb_stale already exists"):
             await store.create_namespace("stale", _hash("stale"))
         assert await store.list_namespaces() == []
 
@@ -436,3 +436,15 @@ def test_the_server_exits_non_zero_naming_an_unreachable_database() -> None:
     output = done.stdout + done.stderr
     assert "Failed to connect to Postgres at postgres://eventodb:***@127.0.0.1:" in output
     assert "s3cret" not in output
+
+
+@pg
+async def test_an_id_whose_schema_name_is_taken_is_an_existing_namespace(
+    postgres_dsn: str,
+) -> None:
+    """``store`` would live in ``eventodb_store``, the registry's own schema."""
+    async with PostgresStore(postgres_dsn, min_pool=1) as store:
+        with pytest.raises(NamespaceExists, match="its schema eventodb_store already exists"):
+            await store.create_namespace("store", _hash("store"))
+        assert not await store.namespace_exists("store")
+        assert "store" not in {n.id for n in await store.list_namespaces()}

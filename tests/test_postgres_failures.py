@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -113,3 +114,41 @@ async def test_opening_against_a_stopped_server_fails_clearly(cluster: Cluster) 
     with pytest.raises(BackendError, match=r"Failed to connect to Postgres at postgresql://"):
         await store.open()
     await store.close()
+
+
+async def test_restarts_under_load_fail_requests_only_with_backend_errors(
+    cluster: Cluster, store: PostgresStore
+) -> None:
+    """Connections break mid-protocol during a restart; asyncpg then raises errors that are not
+    all ``InterfaceError`` (e.g. ``InternalClientError: cannot switch to state 12; another
+    operation is in progress``). Every one must reach callers as BACKEND_ERROR."""
+    unexpected: list[BaseException] = []
+    outcomes: Counter[str] = Counter()
+    stop = asyncio.Event()
+
+    async def load(k: int) -> None:
+        while not stop.is_set():
+            for call in (
+                store.write_message(NS, f"account-{k % 4}", "T", {"k": k}),
+                store.get_stream_messages(NS, f"account-{k % 4}", batch_size=5),
+            ):
+                try:
+                    await call
+                    outcomes["ok"] += 1
+                except BackendError:
+                    outcomes["backend error"] += 1
+                except Exception as exc:
+                    unexpected.append(exc)
+
+    workers = [asyncio.create_task(load(k)) for k in range(32)]
+    for _ in range(6):  # each restart breaks some connection mid-protocol about every third time
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(cluster.stop)
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(cluster.start)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*workers)
+    assert not unexpected, [f"{type(e).__name__}: {e}" for e in unexpected[:5]]
+    assert outcomes["ok"] > 0
+    assert outcomes["backend error"] > 0

@@ -63,6 +63,19 @@ def test_ids_that_would_clash_ignoring_case_get_distinct_files() -> None:
     assert db_file_name("a b", set()) != db_file_name("a?b", set())
 
 
+async def test_an_id_spelling_another_ids_file_name_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    hashed = db_file_name("a b", set())
+    async with SQLiteStore(tmp_path / "data") as store:
+        await store.create_namespace(hashed.removesuffix(".db"), "h1")  # takes that very name
+        await store.create_namespace("a b", "h2")
+        await store.write_message(hashed.removesuffix(".db"), "s-1", "T", {"n": 1})
+        await store.write_message("a b", "s-1", "T", {"n": 2})
+        first = await store.get_stream_messages(hashed.removesuffix(".db"), "s-1")
+        second = await store.get_stream_messages("a b", "s-1")
+    assert [m.data for m in first] == [{"n": 1}]
+    assert [m.data for m in second] == [{"n": 2}]
+
+
 async def test_namespace_files_live_inside_the_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with SQLiteStore(data) as store:

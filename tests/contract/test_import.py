@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventodb.core.errors import PositionExists
+from eventodb.core import validation
+from eventodb.core.errors import InvalidArgument, PositionExists
 from eventodb.store.base import Message, Store
 
 T0 = datetime(2025, 1, 15, 10, 0, 0, 123456, tzinfo=UTC)
@@ -91,3 +92,35 @@ async def test_an_import_that_breaks_a_write_rule_is_refused_whole(
     with pytest.raises(InvalidArgument, match=f"record 1: .*{message}"):
         await store.import_messages(ns, [_msg(1, "a-1", 0), bad])
     assert await store.get_category_messages(ns, "") == []
+
+
+MAX = validation.MAX_IMPORTED_POSITION
+
+
+@pytest.mark.parametrize(
+    ("pos", "gpos", "message"),
+    [
+        (0, MAX + 1, f"record 0: gpos must be at most {MAX}"),
+        (MAX + 1, 5, f"record 0: pos must be at most {MAX}"),
+        (0, (1 << 63) - 1, f"record 0: gpos must be at most {MAX}"),
+        ((1 << 63) - 1, 5, f"record 0: pos must be at most {MAX}"),
+        (-1, 5, "record 0: pos must not be negative"),
+        (0, 0, "record 0: gpos must be positive"),
+    ],
+)
+async def test_positions_that_would_leave_no_room_for_writes_are_refused(
+    store: Store, ns: str, pos: int, gpos: int, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"^{message}$"):
+        await store.import_messages(ns, [_msg(gpos, "a-1", pos, uid=1)])
+    assert await store.get_category_messages(ns, "") == []
+
+
+async def test_writes_continue_after_an_import_at_the_highest_positions(
+    store: Store, ns: str
+) -> None:
+    await store.import_messages(ns, [_msg(MAX, "a-1", MAX, uid=1)])
+    written = await store.write_message(ns, "a-1", "T", {})
+    assert (written.position, written.global_position) == (MAX + 1, MAX + 1)
+    other = await store.write_message(ns, "b-1", "T", {})
+    assert (other.position, other.global_position) == (0, MAX + 2)

@@ -206,3 +206,35 @@ async def test_deleting_a_namespace_while_imports_run_fails_them_cleanly(store: 
         await asyncio.wait_for(task, 60)
         assert not await store.namespace_exists(namespace)
         assert all("deadlock" not in str(e) for e in errors), errors
+
+
+@pytest.mark.parametrize("namespace", ["\x00", "a\x00b", "\ud800", "a\udfffb"])
+async def test_ids_no_database_can_hold_are_simply_not_found(store: Store, namespace: str) -> None:
+    """Tokens and ``ns.info``/``ns.delete`` carry arbitrary ids; Postgres cannot even compare
+    text with a NUL, so such an id must be "not found" on every backend, never a failure."""
+    with pytest.raises(NamespaceNotFound):
+        await store.get_namespace(namespace)
+    with pytest.raises(NamespaceNotFound):
+        await store.delete_namespace(namespace)
+    assert not await store.namespace_exists(namespace)
+
+
+@pytest.mark.parametrize(
+    ("description", "message"),
+    [
+        ("a\x00b", "options.description must not contain NUL characters"),
+        ("a\ud800", "options.description must be valid UTF-8"),
+    ],
+)
+async def test_descriptions_every_backend_can_store_are_required(
+    store: Store, description: str, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await store.create_namespace("alpha", _hash("alpha"), description)
+    assert not await store.namespace_exists("alpha")
+
+
+async def test_a_long_description_with_any_other_characters_is_kept(store: Store) -> None:
+    description = "é😀\t\n" * 10_000
+    await store.create_namespace("alpha", _hash("alpha"), description)
+    assert (await store.get_namespace("alpha")).description == description

@@ -243,13 +243,11 @@ def parse_record(line: _Line, max_message_bytes: int) -> Message:
             value = 0  # upstream's zero value: the stream's first position
         elif isinstance(value, bool) or not isinstance(value, int):
             raise wrong_type(key, "an integer")
-        if not validation.INT64_MIN <= value <= validation.INT64_MAX:
-            raise invalid(f"{key} is out of range")
         numbers[key] = value
-    if numbers["pos"] < 0:
-        raise invalid("pos must not be negative")
-    if numbers["gpos"] < 1:
-        raise invalid("gpos must be positive")
+    try:
+        validation.check_imported_positions(numbers["pos"], numbers["gpos"])
+    except EventoDBError as exc:
+        raise invalid(exc.message) from None
     data, meta = raw.get("data"), raw.get("meta")
     if data is None:
         raise invalid("missing data")

@@ -106,10 +106,12 @@ class DuplicateMessageId(EventoDBError):
 
 
 class NamespaceExists(EventoDBError):
+    """The id is taken, or the storage name it maps to is (``reason`` says which)."""
+
     code = ErrorCode.NAMESPACE_EXISTS
 
-    def __init__(self, namespace: str) -> None:
-        super().__init__(f"Namespace '{namespace}' already exists")
+    def __init__(self, namespace: str, reason: str | None = None) -> None:
+        super().__init__(reason or f"Namespace '{namespace}' already exists")
         self.namespace = namespace
 
 

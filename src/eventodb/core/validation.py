@@ -18,6 +18,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH_SIZE = 10_000
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+MAX_IMPORTED_POSITION = (1 << 53) - 1
+"""Highest ``pos``/``gpos`` an import may carry: 9,007,199,254,740,991, the largest integer the
+JavaScript SDKs read exactly, and far enough below the 64-bit end that writes after any import
+can never run out of positions (docs/API.md, "Import and export")."""
 
 
 def check_text(value: str, field: str) -> None:
@@ -65,6 +69,18 @@ def check_batch_size(value: int, field: str = "options.batchSize") -> None:
         raise InvalidArgument(f"{field} must be >= 0 or -1 for unlimited")
 
 
+def check_imported_positions(position: int, global_position: int) -> None:
+    """An imported record's ``pos`` (0 or more) and ``gpos`` (1 or more), both at most
+    :data:`MAX_IMPORTED_POSITION`."""
+    if position < 0:
+        raise InvalidArgument("pos must not be negative")
+    if global_position < 1:
+        raise InvalidArgument("gpos must be positive")
+    for field, value in (("pos", position), ("gpos", global_position)):
+        if value > MAX_IMPORTED_POSITION:
+            raise InvalidArgument(f"{field} must be at most {MAX_IMPORTED_POSITION}")
+
+
 def check_consumer_group(member: int, size: int) -> None:
     prefix = "options.consumerGroup"
     if member < 0:
@@ -109,6 +125,20 @@ def _checked_dumps(field: str, value: Any) -> bytes:
     if (raw is None or b"\\u0000" in raw) and jsoncodec.find_nul(value):
         raise InvalidArgument(f"{field} must not contain NUL characters")
     return raw if raw is not None else jsoncodec.dumps(value)
+
+
+def storable(value: str) -> bool:
+    """Whether every backend can hold ``value`` as text: no NUL, valid UTF-8 (Postgres refuses
+    both; a lookup by such a value can only find nothing)."""
+    return "\x00" not in value and not _has_surrogate(value)
+
+
+def check_description(value: str) -> None:
+    """A namespace description: any length, but storable on every backend."""
+    if "\x00" in value:
+        raise InvalidArgument("options.description must not contain NUL characters")
+    if _has_surrogate(value):
+        raise InvalidArgument("options.description must be valid UTF-8")
 
 
 def check_namespace_id(value: str) -> None:

@@ -391,6 +391,7 @@ class Store(abc.ABC):
             NamespaceExists: the id, or on Postgres its schema name, is taken.
         """
         validation.check_namespace_id(namespace)
+        validation.check_description(description)
         return await self._create_namespace(namespace, token_hash, description)
 
     async def delete_namespace(self, namespace: str) -> int:
@@ -402,6 +403,8 @@ class Store(abc.ABC):
         Raises:
             NamespaceNotFound: no such namespace.
         """
+        if not validation.storable(namespace):
+            raise NamespaceNotFound(namespace)
         return await self._delete_namespace(namespace)
 
     async def release_namespace(self, namespace: str) -> None:
@@ -413,14 +416,30 @@ class Store(abc.ABC):
             InvalidArgument: the backend keeps no storage apart from its registry (only
                 Postgres schemas can be released).
         """
+        if not validation.storable(namespace):
+            raise NamespaceNotFound(namespace)
+        await self._release_namespace(namespace)
+
+    async def _release_namespace(self, namespace: str) -> None:
         raise InvalidArgument(
             f"ns.release needs the Postgres backend (the {self.backend} backend keeps no"
             " namespace storage apart from its registry): use ns.delete"
         )
 
-    @abc.abstractmethod
     async def get_namespace(self, namespace: str) -> NamespaceRecord:
-        """Raises: NamespaceNotFound."""
+        """The registry entry of ``namespace``.
+
+        Raises:
+            NamespaceNotFound: no such namespace — also, without asking the database, for an
+                id no database can hold (a NUL, an unpaired surrogate): tokens and ``ns.info``
+                carry arbitrary ids.
+        """
+        if not validation.storable(namespace):
+            raise NamespaceNotFound(namespace)
+        return await self._get_namespace(namespace)
+
+    @abc.abstractmethod
+    async def _get_namespace(self, namespace: str) -> NamespaceRecord: ...
 
     @abc.abstractmethod
     async def list_namespaces(self) -> list[NamespaceRecord]:
@@ -519,7 +538,9 @@ class Store(abc.ABC):
         existing one. Imports publish no pokes.
 
         Raises:
-            InvalidArgument: a record breaks a write rule (name, type, payload, id).
+            InvalidArgument: a record breaks a write rule (name, type, payload, id) or its
+                positions are out of range (``pos`` < 0, ``gpos`` < 1, either above
+                :data:`~eventodb.core.validation.MAX_IMPORTED_POSITION`).
             PositionExists: a record collides with an existing global position, id or stream
                 position (``index`` names it); nothing of the batch was written.
             NamespaceNotFound: no such namespace.
@@ -528,6 +549,7 @@ class Store(abc.ABC):
         for index, m in enumerate(messages):
             # The same limits as writes, so both backends store (or refuse) the same records.
             try:
+                validation.check_imported_positions(m.position, m.global_position)
                 validation.check_stream_name(m.stream_name, "stream")
                 validation.check_message_type(m.type)
                 payloads.append(

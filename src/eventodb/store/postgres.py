@@ -121,6 +121,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
+    # Not an InterfaceError: a connection that broke mid-protocol (seen during a Postgres
+    # restart: "cannot switch to state 12; another operation (2) is in progress").
+    asyncpg.InternalClientError,
 )
 _MISSING_OBJECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.UndefinedTableError,
@@ -585,7 +588,7 @@ class PostgresStore(Store):
         )
         return [(r[0], r[1]) for r in rows]
 
-    async def get_namespace(self, namespace: str) -> NamespaceRecord:
+    async def _get_namespace(self, namespace: str) -> NamespaceRecord:
         row = await self._run(
             "get namespace",
             lambda c: c.fetchrow(
@@ -647,9 +650,12 @@ class PostgresStore(Store):
                     if taken:
                         raise NamespaceExists(namespace)
                     if await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
-                        raise BackendError(
-                            f"Failed to create namespace: schema {schema} already exists but"
-                            " belongs to no namespace (drop it first)"
+                        # Its schema name is taken by something else (e.g. ``store`` would be
+                        # the registry's own schema): the id is not available.
+                        raise NamespaceExists(
+                            namespace,
+                            f"Namespace '{namespace}' cannot be created: its schema {schema}"
+                            " already exists",
                         )
                     await c.execute(f"CREATE SCHEMA {quote_ident(schema)}")
                     for m in self._namespace_migrations:
@@ -702,7 +708,7 @@ class PostgresStore(Store):
         finally:
             self._forget(namespace)
 
-    async def release_namespace(self, namespace: str) -> None:
+    async def _release_namespace(self, namespace: str) -> None:
         async def release(c: Any) -> str:
             return await message_db.release_on(c, namespace)
 

@@ -144,7 +144,8 @@ def db_file_name(namespace: str, taken: set[str], registry_file: str = REGISTRY_
 
     Ordinary ids (``[A-Za-z0-9_.-]``, not starting with ``.``) keep upstream's ``<id>.db``.
     Any other id, or one whose ``<id>.db`` would clash case-insensitively with an existing file
-    or the registry, gets ``ns-<sanitised>-<sha256 prefix>.db``: never a path, never shared.
+    or the registry, gets ``ns-<sanitised>-<sha256 prefix>.db`` (``-2.db``, ``-3.db``... should
+    an ordinary id already use that name): never a path, never shared.
 
     Args:
         taken: lower-cased file names already in use.
@@ -158,7 +159,13 @@ def db_file_name(namespace: str, taken: set[str], registry_file: str = REGISTRY_
         return plain
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", namespace)[:24]
     digest = hashlib.sha256(namespace.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    return f"ns-{safe}-{digest}.db"
+    hashed = f"ns-{safe}-{digest}"
+    # An ordinary id may spell exactly this name: then count up until a name is free.
+    name, n = f"{hashed}.db", 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{hashed}-{n}.db"
+    return name
 
 
 def _file_name(db_path: str) -> str:
@@ -350,7 +357,7 @@ class SQLiteStore(Store):
             raise BackendError(f"Failed to {verb}: store is not open")
         return await self._registry.call(fn, write=write, verb=verb)
 
-    async def get_namespace(self, namespace: str) -> NamespaceRecord:
+    async def _get_namespace(self, namespace: str) -> NamespaceRecord:
         row = await self._reg(
             lambda c: c.execute(
                 "SELECT id, token_hash, description, created_at FROM namespaces WHERE id = ?",
