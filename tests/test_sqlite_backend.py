@@ -337,3 +337,33 @@ async def test_an_upstream_database_with_second_timestamps_is_converted(tmp_path
         assert store.migrations_applied == OURS_AFTER_UPSTREAM
         [msg] = await store.get_stream_messages("old", "s-1")
     assert msg.time.isoformat() == "2025-01-15T10:00:00+00:00"
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()}
+
+
+@pytest.mark.parametrize(("file_mode", "dir_mode"), [(0o600, 0o700), (0o640, 0o750)])
+async def test_files_and_directory_are_created_private_unless_relaxed(
+    tmp_path: Path, file_mode: int, dir_mode: int
+) -> None:
+    data = tmp_path / "data"
+    async with SQLiteStore(data, file_mode=file_mode) as store:
+        await store.create_namespace("tenant", "h")
+        await store.write_message("tenant", "s-1", "T", {})
+        modes = _modes(data)
+    assert data.stat().st_mode & 0o777 == dir_mode
+    assert {"metadata.db", "tenant.db", "tenant.db-wal", "tenant.db-shm"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if name != "eventodb.lock"} == {
+        name: file_mode for name in modes if name != "eventodb.lock"
+    }
+
+
+async def test_an_existing_directory_keeps_its_permissions(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    async with SQLiteStore(data):
+        pass
+    assert data.stat().st_mode & 0o777 == 0o755
+    assert (data / "metadata.db").stat().st_mode & 0o777 == 0o600

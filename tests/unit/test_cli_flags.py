@@ -209,3 +209,43 @@ def test_backend_selection(settings: Settings, backend: Backend) -> None:
 def test_unknown_scheme_is_refused(url: str) -> None:
     with pytest.raises(UnsupportedScheme, match="unsupported database scheme"):
         resolve_backend(Settings(db_url=url))
+
+
+def test_protection_flags_have_documented_defaults() -> None:
+    s = load_settings([], {})
+    assert (s.max_header_bytes, s.header_timeout, s.body_timeout, s.idle_timeout) == (
+        65536,
+        10.0,
+        30.0,
+        120.0,
+    )
+    assert (s.max_connections, s.max_in_flight, s.auth_cache_ttl, s.file_mode) == (
+        4096,
+        256,
+        5.0,
+        0o600,
+    )
+
+
+def test_protection_flags_from_flags_and_environment() -> None:
+    s = load_settings(
+        ["-max-connections=10", "--file-mode", "0640"], {"EVENTODB_HEADER_TIMEOUT": "2.5"}
+    )
+    assert (s.max_connections, s.file_mode, s.header_timeout) == (10, 0o640, 2.5)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-max-connections=0"],
+        ["-max-in-flight=-1"],
+        ["-header-timeout=0"],
+        ["-auth-cache-ttl=-1"],
+        ["-file-mode=0200"],  # the owner could not read its own database
+        ["-file-mode=rw"],
+        ["-file-mode=01777"],
+    ],
+)
+def test_protection_flags_refuse_unusable_values(args: list[str]) -> None:
+    with pytest.raises(FlagError):
+        load_settings(args, {})

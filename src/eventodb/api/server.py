@@ -68,6 +68,7 @@ def build_store(backend: Backend, settings: Settings) -> Store:
         registry_file=backend.registry_file,
         synchronous=settings.sqlite_sync.upper(),
         max_message_bytes=settings.max_message_bytes,
+        file_mode=settings.file_mode,
     )
 
 

@@ -241,6 +241,9 @@ class SQLiteStore(Store):
         synchronous: ``NORMAL`` (default; WAL is fsynced at checkpoints: acknowledged writes
             survive a process crash, an OS crash may lose the last ones) or ``FULL`` (fsync at
             every commit).
+        file_mode: permissions of the database files this store creates (SQLite gives their
+            ``-wal``/``-shm`` files the same); a data directory it creates gets ``x`` where
+            ``r`` is set (0600 → 0700). Existing files and directories are left as they are.
         migrations_root: alternative migration files (tests).
     """
 
@@ -251,10 +254,12 @@ class SQLiteStore(Store):
         registry_file: str = REGISTRY_FILE,
         synchronous: str = "NORMAL",
         read_threads: int | None = None,
+        file_mode: int = 0o600,
         migrations_root: Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._file_mode = file_mode
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ValueError(f"unknown synchronous mode {synchronous!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -292,7 +297,8 @@ class SQLiteStore(Store):
             return
         if self.data_dir is not None:
             try:
-                self.data_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self._make_data_dir(self.data_dir)
+                self._create_file(self.data_dir / self._registry_file)
             except OSError as exc:
                 raise BackendError(
                     f"Failed to create data directory {self.data_dir}: {exc}"
@@ -311,6 +317,25 @@ class SQLiteStore(Store):
         for record in await self.list_namespaces():
             handle = self._open_handle(record.id, await self._db_path(record.id))
             self.migrations_applied += await self._migrate_namespace(handle)
+
+    def _make_data_dir(self, path: Path) -> None:
+        if path.is_dir():
+            return
+        mode = self._file_mode | (self._file_mode & 0o444) >> 2  # x wherever r is set
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        os.chmod(path, mode)  # exactly: the umask may have narrowed it
+
+    def _create_file(self, path: Path) -> None:
+        """An empty database file with our permissions, unless it exists: SQLite keeps the
+        permissions of a file it opens and gives its ``-wal``/``-shm`` files the same."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self._file_mode)
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, self._file_mode)
+        finally:
+            os.close(fd)
 
     async def _migrate_namespace(self, handle: _Namespace) -> int:
         loop = asyncio.get_running_loop()
@@ -464,6 +489,7 @@ class SQLiteStore(Store):
             raise
         if self.data_dir is not None:
             _remove_db_files(self.data_dir / db_path)  # stale files of an earlier namespace
+            self._create_file(self.data_dir / db_path)
         handle = self._open_handle(namespace, db_path)
         try:
             await self._migrate_namespace(handle)
