@@ -57,16 +57,9 @@ def test_a_token_file_that_cannot_be_used_stops_the_server(
 ) -> None:
     (tmp_path / "token").write_text(ADMIN_TOKEN)
     missing = "token" if extra else "missing"
+    args = ["--test-mode", f"--port={free_port()}", f"--token-file={tmp_path / missing}", *extra]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eventodb",
-            "--test-mode",
-            f"--port={free_port()}",
-            f"--token-file={tmp_path / missing}",
-            *extra,
-        ],  # fmt: skip
+        [sys.executable, "-m", "eventodb", *args],
         capture_output=True,
         text=True,
         timeout=30,
