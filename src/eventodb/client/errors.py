@@ -161,6 +161,12 @@ class ClearFailed(EventoDBError):
     default_code = "CLEAR_FAILED"
 
 
+class ServerBusy(EventoDBError):
+    """The server is at a limit (open connections, requests in flight): HTTP 503, retried."""
+
+    default_code = "SERVER_BUSY"
+
+
 class TransportError(EventoDBError):
     """No answer: the connection failed or timed out, also after the retries.
 
@@ -193,6 +199,7 @@ ERRORS_BY_CODE: dict[str, type[EventoDBError]] = {
         InternalError,
         NotFound,
         ClearFailed,
+        ServerBusy,
     )
 }
 """The class raised for each error code the server sends."""
