@@ -16,7 +16,6 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from eventodb.api.rpc import METHODS
-from tests.api.conftest import ADMIN_TOKEN, BACKENDS, Server, make_tenant, server_args
+from tests.api.conftest import ADMIN_TOKEN, Server, make_tenant
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -185,16 +184,6 @@ class Fuzzer:
 def _uuid(r: random.Random) -> str:
     h = f"{r.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    srv = Server(server_args(request.param, request, workdir), workdir=workdir, kind=request.param)
-    yield srv
-    assert srv.stop() == 0, srv.output()
 
 
 async def run_fuzz(server: Server, tenant_token: str, import_token: str) -> Counter[Any]:
