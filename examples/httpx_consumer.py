@@ -119,6 +119,25 @@ class CategoryConsumer:
             backoff = min(backoff * 2, 30.0)
 
 
+def follow(
+    category: str,
+    handle: Handler,
+    *,
+    group: tuple[int, int] | None = None,
+    position_file: Path | None = None,
+    limit: int | None = None,
+) -> int:
+    """Run a :class:`CategoryConsumer` on ``EVENTODB_URL`` until ``limit`` or Ctrl-C; returns
+    the next global position it would read."""
+    with connect() as client:
+        consumer = CategoryConsumer(
+            client, category, handle, group=group, position_file=position_file, limit=limit
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            consumer.run()
+    return consumer.position
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("category", help="category to follow, e.g. account")
@@ -130,17 +149,10 @@ def main() -> None:
         _id, stream, kind, position, global_position, data, _meta, _time = message
         print(f"{global_position} {stream}@{position} {kind} {data}", flush=True)
 
-    with connect() as client:
-        consumer = CategoryConsumer(
-            client,
-            args.category,
-            show,
-            position_file=args.position_file,
-            limit=args.max_messages,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            consumer.run()
-    print(f"next position {consumer.position}", file=sys.stderr)
+    position = follow(
+        args.category, show, position_file=args.position_file, limit=args.max_messages
+    )
+    print(f"next position {position}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ every worker first, and start the new ones from the lowest position the old ones
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from httpx_consumer import CategoryConsumer
-from httpx_eventodb import connect
+from httpx_consumer import follow
 
 
 def main() -> None:
@@ -47,18 +45,14 @@ def main() -> None:
             flush=True,
         )
 
-    with connect() as client:
-        worker = CategoryConsumer(
-            client,
-            args.category,
-            handle,
-            group=(args.member, args.size),
-            position_file=args.position_file,
-            limit=args.max_messages,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            worker.run()
-    print(f"member {args.member}: next position {worker.position}", file=sys.stderr)
+    position = follow(
+        args.category,
+        handle,
+        group=(args.member, args.size),
+        position_file=args.position_file,
+        limit=args.max_messages,
+    )
+    print(f"member {args.member}: next position {position}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -37,21 +37,6 @@ def _env(server: Server, token: str, workdir: Path) -> dict[str, str]:
     return shell_env(workdir, EVENTODB_URL=server.url, EVENTODB_TOKEN=token)
 
 
-def _run(script: str, *args: str, env: dict[str, str], cwd: Path) -> str:
-    """Run an example to its end; returns its stdout (stderr is kept for failures)."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 class Background:
     """An example running in the background, its stdout going to a file we can poll."""
 
@@ -89,6 +74,11 @@ class Background:
                 self.proc.wait()
         assert status == 0, self.err.read_text()
         return self.lines()
+
+
+def _run(script: str, *args: str, env: dict[str, str], cwd: Path) -> str:
+    """Run an example to its end; returns what it printed on stdout."""
+    return "\n".join(Background(script, *args, env=env, cwd=cwd).finish())
 
 
 def test_the_producer_writes_round_robin_and_reports_positions(
