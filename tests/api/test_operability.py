@@ -489,7 +489,8 @@ def test_docs_and_dashboard_name_exactly_the_metrics_served(server: Server) -> N
         return re.sub(r"_(total|bucket|sum|count)$", "", name)
 
     api = (root / "docs" / "API.md").read_text("utf-8")
-    table = api[api.index("## Metrics") : api.index("## RPC details")]
+    start = api.index("\n## Metrics")
+    table = api[start : api.index("\n## ", start + 1)]
     documented = {family(n) for n in re.findall(r"^\| `(eventodb_\w+)`", table, re.M)}
     dashboard = (root / "docs" / "grafana-dashboard.json").read_text("utf-8")
     charted = {family(n) for n in re.findall(r"eventodb_\w+", dashboard)}
