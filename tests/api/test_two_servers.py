@@ -3,6 +3,9 @@
 Postgres: several servers may share a database, so a revocation made through one (namespace
 deleted, re-created with a new token, ``--token`` replaced at a restart) must reach the others
 within a second, and the old token must stop working there.
+
+SQLite: a data directory belongs to one server; a second one is refused at start-up, naming the
+first one's PID, because two writers on one directory lose acknowledged writes.
 """
 
 from __future__ import annotations
@@ -116,3 +119,28 @@ def test_a_restart_with_a_new_admin_token_revokes_the_old_one_on_every_server(
     finally:
         for srv in (second, first):
             assert srv.stop() == 0, srv.output()
+
+
+def test_a_second_server_on_the_same_sqlite_directory_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = Server([f"--token={ADMIN_TOKEN}", f"--data-dir={data}"], workdir=tmp_path)
+    try:
+        second = Server([f"--data-dir={data}"], workdir=tmp_path, wait=False)
+        try:
+            status = second.proc.wait(20)
+        finally:
+            second.stop()
+        output = second.output()
+        assert status == 1, output
+        assert f"pid {first.proc.pid}" in output, output
+        assert str(data) in output, output
+        # The first one is unaffected and still owns its files.
+        first.ok(ADMIN_TOKEN, "stream.write", "acc-1", {"type": "T", "data": {}})
+    finally:
+        assert first.stop() == 0, first.output()
+    # Once it has stopped, the directory is free again.
+    third = Server([f"--token={ADMIN_TOKEN}", f"--data-dir={data}"], workdir=tmp_path)
+    try:
+        assert len(third.ok(ADMIN_TOKEN, "stream.get", "acc-1")) == 1
+    finally:
+        assert third.stop() == 0, third.output()

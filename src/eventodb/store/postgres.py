@@ -529,6 +529,9 @@ class PostgresStore(Store):
                     continue
                 raise BackendError(f"Failed to {verb}: {_describe(exc)}") from exc
             except asyncpg.PostgresError as exc:
+                if ns is not None and await self._deleted_meanwhile(ns):
+                    # e.g. "cache lookup failed for function": its schema was being dropped.
+                    raise NamespaceNotFound(ns.id) from exc
                 raise BackendError(f"Failed to {verb}: {exc}") from exc
         raise AssertionError("unreachable")
 
@@ -548,6 +551,22 @@ class PostgresStore(Store):
             f"Failed to {verb}: the storage of namespace '{ns.id}' is missing or damaged"
             f" (schema {row[0]}: {exc})"
         )
+
+    async def _deleted_meanwhile(self, ns: _Namespace) -> bool:
+        """After a failed statement: whether the namespace is gone from the registry (then it
+        was deleted while the statement ran, and the failure just says so)."""
+        try:
+            schema = await self._run(
+                "get namespace",
+                lambda c: c.fetchval(f"SELECT schema_name FROM {_NAMESPACES} WHERE id = $1", ns.id),
+                retry=True,
+            )
+        except BackendError:
+            return False  # cannot tell: report the original failure
+        if schema is None:
+            self._forget(ns.id)
+            return True
+        return False
 
     def _forget(self, namespace: str) -> None:
         self._token_hashes.pop(namespace, None)

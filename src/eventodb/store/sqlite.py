@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -47,6 +48,8 @@ from eventodb.store.base import (
 from eventodb.store.sqlite_worker import BUSY_TIMEOUT_MS, ReadPool, Writer
 
 REGISTRY_FILE = "metadata.db"
+LOCK_FILE = "eventodb.lock"
+"""Held by the store that has a data directory open (see :class:`DataDirLock`)."""
 
 INLINE_MAX_BYTES = 16 * 1024
 """Writes up to this payload size may run on the event loop (see ``Writer``)."""
@@ -208,23 +211,102 @@ def _now_micros() -> int:
     return time.time_ns() // 1000
 
 
+class DataDirLock:
+    """An exclusive lock on a data directory, held as long as a store has it open.
+
+    Two processes writing one directory lose acknowledged writes (one keeps writing to a file
+    the other has deleted and re-created), so the second is refused, naming the first
+    (docs/STORAGE.md, "One server per data directory"). ``flock`` on :data:`LOCK_FILE`, which
+    holds the owner's pid; the kernel drops the lock when its process ends, even by
+    ``kill -9``, so a leftover file never blocks a restart.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        """Raises: BackendError naming the holder when another store has the directory."""
+        import fcntl  # POSIX only, like the rest of the server's process handling
+
+        path = data_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise BackendError(f"Failed to lock data directory {data_dir}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BackendError(f"Failed to lock data directory {data_dir}: {exc}") from None
+            raise BackendError(
+                f"data directory {data_dir} is in use by another EventoDB server (pid {holder}):"
+                " only one server may use a SQLite data directory; stop that one, or give this"
+                " one another --data-dir (several servers can share a Postgres database)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the descriptor drops the lock
+
+
 class _Namespace:
-    """Open handles to one namespace database."""
+    """Open handles to one namespace database, and the work in progress on them.
+
+    Deleting a namespace *retires* its handle: work that starts afterwards is refused with
+    :class:`NamespaceNotFound`, work in progress finishes, and only then are the connections
+    closed and the files removed — so no request racing ``ns.delete`` hangs, fails with a
+    half-deleted database, or recreates a file behind it.
+    """
 
     def __init__(self, name: str, writer: Writer, reader: ReadPool | None) -> None:
         self.name = name
         self.writer = writer
         self.reader = reader
+        self.retired = False
+        self._busy = 0
+        self._idle: asyncio.Event | None = None
+
+    def _enter(self) -> None:
+        if self.retired:
+            raise NamespaceNotFound(self.name)
+        self._busy += 1
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._idle is not None:
+            self._idle.set()
 
     async def read(self, fn: Callable[[sqlite3.Connection], Any], verb: str) -> Any:
-        if self.reader is not None:
-            return await self.reader.call(fn, verb=verb)
-        return await self.writer.call(fn, write=False, verb=verb)
+        self._enter()
+        try:
+            if self.reader is not None:
+                return await self.reader.call(fn, verb=verb)
+            return await self.writer.call(fn, write=False, verb=verb)
+        finally:
+            self._leave()
 
     async def write(
         self, fn: Callable[[sqlite3.Connection], Any], verb: str, *, small: bool = False
     ) -> Any:
-        return await self.writer.call(fn, write=True, verb=verb, small=small)
+        self._enter()
+        try:
+            return await self.writer.call(fn, write=True, verb=verb, small=small)
+        finally:
+            self._leave()
+
+    async def retire(self) -> None:
+        """Refuse new work, let the work in progress finish, then close."""
+        self.retired = True
+        if self._busy:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        await self.close()
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -271,6 +353,10 @@ class SQLiteStore(Store):
         self._namespace_migrations = migrations.load("sqlite", "namespace", migrations_root)
         self._registry: Writer | None = None
         self._handles: dict[str, _Namespace] = {}
+        self._lifecycle = asyncio.Lock()
+        """Held while a namespace handle is opened, a namespace created or deleted: a handle
+        is never opened for a namespace being deleted."""
+        self._dir_lock: DataDirLock | None = None
         self._executor = (
             ThreadPoolExecutor(
                 max_workers=read_threads or default_read_threads(),
@@ -283,13 +369,22 @@ class SQLiteStore(Store):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _connect(self, target: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            target, isolation_level=None, check_same_thread=False, cached_statements=256
-        )
-        if target != ":memory:":
-            _configure(conn, self._synchronous)
-        else:
+        """A connection to an existing database file (never creating one: files are created
+        on purpose, see :meth:`_create_file`), or to a new in-memory database."""
+        if target == ":memory:":
+            conn = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
             _add_functions(conn)
+            return conn
+        conn = sqlite3.connect(
+            f"{Path(target).resolve().as_uri()}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        _configure(conn, self._synchronous)
         return conn
 
     async def open(self) -> None:
@@ -298,11 +393,16 @@ class SQLiteStore(Store):
         if self.data_dir is not None:
             try:
                 self._make_data_dir(self.data_dir)
-                self._create_file(self.data_dir / self._registry_file)
             except OSError as exc:
                 raise BackendError(
                     f"Failed to create data directory {self.data_dir}: {exc}"
                 ) from None
+            self._dir_lock = DataDirLock.acquire(self.data_dir)
+            try:
+                self._create_file(self.data_dir / self._registry_file)
+            except OSError as exc:
+                self._release_dir()
+                raise BackendError(f"Failed to create the registry: {exc}") from None
             target = str(self.data_dir / self._registry_file)
         else:
             target = ":memory:"
@@ -315,7 +415,11 @@ class SQLiteStore(Store):
             verb="migrate registry",
         )
         for record in await self.list_namespaces():
-            handle = self._open_handle(record.id, await self._db_path(record.id))
+            db_path = await self._db_path(record.id)
+            if self.data_dir is not None:
+                # The Go server creates namespace files on first use: some may not exist yet.
+                self._create_file(self.data_dir / db_path)
+            handle = self._open_handle(record.id, db_path)
             self.migrations_applied += await self._migrate_namespace(handle)
 
     def _make_data_dir(self, path: Path) -> None:
@@ -359,6 +463,12 @@ class SQLiteStore(Store):
             self._registry = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._release_dir()
+
+    def _release_dir(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
 
     def _health_checks(self) -> list[tuple[str, HealthCheck]]:
         return [("registry", self._check_registry)]
@@ -456,7 +566,11 @@ class SQLiteStore(Store):
         handle = self._handles.get(namespace)
         if handle is not None:
             return handle
-        return self._open_handle(namespace, await self._db_path(namespace))
+        async with self._lifecycle:
+            handle = self._handles.get(namespace)
+            if handle is None:
+                handle = self._open_handle(namespace, await self._db_path(namespace))
+            return handle
 
     async def _create_namespace(
         self, namespace: str, token_hash: str, description: str
@@ -481,50 +595,59 @@ class SQLiteStore(Store):
             )
             return db_path
 
-        try:
-            db_path = await self._reg(reserve, "create namespace", write=True)
-        except BackendError as exc:
-            if "UNIQUE constraint failed: namespaces.token_hash" in exc.message:
-                raise BackendError("Failed to create namespace: token already in use") from None
-            raise
-        if self.data_dir is not None:
-            _remove_db_files(self.data_dir / db_path)  # stale files of an earlier namespace
-            self._create_file(self.data_dir / db_path)
-        handle = self._open_handle(namespace, db_path)
-        try:
-            await self._migrate_namespace(handle)
-        except BaseException:
-            self._handles.pop(namespace, None)
-            await handle.close()
-            await self._reg(
-                lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)),
-                "create namespace",
-                write=True,
-            )
-            raise
+        async with self._lifecycle:
+            try:
+                db_path = await self._reg(reserve, "create namespace", write=True)
+            except BackendError as exc:
+                if "UNIQUE constraint failed: namespaces.token_hash" in exc.message:
+                    raise BackendError("Failed to create namespace: token already in use") from None
+                raise
+            try:
+                if self.data_dir is not None:
+                    _remove_db_files(self.data_dir / db_path)  # stale files of an earlier one
+                    self._create_file(self.data_dir / db_path)
+                handle = self._open_handle(namespace, db_path)
+                try:
+                    await self._migrate_namespace(handle)
+                except BaseException:
+                    self._handles.pop(namespace, None)
+                    await handle.close()
+                    raise
+            except BaseException:
+                await self._reg(
+                    lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)),
+                    "create namespace",
+                    write=True,
+                )
+                if self.data_dir is not None:
+                    _remove_db_files(self.data_dir / db_path)
+                raise
         return NamespaceRecord(namespace, token_hash, description, created_at)
 
     async def _delete_namespace(self, namespace: str) -> int:
-        db_path = await self._db_path(namespace)
-        handle = self._open_handle(namespace, db_path)  # the open one, if any
-        try:
-            count = await handle.read(
-                lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0], "count"
+        async with self._lifecycle:
+            db_path = await self._db_path(namespace)
+            handle = self._open_handle(namespace, db_path)  # the open one, if any
+            try:
+                count = await handle.read(
+                    lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0], "count"
+                )
+            except BackendError:
+                count = 0
+            deleted = await self._reg(
+                lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)).rowcount,
+                "delete namespace",
+                write=True,
             )
-        except BackendError:
-            count = 0
-        deleted = await self._reg(
-            lambda c: c.execute("DELETE FROM namespaces WHERE id = ?", (namespace,)).rowcount,
-            "delete namespace",
-            write=True,
-        )
-        if self._handles.get(namespace) is handle:
-            del self._handles[namespace]
-        await handle.close()
-        if not deleted:
-            raise NamespaceNotFound(namespace)
-        if self.data_dir is not None:
-            _remove_db_files(self.data_dir / db_path)
+            if self._handles.get(namespace) is handle:
+                del self._handles[namespace]
+            # Requests already running finish first (as if before the delete); later ones
+            # find no namespace. Only then are the files removed, so none is recreated.
+            await handle.retire()
+            if not deleted:
+                raise NamespaceNotFound(namespace)
+            if self.data_dir is not None:
+                _remove_db_files(self.data_dir / db_path)
         return int(count)
 
     async def namespace_stats(self, namespace: str) -> NamespaceStats:

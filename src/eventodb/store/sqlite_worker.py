@@ -112,8 +112,13 @@ class Writer:
                 self._arriving += 1
                 await asyncio.sleep(0)
                 self._arriving -= 1
+                if self._closed:
+                    # stop() ran meanwhile: its end-of-work marker is queued, nothing after
+                    # it would ever run.
+                    raise BackendError(f"Failed to {verb}: the namespace database is closed")
                 if self._arriving == 0 and self._try_inline(job):
                     return await future
+            # No await since the last check of _closed: this job is queued before any marker.
             self._jobs.put(job)
             return await future
         except BackendError:
@@ -185,6 +190,18 @@ class Writer:
             if conn is not None:
                 with self._lock:
                     conn.close()
+            self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        """Settle jobs still queued when the thread ends, so no caller waits forever."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                closed = BackendError(f"Failed to {job.verb}: the namespace database is closed")
+                _settle_threadsafe(job, None, closed)
 
     def _process(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
         if conn is None:
@@ -286,6 +303,8 @@ class ReadPool:
             raise
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], verb: str) -> T:
+        if self._closed:  # closed while this waited for a thread: open nothing
+            raise BackendError(f"Failed to {verb}: the namespace database is closed")
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
