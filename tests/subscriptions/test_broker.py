@@ -86,16 +86,43 @@ async def test_pokes_arriving_out_of_global_order_are_all_delivered(store: Store
     assert await drain(sub) == [("a-1", 0, 10)]
 
 
-async def test_a_poke_at_or_below_one_already_sent_for_its_stream_is_dropped(store: Store) -> None:
+async def test_a_poke_is_dropped_only_when_its_message_was_poked_already(store: Store) -> None:
     broker = Broker(store)
     sub = broker.subscribe(NS, Filter(stream="a-1", category="", position=0))
     assert await drain(sub) == []
     broker.notify(Poke(NS, "a-1", 5, 50))
-    broker.notify(Poke(NS, "a-1", 3, 30))  # late and covered by position 5
-    assert await drain(sub) == [("a-1", 5, 50)]
+    broker.notify(Poke(NS, "a-1", 3, 30))  # announced late: not poked yet, so sent
+    assert await drain(sub) == [("a-1", 3, 30), ("a-1", 5, 50)]  # queued ones by position
     broker.notify(Poke(NS, "a-1", 5, 50))
+    broker.notify(Poke(NS, "a-1", 3, 30))
     broker.notify(Poke(NS, "a-1", 6, 60))
     assert await drain(sub) == [("a-1", 6, 60)]
+
+
+async def test_concurrent_writes_announced_out_of_order_each_get_their_poke(
+    store: Store,
+) -> None:
+    """Writers to one stream commit 4, 5, 6 in order but announce 6 before 5 (each learns of
+    its own commit in its own time); the subscriber must still get 5."""
+    broker = Broker(store)
+    everything = broker.subscribe(NS, Filter(stream=None, category="", position=1))
+    one = broker.subscribe(NS, Filter(stream="h-1", category="", position=0))
+    for sub in (everything, one):
+        assert await drain(sub) == []
+    broker.notify(Poke(NS, "h-1", 4, 40))
+    for sub in (everything, one):
+        assert await drain(sub) == [("h-1", 4, 40)]
+    broker.notify(Poke(NS, "h-1", 6, 60))
+    for sub in (everything, one):
+        assert await drain(sub) == [("h-1", 6, 60)]
+    broker.notify(Poke(NS, "h-1", 5, 50))
+    broker.notify(Poke(NS, "h-1", 5, 50))  # a second announcement of it is a duplicate
+    for sub in (everything, one):
+        assert await drain(sub) == [("h-1", 5, 50)]
+    # The first messages of a stream, too: 1 announced before 0.
+    broker.notify(Poke(NS, "h-2", 1, 71))
+    broker.notify(Poke(NS, "h-2", 0, 70))
+    assert await drain(everything) == [("h-2", 0, 70), ("h-2", 1, 71)]
 
 
 async def test_replay_and_live_overlap_delivers_each_message_once(

@@ -10,11 +10,13 @@ Delivery rules, and why they cannot lose a poke:
 * **Register first, then replay.** A subscription is in the broker before its replay reads the
   database, so every message is either visible to the replay (committed before the read) or
   announced to the subscription afterwards (committed later).
-* **Dedupe per stream, never by "next expected".** Stream positions are assigned and committed
-  in order under the stream's write lock, so a poke for ``(stream, p)`` proves every position
-  ``<= p`` of that stream exists. A poke is dropped only when the client already got one for
-  the same stream at the same or a later position. Global positions are *not* committed in
-  order across streams, so they are never used to drop anything.
+* **Dedupe per message, never by "next expected".** Replays, re-reads after gaps and live
+  pokes overlap, so each subscription remembers, per stream, what it has sent: the highest
+  position and the positions below it not sent yet ("holes", within :data:`REORDER_WINDOW`).
+  A poke is dropped only when its message was sent already. Holes exist because concurrent
+  writers to one stream commit in position order but learn of their commits — and publish
+  them — in any order: position 7 may be announced before 6, and 6 must still be sent.
+  Global positions are *not* committed in order across streams, so they never decide a drop.
 * **Coalesce, do not drop.** Undelivered pokes wait in a map keyed by stream that keeps only
   the latest position (enough for the client to fetch from). When that map outgrows its bound
   it is replaced by a database re-read from its lowest global position, which covers every
@@ -52,6 +54,11 @@ MAX_SEEN_STREAMS = 1024
 """Streams whose delivered high-water mark a subscription remembers (forgetting one only risks a
 duplicate poke, never a lost one)."""
 
+REORDER_WINDOW = 1024
+"""How far below a stream's highest sent position a message may still be announced for the
+first time (writes to one stream that finished together, announced in another order). Unsent
+positions further below count as sent; each hole costs a pair of integers."""
+
 GAP_LOOKBACK = 30.0
 """Seconds: after a gap, re-read from the highest global position known to exist this long
 before the last sign of life of the notification path. Any write whose transaction took less
@@ -88,6 +95,7 @@ class Subscription:
 
     __slots__ = (
         "_cursor",
+        "_holes",
         "_pending",
         "_reread_from",
         "_seen",
@@ -114,6 +122,10 @@ class Subscription:
         self.sending = False
         self._pending: list[PokeTuple] = []
         self._seen: dict[str, int] = {}
+        """Per stream, the highest position sent (least recently used first)."""
+        self._holes: dict[str, list[list[int]]] = {}
+        """Per stream with any, ``[low, high]`` ranges below its highest sent position whose
+        messages have not been sent yet."""
         self._reread_from: int | None = filter.position
         """The initial replay is simply the first re-read."""
         self._summarise = False
@@ -170,9 +182,14 @@ class Subscription:
         """Pokes may have been missed; ``floor`` is a global position no missed write is below."""
         f = self.filter
         if f.stream is not None:
-            # Positions of one stream commit in order: anything missed is after the last seen.
+            # Positions of one stream commit in order: anything missed is after the last sent,
+            # or in a hole below it.
             seen = self._seen.get(f.stream)
-            self.request_reread(f.position if seen is None else max(f.position, seen + 1))
+            holes = self._holes.get(f.stream)
+            start = f.position if seen is None else seen + 1
+            if holes:
+                start = min(start, *(low for low, _ in holes))
+            self.request_reread(max(f.position, start))
         else:
             self.request_reread(f.position if floor is None else max(f.position, floor))
 
@@ -183,6 +200,7 @@ class Subscription:
         self.closed = True
         self._pending.clear()
         self._seen.clear()
+        self._holes.clear()
         self._wake()
         if self.sending and self.task is not None and not self.task.done():
             self.task.cancel(_END)
@@ -227,19 +245,60 @@ class Subscription:
     # -- internals -----------------------------------------------------------------------------
 
     def _covered(self, stream: str, position: int) -> bool:
+        """Whether the message at ``position`` of ``stream`` has been sent already."""
         seen = self._seen.get(stream)
-        return seen is not None and position <= seen
+        if seen is None or position > seen:
+            return False
+        holes = self._holes.get(stream)
+        if holes is not None:
+            for low, high in holes:
+                if low <= position <= high:
+                    return False
+        return True
 
-    def _mark(self, stream: str, position: int) -> None:
+    def _mark(self, stream: str, position: int, *, covers_below: bool = False) -> None:
+        """Record that the message at ``position`` is being sent.
+
+        Args:
+            covers_below: the poke stands for every earlier position too (a coalesced re-read
+                sends only the latest position per stream): no holes below it remain.
+        """
         seen = self._seen
-        if stream in seen:
-            del seen[stream]  # re-insert at the end: the dict's order is least recently used
-        elif len(seen) >= MAX_SEEN_STREAMS:
-            del seen[next(iter(seen))]
-        seen[stream] = position
+        last = seen.pop(stream, None)  # re-inserted at the end: the order is least recently used
+        if last is None and len(seen) >= MAX_SEEN_STREAMS:
+            forgotten = next(iter(seen))
+            del seen[forgotten]
+            self._holes.pop(forgotten, None)
+        holes = self._holes.pop(stream, None)
+        if last is not None and position <= last:
+            seen[stream] = last
+            if holes is not None:
+                holes = _fill(holes, position)
+        else:
+            seen[stream] = position
+            floor = position - REORDER_WINDOW
+            if holes is not None:
+                holes = [h for h in holes if h[1] >= floor]
+            # Positions skipped over may still be announced (for a stream seen for the first
+            # time, any below it within the window: the subscription cannot tell).
+            low = max(floor, 0 if last is None else last + 1, self.filter_floor)
+            if low < position:
+                holes = [*(holes or ()), [low, position - 1]]
+        if covers_below:
+            holes = None
+        if holes:
+            self._holes[stream] = holes
+
+    @property
+    def filter_floor(self) -> int:
+        """The lowest stream position a poke may be for: a stream subscription's start."""
+        f = self.filter
+        return f.position if f.stream is not None else 0
 
     def _take_pending(self) -> list[PokeTuple]:
         pending, self._pending = self._pending, []
+        if len(pending) > 1:
+            pending.sort(key=_global_position)  # per stream, in position order
         pokes: list[PokeTuple] = []
         for stream, position, global_position in pending:
             if not self._covered(stream, position):
@@ -272,9 +331,10 @@ class Subscription:
             latest = {located[0]: located for located in found}
             found = sorted(latest.values(), key=lambda located: located[2])
         pokes: list[PokeTuple] = []
+        coalesced = self._summarise
         for stream, position, global_position in found:
             if not self._covered(stream, position):
-                self._mark(stream, position)
+                self._mark(stream, position, covers_below=coalesced)
                 pokes.append((stream, position, global_position))
         return pokes
 
@@ -295,6 +355,24 @@ class Subscription:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+
+def _fill(holes: list[list[int]], position: int) -> list[list[int]] | None:
+    """``holes`` without ``position`` (a late message is being sent)."""
+    result: list[list[int]] = []
+    for low, high in holes:
+        if low <= position <= high:
+            if low < position:
+                result.append([low, position - 1])
+            if position < high:
+                result.append([position + 1, high])
+        else:
+            result.append([low, high])
+    return result or None
+
+
+def _global_position(poke: PokeTuple) -> int:
+    return poke[2]
 
 
 _END = "subscription ended"
