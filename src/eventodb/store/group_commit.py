@@ -6,6 +6,10 @@ finds the way free go at once (a lone writer waits for nobody), and makes writes
 while ``max_in_flight`` batches are running wait for the next batch, which takes all of them
 (up to ``max_batch``) in one call. Each caller gets its own item's outcome, and only after the
 batch holding it has finished (for the stores: committed).
+
+One batch in flight is the default: on Postgres, commits that send a NOTIFY are serialised by
+the database anyway, so a second batch in flight mostly waits, and it splits the writers into
+smaller batches that each pay a flush (docs/PERFORMANCE.md, "How writes work").
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class GroupCommit(Generic[T, R]):
         self,
         run: Callable[[list[T]], Awaitable[list[R | BaseException]]],
         *,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         max_batch: int = 256,
     ) -> None:
         self._run = run
