@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # EventoDB server image: the wheel is built in the first stage with the commands README.md
 # documents ("Install from source"), and installed into a slim runtime that runs as a non-root
-# user. Configuration is the EVENTODB_* environment (docs/API.md); by default the data lives in
-# SQLite files under /data, and EVENTODB_DB_URL=postgres://... switches to Postgres.
+# user. Configuration is the EVENTODB_* environment (docs/CONFIGURATION.md); by default the data
+# lives in SQLite files under /data, and EVENTODB_DB_URL=postgres://... switches to Postgres.
 ARG PYTHON_VERSION=3.12
 
 FROM python:${PYTHON_VERSION}-slim AS build

@@ -43,7 +43,7 @@ def _hash(namespace: str) -> str:
         ("default", "eventodb_default"),
         ("tenant-a", "eventodb_tenant_a"),
         ("Test.NS", "eventodb_Test_NS"),
-        ("ünï", "eventodb__n_"),  # SPEC §8.2 prints "eventodb____": a typo against its rule
+        ("ünï", "eventodb__n_"),  # every code point outside [A-Za-z0-9_] becomes one _
         ('a"; DROP SCHEMA public; --', "eventodb_a___DROP_SCHEMA_public____"),
         ("😀", "eventodb__"),
     ],
@@ -413,7 +413,8 @@ async def test_imports_never_move_the_sequence_backwards(db: Any, postgres_dsn: 
 
     async with PostgresStore(postgres_dsn, min_pool=1) as store:
         await store.create_namespace("imp", _hash("imp"))
-        # An export of two categories, imported category by category (SPEC §13 Q12).
+        # An export of two categories, imported category by category: the global sequence
+        # never moves backwards.
         await store.import_messages("imp", [msg(100, "b-1")])
         await store.import_messages("imp", [msg(5, "a-1")])
         after = await store.write_message("imp", "c-1", "T", {})

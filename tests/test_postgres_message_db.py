@@ -161,7 +161,7 @@ async def test_consumer_group_reads_partition_by_cardinal_id(sql: Any) -> None:
         )
         return [r[0] for r in rows]
 
-    # SPEC §5.2 vectors: size 2 → test-1, test-3 on 0; size 4 → test-1, test-3 on 2.
+    # Vectors of the hash rule: size 2 → test-1, test-3 on 0; size 4 → test-1, test-3 on 2.
     assert await member(0, 2) == ["test-1", "test-3", "test-1+retry"]
     assert await member(1, 2) == ["test-2", "test-4"]
     assert await member(2, 4) == ["test-1", "test-3", "test-1+retry"]

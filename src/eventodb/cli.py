@@ -1,5 +1,6 @@
-"""The ``eventodb`` command (SPEC §10): ``serve`` (also implied by leading flags), ``version``,
-``help``, ``token``, and the NDJSON clients ``export``/``import`` (:mod:`eventodb.transfer`).
+"""The ``eventodb`` command (docs/CONFIGURATION.md): ``serve`` (also implied by leading flags),
+``version``, ``help``, ``token``, and the NDJSON clients ``export``/``import``
+(:mod:`eventodb.transfer`).
 
 Flags follow Go's syntax (see :mod:`eventodb.config` for why we parse them ourselves). Every
 failure ends with one line ``Error: <reason>`` on stderr, after the usage text when there is one.

@@ -1,4 +1,4 @@
-"""Server settings from Go-style flags and ``EVENTODB_*`` environment variables (SPEC §10.2).
+"""Server settings from Go-style flags and ``EVENTODB_*`` environment variables.
 
 The upstream binary uses Go's ``flag`` package, and the harnesses that start it rely on all of
 its spellings: ``-name value``, ``-name=value``, ``--name value``, ``--name=value``, and for
@@ -9,7 +9,8 @@ module carries a small parser of its own (:func:`parse_flags`).
 Each flag's default comes from its environment variable when that is set and non-empty; an
 explicit flag wins. Values are checked wherever they come from: a flag that names a fixed set of
 choices refuses anything else, and an environment value that does not parse stops the server
-with the variable named (upstream silently fell back to the default, see docs/API.md, "Flags").
+with the variable named (upstream silently fell back to the default). What users see of all this
+is docs/CONFIGURATION.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ DEFAULT_DATA_DIR = "./eventodb-data"
 """Where the embedded default keeps its SQLite files when neither a URL nor test mode is given."""
 
 DEFAULT_AUTH_CACHE_TTL = 5.0
-"""Seconds a registry answer about a token is trusted (docs/API.md, "Token cache")."""
+"""Seconds a registry answer about a token is trusted (docs/API.md, "Token cache and
+revocation")."""
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -515,11 +517,12 @@ class Backend:
 
 
 def resolve_backend(settings: Settings) -> Backend:
-    """Pick the backend (SPEC §10.2 plus the DECIDED embedded default).
+    """Pick the backend (docs/CONFIGURATION.md, "Choosing the backend").
 
     * ``postgres://`` / ``postgresql://`` → Postgres.
     * ``sqlite://<file>`` → SQLite files: registry ``<data-dir>/<file>`` (``metadata.db`` when
-      empty); ``sqlite://:memory:`` → everything in memory (our choice, SPEC §9).
+      empty); ``sqlite://:memory:`` → everything in memory (upstream made a registry file
+      named ``:memory:``).
     * no URL, test mode → in memory.
     * no URL, no test mode → SQLite files in ``--data-dir`` or ``./eventodb-data``.
 

@@ -9,7 +9,7 @@ line writes out the pending batch first, then itself, at once.
 
 ``console``: ``2026-01-02T03:04:05.678Z INFO  eventodb.http: POST /rpc 200 1.20ms rpc=...``.
 ``json``: one object per line with ``time``, ``level``, ``logger``, ``msg`` and the line's
-fields (see docs/API.md, "Logging").
+fields (see docs/CONFIGURATION.md, "Logging").
 """
 
 from __future__ import annotations

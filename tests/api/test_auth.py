@@ -1,4 +1,5 @@
-"""SPEC §3: token sources, production rules, test mode, and the permissive admin switch."""
+"""Authentication (docs/API.md): token sources, production rules, test mode, and the permissive
+admin switch."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def post(server: Server, headers: dict[str, str] | None = None, query: str = "")
     return server.client.post(f"/rpc{query}", content=BODY, headers=headers or {})
 
 
-# -- production (§3.4) ---------------------------------------------------------------------------
+# -- production ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -119,7 +120,7 @@ def test_token_whose_base64_part_contains_underscore_works(prod_server: Server) 
     prod_server.ok(ADMIN_TOKEN, "ns.delete", namespace)
 
 
-# -- test mode (§3.5) -----------------------------------------------------------------------------
+# -- test mode -----------------------------------------------------------------------------------
 
 TEST_MODE_BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -128,7 +129,7 @@ TEST_MODE_BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.
 def test_mode_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """Test mode is honoured with any backend (SPEC §13 Q9)."""
+    """Test mode is honoured with any backend (upstream only without ``--db-url``)."""
     workdir = tmp_path_factory.mktemp(f"testmode-{request.param}")
     args = ["-test-mode", "-token", ADMIN_TOKEN]
     if request.param == "sqlite":

@@ -1,5 +1,6 @@
-"""SPEC §10: the ``eventodb`` command as users and harnesses start it — commands, flag syntaxes,
-environment variables, exit codes, start-up output, restarts and graceful shutdown."""
+"""The ``eventodb`` command (docs/CONFIGURATION.md) as users and harnesses start it — commands,
+flag syntaxes, environment variables, exit codes, start-up output, restarts and graceful
+shutdown."""
 
 from __future__ import annotations
 

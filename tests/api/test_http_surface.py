@@ -1,4 +1,4 @@
-"""SPEC §2 and §4.1: paths, methods, JSON conventions, the RPC envelope and body limits."""
+"""Paths, methods, JSON conventions, the RPC envelope and body limits (docs/API.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""NDJSON import and export (SPEC §7): ``POST /import`` and the ``eventodb export``/``import``
-commands, against the real server in a subprocess on SQLite files and Postgres."""
+"""NDJSON import and export (docs/API.md, "Import"): ``POST /import`` and the ``eventodb
+export``/``import`` commands, against the real server in a subprocess on SQLite files and
+Postgres."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def record(
     meta: dict[str, Any] | None = None,
     message_id: str | None = None,
 ) -> dict[str, Any]:
-    """One §7.1 record; the id is derived from ``gpos`` unless given."""
+    """One NDJSON record; the id is derived from ``gpos`` unless given."""
     return {
         "id": message_id or str(uuid.UUID(int=gpos)),
         "stream": stream,

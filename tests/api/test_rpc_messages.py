@@ -1,4 +1,4 @@
-"""SPEC §4.3-4.5 for the message methods: results, shapes, and every validation row."""
+"""The message methods (docs/API.md, "Methods"): results, shapes, and every validation row."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4.5 namespace and system methods, and the admin model of §3.6."""
+"""The namespace and system methods, and who may administer namespaces (docs/API.md)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def test_sys_methods(server: Server, tenant: Tenant) -> None:
     assert health["connections"] >= 1
 
 
-# -- admin model (§3.6) ---------------------------------------------------------------------------
+# -- admin model ---------------------------------------------------------------------------------
 
 
 def test_tenant_cannot_create_or_list(server: Server, tenant: Tenant) -> None:
@@ -234,7 +234,7 @@ def broken_namespace_answers_backend_error(srv: Server, postgres_dsn: str) -> No
     async def drop() -> None:
         conn = await asyncpg.connect(postgres_dsn)
         try:
-            # SPEC §8.2: the schema of an id made of [A-Za-z0-9_] is eventodb_<id>.
+            # The schema of an id made of [A-Za-z0-9_] is eventodb_<id>.
             await conn.execute(f'DROP SCHEMA "eventodb_{t.namespace}" CASCADE')
         finally:
             await conn.close()

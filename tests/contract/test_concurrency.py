@@ -1,4 +1,4 @@
-"""Writes are serialised per stream (SPEC §5.3): optimistic concurrency holds under load."""
+"""Writes are serialised per stream: optimistic concurrency holds under load (docs/API.md)."""
 
 from __future__ import annotations
 

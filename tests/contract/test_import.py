@@ -1,4 +1,4 @@
-"""Bulk insert with given positions (the import path of SPEC §7.2), all or nothing."""
+"""Bulk insert with given positions (the path of docs/API.md, "Import"), all or nothing."""
 
 from __future__ import annotations
 

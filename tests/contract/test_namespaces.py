@@ -1,4 +1,4 @@
-"""Namespace lifecycle (SPEC §5.8, §13 Q17): the same behaviour on every backend."""
+"""Namespace lifecycle (docs/API.md, "ns.create"): the same behaviour on every backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading streams and categories, last message, version, listings (SPEC §5.4-5.7, §5.9)."""
+"""Reading streams and categories, last message, version, listings (docs/API.md, "Methods")."""
 
 from __future__ import annotations
 

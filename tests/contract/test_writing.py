@@ -1,4 +1,4 @@
-"""Writing (SPEC §5.3, §4.5 stream.write, §11.1, §13 Q21)."""
+"""Writing (docs/API.md, "stream.write" and "Limits")."""
 
 from __future__ import annotations
 

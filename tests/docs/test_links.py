@@ -44,3 +44,29 @@ def test_anchors_follow_github() -> None:
     assert anchor("RPC: `POST /rpc`") == "rpc-post-rpc"
     assert anchor("`stream.write`") == "streamwrite"
     assert anchor("Health, readiness and version") == "health-readiness-and-version"
+
+
+_CITATION = re.compile(r'docs/(API|CONFIGURATION|DEPLOYMENT)\.md[,:]? \(?"([^"]+)"')
+_CODE = ["src", "tests", "scripts", "examples"]
+
+
+def _headings(page: Path) -> list[str]:
+    text = _FENCE.sub("", page.read_text("utf-8"))
+    return [h.replace("`", "") for h in _HEADING.findall(text)]
+
+
+def test_code_comments_cite_sections_that_exist() -> None:
+    """``docs/API.md, "Limits"`` in a comment names the start of a heading of that page."""
+    cited = 0
+    for folder in _CODE:
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".py", ".sql", ".sh") or "node_modules" in path.parts:
+                continue
+            for page, cited_section in _CITATION.findall(path.read_text("utf-8")):
+                cited += 1
+                section = " ".join(cited_section.split())  # a citation may wrap
+                headings = _headings(DOCS / f"{page}.md")
+                assert any(h.startswith(section) for h in headings), (
+                    f"{path.relative_to(ROOT)} cites docs/{page}.md, {section!r}: no such heading"
+                )
+    assert cited > 10

@@ -109,7 +109,7 @@ class SSEResponse:
 
 
 def parse_poke(block: bytes) -> Poke | None:
-    """A poke from an event block; ``None`` for a comment. Asserts the exact §6.3 layout."""
+    """A poke from an event block; ``None`` for a comment. Asserts the layout of docs/API.md."""
     if block.startswith(b":"):
         return None
     lines = block.split(b"\n")

@@ -144,7 +144,7 @@ async def test_live_filter_uses_the_same_consumer_group_rule_as_reads(
     for stream in ["test-1", "test-2", "test-3", "test-4", "test"]:
         await store.write_message(NS, stream, "T", {})
     got = [sorted(s for s, _, _ in await drain(m)) for m in members]
-    # SPEC §5.2 vectors; "test" has no id and belongs to no member.
+    # Vectors of the hash rule; "test" has no id and belongs to no member.
     assert got == [["test-1", "test-3"], ["test-2", "test-4"]]
 
 

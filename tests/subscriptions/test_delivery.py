@@ -1,4 +1,4 @@
-"""What a subscription delivers (SPEC §6.4 RECOMMENDED), in every mode and on every backend:
+"""What a subscription delivers (docs/API.md, "What you get"), in every mode and on every backend:
 replay of existing messages, then live pokes; no race between the two; paging past 1,000."""
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ async def sql(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def schema_of(namespace: str) -> str:
-    """SPEC §8.2 (our test namespaces only use ``[A-Za-z0-9_]``)."""
+    """``eventodb_`` + the id (our test namespaces only use ``[A-Za-z0-9_]``)."""
     return f'"eventodb_{namespace}"'
 
 

@@ -1,4 +1,5 @@
-"""``GET /subscribe`` on the wire: §6.2 validation bodies, §6.3 framing and headers, heartbeats."""
+"""``GET /subscribe`` on the wire: validation bodies, framing and headers, heartbeats
+(docs/API.md, "Subscriptions")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Error-code table (SPEC §4.2), UUID spellings and the exact JSON codec."""
+"""Error-code table (docs/API.md, "Errors"), UUID spellings and the exact JSON codec."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from eventodb.core import ids, jsoncodec
 from eventodb.core.errors import HTTP_STATUS, ErrorCode, VersionConflict
 
-SPEC_STATUSES = {
+DOCUMENTED_STATUSES = {
     "INVALID_REQUEST": 400,
     "METHOD_NOT_FOUND": 404,
     "AUTH_REQUIRED": 401,
@@ -27,7 +27,7 @@ SPEC_STATUSES = {
 
 
 def test_every_code_has_the_spec_status() -> None:
-    assert {code.value: status for code, status in HTTP_STATUS.items()} == SPEC_STATUSES
+    assert {code.value: status for code, status in HTTP_STATUS.items()} == DOCUMENTED_STATUSES
     assert set(ErrorCode) == set(HTTP_STATUS)
 
 

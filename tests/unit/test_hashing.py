@@ -1,4 +1,4 @@
-"""hash_64 and consumer-group membership, bit-exact with the Postgres function (SPEC §5.2)."""
+"""hash_64 and consumer-group membership, bit-exact with the Postgres function (docs/API.md)."""
 
 from __future__ import annotations
 

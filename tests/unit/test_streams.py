@@ -1,4 +1,4 @@
-"""Stream-name rules: every row of the SPEC §1 table."""
+"""Stream-name rules: every row of the table in docs/API.md."""
 
 from __future__ import annotations
 

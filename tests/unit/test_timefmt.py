@@ -1,4 +1,4 @@
-"""The wire time format (SPEC §4.4) and microsecond conversions."""
+"""The wire time format (docs/API.md) and microsecond conversions."""
 
 from __future__ import annotations
 

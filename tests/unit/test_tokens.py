@@ -1,4 +1,4 @@
-"""Tokens: generation, parsing at the last ``_`` and hashing (SPEC §3.1-3.2)."""
+"""Tokens: generation, parsing at the last ``_`` and hashing (docs/API.md, "Tokens")."""
 
 from __future__ import annotations
 

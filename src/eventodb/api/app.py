@@ -1,4 +1,4 @@
-"""The ASGI application: a few exact paths, authentication, the RPC envelope (SPEC §2, §4.1-4.2),
+"""The ASGI application: a few exact paths, authentication, the RPC envelope (docs/API.md),
 and the web console's static files under ``/console/``.
 
 A hand-written router: the surface is a few fixed paths plus the console, and skipping a
@@ -46,7 +46,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
-"""Request bodies above 100 MiB are refused with 413 (SPEC §2.2)."""
+"""Request bodies above 100 MiB are refused with 413 (docs/API.md, "Limits")."""
 VALUES_SLACK = 64 * 1024
 """JSON values an RPC request may hold beyond ``--max-message-bytes`` (see _parse_request)."""
 RETRY_AFTER_SECONDS = 1
@@ -352,8 +352,8 @@ class EventoDBApp:
         return seen["status"]
 
     async def _import(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
-        """``POST /import`` (SPEC §7.2): auth and ``?force=true`` answer JSON errors, then the
-        import streams its events (:mod:`eventodb.api.imports`)."""
+        """``POST /import`` (docs/API.md, "Import"): auth and ``?force=true`` answer JSON
+        errors, then the import streams its events (:mod:`eventodb.api.imports`)."""
         svc = self.services
         try:
             caller = await self._authenticate(scope, req)
@@ -415,7 +415,7 @@ class _TooLarge(InvalidArgument):
 
 
 def _parse_request(raw: bytes) -> list[Any]:
-    """Body → non-empty JSON array (SPEC §4.1, §11.1). Raises InvalidArgument."""
+    """Body → non-empty JSON array (docs/API.md, "RPC" and "Limits"). Raises InvalidArgument."""
     try:
         request = jsoncodec.loads(raw)
     except (jsoncodec.JSONError, RecursionError) as exc:

@@ -1,8 +1,8 @@
-"""Type checks of raw JSON RPC arguments (SPEC §4.3) with their client-visible messages.
+"""Type checks of raw JSON RPC arguments with their client-visible messages (docs/API.md).
 
 Value rules (lengths, NUL, ranges that the store also enforces) live in
 :mod:`eventodb.core.validation`; this module only answers "is this JSON value of the kind the
-method expects", so its messages come first, in the order of SPEC §4.5.
+method expects", so its messages come first, in the order docs/API.md lists them for each method.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Authentication: from a request's token to the namespace it runs in (SPEC §3.3-3.5).
+"""Authentication: from a request's token to the namespace it runs in (docs/API.md).
 
 What the database said about a namespace (its token hash, or that it does not exist) is cached
 for a short time, and tokens proven valid are cached (token → namespace), so neither a known
 token nor a forged one for a known namespace costs a database round trip. A revocation — the
 namespace deleted, re-created or given another token — must reach every process sharing the
-database (docs/API.md, "Token cache"):
+database (docs/API.md, "Token cache and revocation"):
 
 * in this process at once (``ns.create`` / ``ns.delete`` call :meth:`Authenticator.remember` /
   :meth:`Authenticator.forget_namespace`);
@@ -63,7 +63,7 @@ def not_authorized(namespace: str) -> AuthError:
 
 
 class Authenticator:
-    """Resolves callers, in production (§3.4) or test mode (§3.5).
+    """Resolves callers, in production or in test mode (docs/API.md, "Authentication").
 
     Args:
         test_mode: relaxed rules: unusable tokens run as ``default``, hashes are not checked,
@@ -168,7 +168,7 @@ class Authenticator:
         return token
 
     async def _auto_create(self, namespace: str, token: str) -> Caller:
-        """Test mode: a well-formed token of an unknown namespace creates it (SPEC §3.5)."""
+        """Test mode: a well-formed token of an unknown namespace creates it (docs/API.md)."""
         try:
             await self.store.create_namespace(namespace, tokens.hash_token(token))
         except NamespaceExists:  # a concurrent request created it first

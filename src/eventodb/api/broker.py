@@ -1,4 +1,4 @@
-"""Fan-out of pokes from the store to live subscriptions (SPEC §6.4, §6.5).
+"""Fan-out of pokes from the store to live subscriptions (docs/DESIGN.md, "Live subscriptions").
 
 The store calls :meth:`Broker.notify` on the event loop for every committed write
 (:class:`Poke`) and whenever pokes may have been missed (:class:`Gap`). The broker hands each
@@ -74,7 +74,7 @@ PokeTuple = tuple[str, int, int]
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """What a subscription wants (SPEC §6.1).
+    """What a subscription wants (the parameters of ``/subscribe``, docs/API.md).
 
     ``stream`` set: one stream, ``position`` is a stream position. Otherwise ``category`` (``""``
     for the whole namespace), ``position`` a global position, and an optional consumer group.

@@ -1,4 +1,4 @@
-"""``POST /import``: NDJSON bulk import answered as a stream of ``data:`` events (SPEC §7.2).
+"""``POST /import``: NDJSON bulk import answered as a stream of ``data:`` events (docs/API.md).
 
 The app authenticates first (auth errors are its JSON 401/403) and then calls
 :func:`clear_if_forced` and :func:`stream_import`. Unlike upstream, which reads the whole body
@@ -195,7 +195,7 @@ def _kind(value: Any) -> str:
 
 
 def parse_record(line: _Line, max_message_bytes: int) -> Message:
-    """One NDJSON line → a message to import (SPEC §7.1).
+    """One NDJSON line → a message to import (the record of docs/API.md, "Import").
 
     Raises:
         ImportFailure: ``INVALID_JSON`` for unparsable JSON or a field of the wrong JSON type,

@@ -1,4 +1,4 @@
-"""The RPC methods of ``POST /rpc`` (SPEC §4.5): argument checks, authorization, result shapes.
+"""The RPC methods of ``POST /rpc`` (docs/API.md): argument checks, authorization, results.
 
 Every method is ``async (services, caller namespace, args) -> JSON-able result``; :data:`METHODS`
 is the one table of method names. Envelope handling (body, method name, error envelope) is in
@@ -32,7 +32,8 @@ class Services:
     auth: Authenticator
     broker: Broker
     permissive_admin: bool = False
-    """Upstream behaviour: any valid token may administer any namespace (SPEC §3.6)."""
+    """Upstream behaviour: any valid token may administer any namespace (docs/API.md, "Who may
+    administer namespaces")."""
     in_flight: int = 0
     """HTTP requests being served right now (SSE streams included); ``sys.health`` reports it."""
     imports_running: int = 0
@@ -63,7 +64,7 @@ async def stream_write(svc: Services, ns: str, args: list[Any]) -> Any:
     data = message.get("data")
     if not isinstance(data, dict):
         raise InvalidArgument("message.data must be an object")
-    metadata = message.get("metadata")  # explicit null means absent (SPEC §13 Q13)
+    metadata = message.get("metadata")  # explicit null means absent (upstream refused it)
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidArgument("message.metadata must be an object")
     opts = a.options(args, 2)
@@ -162,7 +163,7 @@ async def category_get(svc: Services, ns: str, args: list[Any]) -> Any:
 
 
 def _authorize(svc: Services, caller: str, target: str | None) -> None:
-    """SPEC §3.6: the admin (``default``) may do anything; a tenant only touches itself.
+    """The admin (``default``) may do anything; a tenant only touches itself (docs/API.md).
 
     ``target`` None means an admin-only operation (``ns.create``, ``ns.list``).
     Checked before existence, so refusals reveal nothing about other namespaces.

@@ -103,7 +103,7 @@ class DefaultNamespace:
 
 
 def check_default_token(token: str) -> None:
-    """``--token`` must parse and name ``default`` (SPEC §3.7). Raises StartupError."""
+    """``--token`` must parse and name ``default`` (docs/API.md). Raises StartupError."""
     try:
         namespace = tokens.parse(token)
     except tokens.TokenFormatError as exc:
@@ -115,7 +115,7 @@ def check_default_token(token: str) -> None:
 
 
 async def ensure_default(store: Store, token: str | None) -> DefaultNamespace:
-    """Create ``default`` or bring its stored token hash in line with ``--token`` (SPEC §3.7)."""
+    """Create ``default`` or bring its stored token hash in line with ``--token``."""
     if token is not None:
         check_default_token(token)
     try:

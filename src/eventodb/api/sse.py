@@ -1,9 +1,9 @@
-"""``GET /subscribe``: Server-Sent Events pokes (SPEC §6).
+"""``GET /subscribe``: Server-Sent Events pokes (docs/API.md, "Subscriptions").
 
 The app authenticates first (auth errors are its JSON 401/403), then calls
 :func:`handle_subscribe` with the resolved namespace. This module owns the query validation
-(plain-text 400s, §6.2) and the byte-exact framing (§6.3); what is delivered when is decided by
-:class:`eventodb.api.broker.Subscription`.
+(plain-text 400s) and the byte-exact framing (docs/API.md, "Subscriptions"); what is delivered
+when is decided by :class:`eventodb.api.broker.Subscription`.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class InvalidQuery(ValueError):
-    """A §6.2 validation failure; the message is the plain-text response body."""
+    """A parameter validation failure; the message is the plain-text response body."""
 
 
 def parse_query(query_string: bytes) -> Filter:
-    """The subscription a query string asks for, validated in the order of SPEC §6.2.
+    """The subscription a query string asks for, validated in the order docs/API.md lists.
 
     Raises:
         InvalidQuery: with the exact body text to answer with status 400.
@@ -75,7 +75,8 @@ def parse_query(query_string: bytes) -> Filter:
         raise InvalidQuery("Cannot specify both 'stream' and 'category'")
     for field, value in (("stream", stream), ("category", category)):
         try:
-            validation.check_text(value, field)  # the names RPC accepts, no more (SPEC §11.1)
+            # The names RPC accepts, no more (docs/API.md, "Limits").
+            validation.check_text(value, field)
         except InvalidArgument as exc:
             raise InvalidQuery(exc.message) from None
     position = _integer(params.get("position", ""), 0, "position")

@@ -1,4 +1,4 @@
-"""Error codes, their HTTP statuses (SPEC §4.2) and the exception hierarchy.
+"""Error codes, their HTTP statuses (docs/API.md, "Errors") and the exception hierarchy.
 
 The store raises these exceptions; the HTTP layer turns any of them into the JSON error envelope
 through :data:`HTTP_STATUS`, the only code → status table.

@@ -1,4 +1,4 @@
-"""Message ids: UUIDv7 generation and the UUID spellings accepted on write (SPEC §4.5)."""
+"""Message ids: UUIDv7 generation and the UUID spellings accepted on write (docs/API.md)."""
 
 from __future__ import annotations
 

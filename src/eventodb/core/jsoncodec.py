@@ -1,7 +1,7 @@
 """JSON in and out, fast (orjson) yet exact for integers beyond 64 bits.
 
 orjson silently turns integer literals wider than 64 bits into floats and refuses to write
-them; the stdlib keeps them exact. Payload numbers must round-trip exactly (SPEC §4.3), so
+them; the stdlib keeps them exact. Payload numbers must round-trip exactly (docs/API.md), so
 inputs that contain such literals take the slow, exact path.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 MAX_DEPTH = 512
-"""Deepest nesting accepted in a request (SPEC §11.1)."""
+"""Deepest nesting accepted in a request (docs/API.md, "Limits")."""
 
 _DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _WIDE_RUN = b"0" * 19

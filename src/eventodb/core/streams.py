@@ -1,4 +1,6 @@
-"""Stream-name rules (SPEC §1, §5.1). The only implementation; every backend and endpoint uses it.
+"""Stream-name rules (docs/API.md, "Streams, categories and messages").
+
+The only implementation; every backend and endpoint uses it.
 
 Postgres mirrors these rules in SQL (``category()``, ``id()``, ``cardinal_id()``), and the
 contract suite checks both agree.

@@ -1,4 +1,4 @@
-"""Timestamps on the wire (SPEC §4.4): UTC RFC 3339 with a ``Z`` and trimmed fractions."""
+"""Timestamps on the wire (docs/API.md): UTC RFC 3339 with a ``Z`` and trimmed fractions."""
 
 from __future__ import annotations
 

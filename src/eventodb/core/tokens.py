@@ -1,4 +1,4 @@
-"""Namespace tokens: ``ns_<base64url(namespace)>_<64 hex>`` (SPEC §3.1-3.2).
+"""Namespace tokens: ``ns_<base64url(namespace)>_<64 hex>`` (docs/API.md, "Tokens").
 
 Only the SHA-256 of a token is ever stored. Parsing never touches a database.
 """
@@ -23,7 +23,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")  # not bytes.fromhex: it skips whitespac
 
 
 class TokenFormatError(ValueError):
-    """The token does not follow §3.2; the message is the upstream parse message."""
+    """The token breaks a rule of :func:`parse`; the message is the upstream parse message."""
 
 
 def _b64url_encode(raw: bytes) -> str:
@@ -39,7 +39,7 @@ def parse(token: str) -> str:
     """Return the namespace id a token names.
 
     Splits at the **last** ``_`` (the random part never contains one), so tokens whose
-    base64url part contains ``_`` parse too (SPEC §13 Q15).
+    base64url part contains ``_`` parse too (upstream split at every ``_`` and refused them).
 
     Raises:
         TokenFormatError: with the upstream message, when the token is malformed.

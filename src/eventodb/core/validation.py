@@ -1,4 +1,4 @@
-"""Value rules shared by the store and the API, with the client-visible messages (SPEC §4.5, §11).
+"""Value rules shared by the store and the API, with the client-visible messages (docs/API.md).
 
 Both layers call these so a rule and its message exist once. Type checks of raw JSON arguments
 live in the API; these functions assume the Python type is already right.
@@ -13,7 +13,7 @@ from eventodb.core.errors import InvalidArgument
 
 MAX_NAME_BYTES = 1024
 MAX_NAMESPACE_BYTES = 54
-"""``eventodb_`` + 54 bytes = 63, the Postgres identifier limit (SPEC §11.1)."""
+"""``eventodb_`` + 54 bytes = 63, the Postgres identifier limit."""
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH_SIZE = 10_000
 INT64_MIN = -(1 << 63)
@@ -21,7 +21,7 @@ INT64_MAX = (1 << 63) - 1
 MAX_IMPORTED_POSITION = (1 << 53) - 1
 """Highest ``pos``/``gpos`` an import may carry: 9,007,199,254,740,991, the largest integer the
 JavaScript SDKs read exactly, and far enough below the 64-bit end that writes after any import
-can never run out of positions (docs/API.md, "Import and export")."""
+can never run out of positions (docs/API.md, "Import")."""
 
 
 def check_text(value: str, field: str) -> None:
@@ -142,7 +142,8 @@ def check_description(value: str) -> None:
 
 
 def check_namespace_id(value: str) -> None:
-    """Ids that are unsafe as a file name or a Postgres schema name are refused (SPEC §13 Q17).
+    """Ids that are unsafe as a file name or a Postgres schema name are refused (docs/API.md,
+    "ns.create").
 
     Ordinary ids (``[A-Za-z0-9_.-]``) keep the upstream file and schema names.
     """

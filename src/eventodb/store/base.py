@@ -387,7 +387,7 @@ class Store(abc.ABC):
         """Register a namespace and create its physical store.
 
         Raises:
-            InvalidArgument: the id is unsafe for storage (SPEC §13 Q17).
+            InvalidArgument: the id is unsafe for storage (docs/API.md, "ns.create").
             NamespaceExists: the id, or on Postgres its schema name, is taken.
         """
         validation.check_namespace_id(namespace)
@@ -481,7 +481,7 @@ class Store(abc.ABC):
         message_id: str | None = None,
         expected_version: int | None = None,
     ) -> WriteResult:
-        """Append a message at the stream's next position (SPEC §5.3).
+        """Append a message at the stream's next position (docs/API.md, "stream.write").
 
         Args:
             message_id: a UUID in any spelling Go accepts; ``None`` or ``""`` generates a UUIDv7.

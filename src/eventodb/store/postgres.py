@@ -4,7 +4,7 @@ Each namespace is a schema ``eventodb_<id>`` holding a ``messages`` table and Me
 surface (migrations under ``migrations/postgres/namespace``), so Message DB tooling works when
 pointed at it with ``search_path``. The server writes through the schema's ``write_message`` —
 so it takes the same advisory lock as any SQL client or other server process — and reads with
-its own SQL, which implements the RPC semantics of SPEC §5.10 and matches
+its own SQL, which implements the RPC semantics of docs/API.md and matches
 :class:`~eventodb.store.sqlite.SQLiteStore` result for result.
 
 Decisions, each explained where it lives:
@@ -97,7 +97,7 @@ log = logging.getLogger("eventodb.store.postgres")
 T = TypeVar("T")
 
 DEFAULT_MAX_POOL = 25
-"""Upstream's pool: at most 25 open connections (SPEC §8.5)."""
+"""Upstream's pool: at most 25 open connections."""
 CONNECT_TIMEOUT = 5.0
 IDLE_LIFETIME = 300.0
 """Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""

@@ -22,7 +22,7 @@ _SAFE_SCHEMA = re.compile(r"[A-Za-z0-9_]+")
 def schema_name(namespace: str) -> str:
     """``eventodb_`` + the id with every code point outside ``[A-Za-z0-9_]`` replaced by ``_``.
 
-    SPEC §8.2; identical to upstream, so upstream databases keep working.
+    Identical to upstream, so upstream databases keep working.
     """
     return "eventodb_" + _UNSAFE.sub("_", namespace)
 

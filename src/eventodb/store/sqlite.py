@@ -1,4 +1,4 @@
-"""SQLite backend: a registry database plus one database per namespace (SPEC §9).
+"""SQLite backend: a registry database plus one database per namespace (docs/STORAGE.md).
 
 All Message DB logic (versions, categories, consumer groups) lives here in Python and SQL,
 since SQLite has no stored functions. Database work runs on threads

@@ -1,4 +1,4 @@
--- The message store of one namespace (SPEC §8.3, §8.4).
+-- The message store of one namespace (docs/STORAGE.md, "Postgres backend").
 --
 -- Templating: {{schema}} is replaced by the namespace's schema name as a quoted identifier and
 -- {{schema_literal}} by the same name as a string literal (eventodb.store.postgres.render).

@@ -1,6 +1,6 @@
--- Message DB 1.3.0's SQL surface (SPEC §8.4): function names, parameter names (so named-argument
+-- Message DB 1.3.0's SQL surface: function names, parameter names (so named-argument
 -- calls work), the `message` row type, validation texts, `condition`, the reporting views and
--- message_store_version(). Written from the SPEC's description of the semantics.
+-- message_store_version(). Written from Message DB's documented semantics.
 --
 -- Three kinds of schema meet this file: our own new ones, upstream EventoDB's (versions 1-2,
 -- functions with `_`-prefixed parameter names and other return types, which CREATE OR REPLACE
@@ -65,7 +65,8 @@ RETURNS varchar
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT '1.3.0'::varchar $$;
 
--- Name functions (SPEC §5.1): the SQL twins of eventodb.core.streams.
+-- Name functions (category, id, cardinal id; docs/API.md, "Streams, categories and messages"):
+-- the SQL twins of eventodb.core.streams.
 
 CREATE OR REPLACE FUNCTION {{schema}}.category(stream_name varchar)
 RETURNS varchar
@@ -90,7 +91,7 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT strpos($1, '-') = 0 $$;
 
--- SPEC §5.2: first 8 bytes of the MD5 of the UTF-8 text as a signed 64-bit integer
+-- Message DB's hash: first 8 bytes of the MD5 of the UTF-8 text as a signed 64-bit integer
 -- (eventodb.core.hashing.hash_64 computes the same in Python).
 CREATE OR REPLACE FUNCTION {{schema}}.hash_64(value varchar)
 RETURNS bigint
@@ -99,7 +100,7 @@ AS $$ SELECT ('x' || left(md5($1), 16))::bit(64)::bigint $$;
 
 -- The write lock: a transaction-scoped advisory lock on hash_64(category). The key is Message
 -- DB's and upstream EventoDB's, so the server, SQL clients and upstream servers sharing this
--- database all serialise writes to a category on the same lock (SPEC §5.3, §13 Q24).
+-- database all serialise writes to a category on the same lock.
 CREATE OR REPLACE FUNCTION {{schema}}.acquire_lock(stream_name varchar)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -121,7 +122,7 @@ AS $$ SELECT max(m.position) FROM {{schema}}.messages m WHERE m.stream_name = $1
 
 -- Appends a message at the stream's next position. The server writes through this function
 -- too. Every committed write sends a NOTIFY on channel `eventodb` so that servers in other
--- processes can poke their subscribers (SPEC §6.4): payload
+-- processes can poke their subscribers: payload
 -- {"s": schema, "g": global position, "p": position, "n": stream name}. NOTIFY payloads must stay
 -- below 8000 bytes, so "n" is null for very long stream names and the listener looks the name up
 -- by global position.
@@ -153,7 +154,7 @@ BEGIN
 
     IF write_message.expected_version IS NOT NULL
             AND write_message.expected_version <> _stream_version THEN
-        -- Default SQLSTATE P0001; clients recognise the conflict by this text (SPEC §13 Q23).
+        -- Default SQLSTATE P0001; clients recognise the conflict by this text (upstream EventoDB raised P0003).
         RAISE EXCEPTION 'Wrong expected version: % (Stream: %, Stream Version: %)',
             write_message.expected_version, write_message.stream_name, _stream_version;
     END IF;

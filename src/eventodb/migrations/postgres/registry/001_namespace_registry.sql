@@ -1,4 +1,4 @@
--- Namespace registry (SPEC §8.1). Same names and types as upstream EventoDB, so an upstream
+-- Namespace registry (docs/STORAGE.md). Same names and types as upstream EventoDB, so an upstream
 -- database works unchanged with this server and the other way round.
 CREATE SCHEMA IF NOT EXISTS eventodb_store;
 

@@ -1,4 +1,4 @@
--- Message store of one namespace (SPEC §9). JSON is stored as text; time as Unix microseconds
+-- Message store of one namespace (docs/STORAGE.md). JSON is stored as text; time as Unix microseconds
 -- (upstream stored seconds; 003 converts those).
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT NOT NULL,

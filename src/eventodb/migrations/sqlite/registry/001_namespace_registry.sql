@@ -1,4 +1,4 @@
--- Namespace registry (SPEC §9): one row per namespace, token stored as its SHA-256 only.
+-- Namespace registry (docs/STORAGE.md): one row per namespace, token stored as its SHA-256 only.
 CREATE TABLE IF NOT EXISTS namespaces (
     id TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL UNIQUE,
