@@ -1,9 +1,10 @@
 """Group commit on Postgres: concurrent writes go to ``write_messages`` together, each with
 ``write_message``'s semantics and an answer of its own.
 
-Batches are formed on purpose by holding a write in flight: it waits for a category's advisory
-lock that a plain SQL connection holds, so the writes that arrive meanwhile queue and go as one
-batch when it is released (see :func:`held_in_flight`).
+Batches are formed on purpose by holding a write in flight: its insert waits for a plain SQL
+transaction that inserted a row with the same id and has not committed yet, so the writes that
+arrive meanwhile queue and go as one batch when that transaction rolls back (see
+:func:`held_in_flight`).
 """
 
 from __future__ import annotations
@@ -74,23 +75,33 @@ async def until(condition: Callable[[], Awaitable[bool] | bool], what: str) -> N
 
 @contextlib.asynccontextmanager
 async def held_in_flight(
-    store: PostgresStore, sql: Any, count: int = 1
+    store: PostgresStore, sql: Any
 ) -> AsyncIterator[GroupCommit[_Item, _Outcome]]:
-    """``count`` writes of category :data:`HOLD` in flight, blocked on its advisory lock until
-    the block ends; writes submitted meanwhile queue for the next batch."""
+    """A write of category :data:`HOLD` in flight until the block ends: a SQL transaction has
+    inserted (uncommitted) a row with the write's id, so the write's insert waits on the unique
+    index; it rolls back at the end and the write goes through. Writes submitted meanwhile
+    queue for the next batch."""
     writes = await writes_of(store)
-    key = hash_64(HOLD)
-    await sql.execute("SELECT pg_advisory_lock($1)", key)
-    held = [
-        asyncio.create_task(store.write_message(NS, f"{HOLD}-{uuid.uuid4().hex}", "T", {}))
-        for _ in range(count)
-    ]
+    held_id = str(uuid.uuid4())
+    holder = await asyncpg.connect(store.dsn)
+    tx = holder.transaction()
+    await tx.start()
     try:
-        await until(lambda: writes._in_flight == count, "the held writes are in flight")
+        await holder.execute(
+            f"INSERT INTO {SCHEMA}.messages (id, stream_name, type, position, data)"
+            " VALUES ($1, 'holder-1', 'T', 0, '{}')",
+            held_id,
+        )
+        held = asyncio.create_task(
+            store.write_message(NS, f"{HOLD}-{uuid.uuid4().hex}", "T", {}, message_id=held_id)
+        )
+        await until(lambda: writes._in_flight == 1, "the held write is in flight")
+        await until(lambda: lock_waiters(sql), "the held write waits for the SQL transaction")
         yield writes
     finally:
-        await sql.execute("SELECT pg_advisory_unlock($1)", key)
-        await asyncio.gather(*held)
+        await tx.rollback()
+        await holder.close()
+    await held
 
 
 Outcome = WriteResult | VersionConflict | DuplicateMessageId
@@ -335,46 +346,44 @@ async def test_a_lone_write_racing_a_plain_insert_of_its_id_gets_the_id_answer(
     assert [m.id for m in await store.get_stream_messages(NS, "raw-1")] == [raw_id]
 
 
-async def test_a_batch_chosen_as_deadlock_victim_is_written_one_by_one(
+async def test_a_batch_does_not_wait_for_a_category_lock_held_elsewhere(
     store: PostgresStore, sql: Any, postgres_dsn: str
 ) -> None:
-    """A SQL client takes two category locks in the opposite order to the batch's: Postgres
-    breaks the deadlock by failing the batch (the client waits longer before checking), and
-    its items are then written one by one once the client commits."""
-    low, high = sorted(["alpha", "beta", "gamma"], key=hash_64)[:2]
+    """A SQL client holds one category's lock in a long transaction: the batch writes its other
+    items at once; the held category's write waits alone, outside the batches, and is written
+    once the client commits — so one held lock cannot stall every write queued behind it."""
     client = await asyncpg.connect(postgres_dsn)
     try:
         tx = client.transaction()
         await tx.start()
-        await client.execute("SET LOCAL deadlock_timeout = '60s'")
-        await client.execute("SELECT pg_advisory_xact_lock($1)", hash_64(high))
-        errors, (transactions, multi) = store.stats.errors, batch_sizes(store)
+        await client.execute("SELECT pg_advisory_xact_lock($1)", hash_64("held"))
+        errors = store.stats.errors
         writes = [
-            write(store, f"{low}-1", {"i": 0}, expected=-1),
-            write(store, f"{high}-1", {"i": 1}),
-            write(store, f"{low}-1", {"i": 2}, expected=0),
+            write(store, "free-1", {"i": 0}, expected=-1),
+            write(store, "held-1", {"i": 1}),
+            write(store, "free-1", {"i": 2}, expected=0),
         ]
         commit = await writes_of(store)
         async with held_in_flight(store, sql):
             tasks = [asyncio.create_task(outcome(w())) for w in writes]
             await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
-        # The batch holds the lower lock and waits for the higher one: close the cycle.
-        await until(lambda: lock_waiters(sql), "the batch waits for the SQL client")
-        await client.execute("SELECT pg_advisory_xact_lock($1)", hash_64(low))
+        free = await asyncio.wait_for(asyncio.gather(tasks[0], tasks[2]), 10)
+        assert [(ok(r).position, ok(r).duplicate) for r in free] == [(0, False), (1, False)]
+        await asyncio.sleep(0.2)
+        assert not tasks[1].done()  # waits for the client's lock...
+        assert commit._in_flight == 0  # ...without holding up the batches
         await tx.commit()
-        results = await asyncio.gather(*tasks)
+        held = ok(await asyncio.wait_for(tasks[1], 10))
     finally:
         await client.close()
 
-    assert store.stats.errors == errors + 1
-    assert batch_sizes(store) == (transactions + 1 + len(writes), multi)
-    assert [(ok(r).position, ok(r).duplicate) for r in results] == [
-        (0, False), (0, False), (1, False),
-    ]  # fmt: skip
-    assert [m.data for m in await store.get_stream_messages(NS, f"{low}-1")] == [
+    assert (held.position, held.duplicate) == (0, False)
+    assert store.stats.errors == errors
+    assert [m.data for m in await store.get_stream_messages(NS, "free-1")] == [
         {"i": 0},
         {"i": 2},
     ]
+    assert [m.data for m in await store.get_stream_messages(NS, "held-1")] == [{"i": 1}]
 
 
 # -- a lone write goes at once ----------------------------------------------------------------
@@ -464,8 +473,10 @@ async def test_a_batch_whose_answer_is_lost_after_commit_answers_each_write_once
     real = PostgresStore._call_batch
     lost: list[int] = []
 
-    async def commit_then_lose_answer(c: Any, ns: _Namespace, items: list[_Item]) -> Any:
-        result = await real(c, ns, items)
+    async def commit_then_lose_answer(
+        c: Any, ns: _Namespace, items: list[_Item], wait: bool
+    ) -> Any:
+        result = await real(c, ns, items, wait)
         if len(items) > 1 and not lost:
             lost.append(len(items))
             raise asyncpg.ConnectionDoesNotExistError("connection lost after commit")

@@ -227,7 +227,14 @@ class _Duplicate:
 
 _DUPLICATE = _Duplicate()
 
-_Outcome = _Written | _Conflict | _Duplicate
+
+class _Busy:
+    """Another transaction held the category's lock: not written; write it again, waiting."""
+
+
+_BUSY = _Busy()
+
+_Outcome = _Written | _Conflict | _Duplicate | _Busy
 """What ``write_messages`` reports for one item."""
 
 
@@ -766,6 +773,12 @@ class PostgresStore(Store):
         m = message
         item = _Item(m, m.id or ids.new_id())
         outcome = await ns.writes.submit(item)
+        if isinstance(outcome, _Busy):
+            # Alone and outside the batches, so that only this write waits for the lock.
+            [alone] = await self._write_batch(ns, [item], wait=True)
+            if isinstance(alone, BaseException):
+                raise alone
+            outcome = alone
         if isinstance(outcome, _Written):
             return WriteResult(outcome.position, outcome.global_position)
         # Rare paths. The id is checked before the version (as on SQLite): an identical retry
@@ -786,19 +799,22 @@ class PostgresStore(Store):
         raise BackendError("Failed to write message: message id already exists")
 
     async def _write_batch(
-        self, ns: _Namespace, items: list[_Item]
+        self, ns: _Namespace, items: list[_Item], *, wait: bool = False
     ) -> list[_Outcome | BaseException]:
         """One ``write_messages`` call for the batch; item by item if the batch fails as a whole.
 
         ``write_messages`` reports version conflicts and known ids per item, so the batch only
         fails for reasons outside any one item's control (a concurrent writer of the same new
-        id committing between our check and our insert, a deadlock with a SQL client holding
-        several category locks, a lost connection): then each item gets its own transaction
-        and its own outcome.
+        id committing between our check and our insert, a lost connection): then each item gets
+        its own transaction and its own outcome.
+
+        Args:
+            wait: wait for category locks held elsewhere; without it (the batches) the items of
+                such a category come back busy, so a held lock stalls only its own writes.
         """
         try:
             written = await self._run(
-                "write message", lambda c: self._call_batch(c, ns, items), ns=ns
+                "write message", lambda c: self._call_batch(c, ns, items, wait), ns=ns
             )
         except BackendError as exc:
             if len(items) == 1:
@@ -810,11 +826,11 @@ class PostgresStore(Store):
             return list(written)
         outcomes: list[_Outcome | BaseException] = []
         for item in items:
-            outcomes.extend(await self._write_batch(ns, [item]))
+            outcomes.extend(await self._write_batch(ns, [item], wait=True))
         return outcomes
 
     @staticmethod
-    async def _call_batch(c: Any, ns: _Namespace, items: list[_Item]) -> list[_Outcome]:
+    async def _call_batch(c: Any, ns: _Namespace, items: list[_Item], wait: bool) -> list[_Outcome]:
         messages = [item.message for item in items]
         rows = await c.fetch(
             ns.sql.write_batch,
@@ -826,6 +842,7 @@ class PostgresStore(Store):
             [_jsonb_spelling(m.data_json, m.data) for m in messages],
             [_jsonb_spelling(m.metadata_json, m.metadata) for m in messages],
             [m.expected_version for m in messages],
+            wait,
         )
         outcomes: list[_Outcome] = []
         for outcome, position, global_position in rows:
@@ -833,6 +850,8 @@ class PostgresStore(Store):
                 outcomes.append(_Written(position, global_position))
             elif outcome == "conflict":
                 outcomes.append(_Conflict(position))
+            elif outcome == "busy":
+                outcomes.append(_BUSY)
             else:
                 outcomes.append(_DUPLICATE)
         return outcomes

@@ -106,7 +106,7 @@ class NamespaceSQL:
         self.write_batch = (
             f"SELECT outcome, position, global_position FROM {s}.write_messages("
             "$1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-            " $8::bigint[])"
+            " $8::bigint[], $9::boolean)"
         )
         # Rows written before migration 004 (and not yet filled in) are rendered on the fly.
         tail = (

@@ -125,6 +125,8 @@ $$;
 --   outcome 'ok'        position and global_position of the new message
 --   outcome 'conflict'  nothing written; position = the stream's actual version
 --   outcome 'duplicate' nothing written; a message with this id already exists
+--   outcome 'busy'      nothing written; with wait = false, another transaction held the
+--                       category's lock (the caller writes the item again, waiting for it)
 --
 -- data/metadata are the JSON texts the server returns to readers (kept in wire_json as given);
 -- data_jsonb/metadata_jsonb, when not NULL, are what the jsonb columns store instead (the server
@@ -132,7 +134,10 @@ $$;
 --
 -- Locks: every category's advisory lock (write_message's key) is taken up front in ascending
 -- key order, so two batches — or a batch and a write_message caller, who holds one lock — never
--- wait for each other in a cycle. One NOTIFY for the whole batch: {"s": schema, "g": [global
+-- wait for each other in a cycle. With wait = false a lock held elsewhere (a SQL client's long
+-- transaction, another server process) is not waited for: its items come back 'busy' and the
+-- rest of the batch goes on, so one held category cannot stall the writes of every other
+-- category queued behind that batch. One NOTIFY for the whole batch: {"s": schema, "g": [global
 -- positions], "p": [positions], "n": [stream names]} of the items written; "p" and "n" are left
 -- out when the payload would not fit in 8000 bytes (listeners then look them up).
 CREATE OR REPLACE FUNCTION {{schema}}.write_messages(
@@ -143,7 +148,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.write_messages(
     metadata text[],
     data_jsonb text[],
     metadata_jsonb text[],
-    expected_versions bigint[]
+    expected_versions bigint[],
+    wait boolean DEFAULT true
 )
 RETURNS TABLE (outcome text, "position" bigint, global_position bigint)
 LANGUAGE plpgsql VOLATILE
@@ -158,13 +164,18 @@ DECLARE
     _positions bigint[] := '{}';
     _names text[] := '{}';
     _note text;
+    _busy bigint[] := '{}';
 BEGIN
     FOR _key IN
         SELECT DISTINCT {{schema}}.hash_64({{schema}}.category(s)) AS k
         FROM unnest(write_messages.stream_names) AS s
         ORDER BY k
     LOOP
-        PERFORM pg_advisory_xact_lock(_key);
+        IF write_messages.wait THEN
+            PERFORM pg_advisory_xact_lock(_key);
+        ELSIF NOT pg_try_advisory_xact_lock(_key) THEN
+            _busy := _busy || _key;
+        END IF;
     END LOOP;
     -- The table lock the inserts need, taken now: an import holds a lock that excludes it
     -- while it places messages at global positions of its own and then raises the sequence.
@@ -174,6 +185,15 @@ BEGIN
     LOCK TABLE {{schema}}.messages IN ROW EXCLUSIVE MODE;
 
     FOR _i IN 1 .. coalesce(array_length(write_messages.ids, 1), 0) LOOP
+        IF cardinality(_busy) > 0 AND {{schema}}.hash_64(
+                {{schema}}.category(write_messages.stream_names[_i])) = ANY (_busy) THEN
+            outcome := 'busy';
+            "position" := NULL;
+            global_position := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
         IF EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = write_messages.ids[_i]) THEN
             outcome := 'duplicate';
             "position" := NULL;
