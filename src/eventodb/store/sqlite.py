@@ -108,6 +108,13 @@ _INSERT = (
     f" {_render_wire_json(':type', ':position', 'g', ':data', ':metadata', ':time')}"
     f" FROM (SELECT {_NEXT_GLOBAL_POSITION} AS g)"
 )
+# An imported message is stored with its fast-path columns in the same INSERT.
+_IMPORT = (
+    "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
+    " time, cardinal_id_hash, wire_json)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, eventodb_cardinal_hash(?2),"
+    f" {_render_wire_json('?3', '?4', '?5', '?6', '?7', '?8')})"
+)
 _FILL = (
     f"UPDATE messages SET wire_json = {_RENDER_WIRE_JSON},"
     " cardinal_id_hash = eventodb_cardinal_hash(stream_name)"
@@ -703,16 +710,12 @@ class SQLiteStore(Store):
         def insert_all(c: sqlite3.Connection) -> None:
             before = c.total_changes
             try:
-                c.executemany(
-                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                c.executemany(_IMPORT, rows)
             except sqlite3.IntegrityError as exc:
                 # The rows before the failing one went in (the writer rolls the whole batch
                 # back): their count is the failing row's index.
                 index = c.total_changes - before
                 raise PositionExists(_collision_message(str(exc), messages[index]), index) from None
-            positions = [m.global_position for m in messages]
-            c.execute(_FILL, (min(positions), max(positions) + 1))
 
         handle = await self._handle(namespace)
         await handle.write(insert_all, "import messages")
