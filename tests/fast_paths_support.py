@@ -8,18 +8,15 @@ them, then open them with the shipped migrations.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
 from hypothesis import strategies as st
 
-import eventodb.migrations
 from eventodb.core.hashing import group_member
 from eventodb.store.base import ConsumerGroup, Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
-MIGRATIONS = Path(eventodb.migrations.__file__).parent
 GROUP_SIZES = range(1, 8)
 
 
@@ -58,20 +55,6 @@ async def all_reads(store: Store, streams: list[str]) -> list[str]:
                 )
             )
     return bodies
-
-
-def migrations_up_to(tmp_path: Path, backend: str, version: int) -> Path:
-    """A migrations root holding ``backend``'s registry migrations and its namespace migrations
-    up to ``version``: a store opened with it leaves namespaces at that version."""
-    root = tmp_path / f"migrations-{backend}-{version}"
-    if root.exists():
-        return root
-    shutil.copytree(MIGRATIONS / backend / "registry", root / backend / "registry")
-    (root / backend / "namespace").mkdir(parents=True)
-    for path in (MIGRATIONS / backend / "namespace").glob("*.sql"):
-        if int(path.name.split("_", 1)[0]) <= version:
-            shutil.copy(path, root / backend / "namespace")
-    return root
 
 
 def go_postgres_namespace(schema: str) -> str:

@@ -43,7 +43,7 @@ import pytest
 
 from eventodb.store.base import Store
 from eventodb.store.postgres import PostgresStore
-from eventodb.store.postgres_sql import redact
+from eventodb.store.postgres.statements import redact
 
 ENV_URL = "EVENTODB_TEST_DATABASE_URL"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

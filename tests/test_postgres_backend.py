@@ -5,14 +5,12 @@ behind our back, and an unreachable server.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,11 @@ from eventodb.core import tokens
 from eventodb.core.errors import BackendError, NamespaceExists, NamespaceNotFound
 from eventodb.store import migrations
 from eventodb.store.base import Message
-from eventodb.store.postgres import PostgresStore, jsonb_exact
-from eventodb.store.postgres_sql import quote_ident, redact, render, schema_name
+from eventodb.store.postgres import PostgresStore
+from eventodb.store.postgres.jsonb import jsonb_exact
+from eventodb.store.postgres.statements import quote_ident, redact, render, schema_name
 from tests.postgres_support import reset_database
-
-MIGRATIONS = Path(str(resources.files("eventodb.migrations")))
+from tests.storage_access import copy_migrations
 
 
 def _hash(namespace: str) -> str:
@@ -92,8 +90,6 @@ def test_big_floats_are_spelled_so_jsonb_keeps_them_floats() -> None:
 # -- against a database --------------------------------------------------------------------------
 
 SHIPPED = migrations.load("postgres", "namespace")
-NEXT = f"{max(m.version for m in SHIPPED) + 1:03d}"
-"""Number of a migration added by a test: after every shipped one."""
 OURS_AFTER_UPSTREAM = len([m for m in SHIPPED if m.version > 2])
 """Our namespace migrations on top of upstream EventoDB's 001 and 002."""
 
@@ -109,12 +105,6 @@ async def db(postgres_dsn: str) -> AsyncIterator[Any]:
         yield conn
     finally:
         await conn.close()
-
-
-def _copy_migrations(tmp_path: Path) -> Path:
-    root = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS / "postgres", root / "postgres")
-    return root
 
 
 @pg
@@ -195,44 +185,12 @@ async def test_an_orphaned_schema_is_not_adopted_by_a_new_namespace(
 
 
 @pg
-async def test_reopening_applies_no_migration_twice(db: Any, postgres_dsn: str) -> None:
-    async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        await store.create_namespace("m", _hash("m"))
-    async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        assert store.migrations_applied == 0
-        assert await store.write_message("m", "s-1", "T", {}) is not None
-
-
-@pg
-async def test_a_failing_namespace_migration_stops_open_and_changes_nothing(
-    db: Any, postgres_dsn: str, tmp_path: Path
-) -> None:
-    async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        await store.create_namespace("m", _hash("m"))
-        await store.write_message("m", "s-1", "T", {})
-    root = _copy_migrations(tmp_path)
-    (root / "postgres" / "namespace" / f"{NEXT}_broken.sql").write_text(
-        "CREATE TABLE {{schema}}.half_done (x int);\n"
-        "UPDATE {{schema}}.messages SET type = 'changed';\n"
-        "INSERT INTO {{schema}}.no_such_table VALUES (1);\n"
-    )
-    store = PostgresStore(postgres_dsn, min_pool=1, migrations_root=root)
-    with pytest.raises(BackendError, match=rf"{NEXT}_broken\.sql") as info:
-        await store.open()
-    assert "no_such_table" in info.value.message
-    await store.close()
-    assert await db.fetchval("SELECT to_regclass('eventodb_m.half_done')") is None
-    assert await db.fetchval("SELECT type FROM eventodb_m.messages") == "T"
-    assert await db.fetchval("SELECT max(version) FROM eventodb_m._schema_version") == int(NEXT) - 1
-
-
-@pg
 async def test_a_failing_registry_migration_stops_open_and_changes_nothing(
     db: Any, postgres_dsn: str, tmp_path: Path
 ) -> None:
     async with PostgresStore(postgres_dsn, min_pool=1):
         pass
-    root = _copy_migrations(tmp_path)
+    root = copy_migrations(tmp_path, "postgres")
     (root / "postgres" / "registry" / "099_broken.sql").write_text(
         "ALTER TABLE eventodb_store.namespaces ADD COLUMN extra int;\nSELECT 1/0;\n"
     )
@@ -245,29 +203,6 @@ async def test_a_failing_registry_migration_stops_open_and_changes_nothing(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'namespaces'"
     )
     assert "extra" not in {c[0] for c in columns}
-
-
-@pg
-async def test_a_new_migration_reaches_every_namespace_at_open(
-    db: Any, postgres_dsn: str, tmp_path: Path
-) -> None:
-    async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        for name in ("a", "b"):
-            await store.create_namespace(name, _hash(name))
-    root = _copy_migrations(tmp_path)
-    (root / "postgres" / "namespace" / f"{NEXT}_type_index.sql").write_text(
-        "CREATE INDEX IF NOT EXISTS messages_type ON {{schema}}.messages (type);\n"
-    )
-    async with PostgresStore(postgres_dsn, min_pool=1, migrations_root=root) as store:
-        assert store.migrations_applied == 2
-    for name in ("a", "b"):
-        assert await db.fetchval(
-            "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND indexname = 'messages_type'",
-            f"eventodb_{name}",
-        )
-        assert await db.fetchval(
-            f"SELECT max(version) FROM eventodb_{name}._schema_version"
-        ) == int(NEXT)
 
 
 # A namespace schema as upstream EventoDB 0.7 leaves it (migrations 001 and 002), the fixture the

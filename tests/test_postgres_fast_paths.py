@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventodb.core.hashing import cardinal_hash
-from eventodb.store import postgres as postgres_backend
+from eventodb.store import migrations
 from eventodb.store.postgres import PostgresStore
-from eventodb.store.postgres_sql import quote_ident, schema_name
+from eventodb.store.postgres.statements import quote_ident, schema_name
 from tests.fast_paths_support import (
     CATEGORY,
     GO_STREAMS,
@@ -31,13 +31,12 @@ from tests.fast_paths_support import (
     all_reads,
     expected_members,
     go_postgres_namespace,
-    migrations_up_to,
     store_members,
     stream_ids,
     stream_name,
 )
 from tests.postgres_support import reset_database
-from tests.storage_access import RawMessages
+from tests.storage_access import RawMessages, migrations_up_to
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -182,7 +181,7 @@ async def test_membership_of_a_namespace_left_by_the_go_server(postgres_dsn: str
 
 @pytest.fixture
 def small_fill_batches(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(postgres_backend, "FILL_BATCH", 4)
+    monkeypatch.setattr(migrations, "FILL_BATCH", 4)
     return 4
 
 

@@ -25,7 +25,8 @@ from eventodb.core.errors import DuplicateMessageId, VersionConflict
 from eventodb.core.hashing import hash_64
 from eventodb.store.base import WriteResult
 from eventodb.store.group_commit import GroupCommit
-from eventodb.store.postgres import PostgresStore, _Item, _Namespace, _Outcome
+from eventodb.store.postgres import PostgresStore
+from eventodb.store.postgres.store import _Item, _NamespaceSchema, _Outcome
 from tests.concurrent_writes import check_outcomes, expected_summary, run_workload
 from tests.postgres_support import open_postgres_store
 
@@ -55,7 +56,7 @@ async def sql(store: PostgresStore, postgres_dsn: str) -> AsyncIterator[Any]:
 
 
 async def writes_of(store: PostgresStore, namespace: str = NS) -> GroupCommit[_Item, _Outcome]:
-    ns: _Namespace = await store._namespace(namespace)
+    ns: _NamespaceSchema = await store._namespace(namespace)
     return ns.writes
 
 
@@ -425,7 +426,7 @@ async def test_writes_during_an_import_wait_for_it_and_land_after_it(
     ``write_message`` arriving meanwhile wait for it, then draw positions after it (the import
     is replayed statement by statement from ``PostgresStore._import``, paused before its end)."""
     await store.write_message(NS, "imp-1", "T", {})
-    ns: _Namespace = await store._namespace(NS)
+    ns: _NamespaceSchema = await store._namespace(NS)
     client = await asyncpg.connect(postgres_dsn)
     try:
         tx = sql.transaction()
@@ -474,7 +475,7 @@ async def test_a_batch_whose_answer_is_lost_after_commit_answers_each_write_once
     lost: list[int] = []
 
     async def commit_then_lose_answer(
-        c: Any, ns: _Namespace, items: list[_Item], wait: bool
+        c: Any, ns: _NamespaceSchema, items: list[_Item], wait: bool
     ) -> Any:
         result = await real(c, ns, items, wait)
         if len(items) > 1 and not lost:

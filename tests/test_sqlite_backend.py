@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,14 +17,11 @@ import pytest
 from eventodb.core import tokens
 from eventodb.core.errors import BackendError
 from eventodb.store import migrations
-from eventodb.store import sqlite as sqlite_backend
-from eventodb.store.sqlite import SQLiteStore, db_file_name
-
-MIGRATIONS = Path(sqlite_backend.__file__).parent.parent / "migrations"
+from eventodb.store.sqlite import SQLiteStore
+from eventodb.store.sqlite.files import db_file_name
+from tests.storage_access import migrations_up_to
 
 SHIPPED = migrations.load("sqlite", "namespace")
-NEXT = f"{max(m.version for m in SHIPPED) + 1:03d}"
-"""Number of a migration added by a test: after every shipped one."""
 OURS_AFTER_UPSTREAM = len([m for m in SHIPPED if m.version > 2])
 """Our namespace migrations on top of upstream EventoDB's 001 and 002."""
 
@@ -254,79 +250,22 @@ async def test_database_work_does_not_stall_the_event_loop(tmp_path: Path) -> No
 # -- migrations --------------------------------------------------------------------------------
 
 
-async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+async def test_migrations_are_recorded_by_file_name(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with SQLiteStore(data) as store:
         await store.create_namespace("m", _hash("m"))
-    async with SQLiteStore(data) as store:
-        assert store.migrations_applied == 0
     with sqlite3.connect(data / "m.db") as conn:
-        versions = [r[0] for r in conn.execute("SELECT version FROM _schema_version ORDER BY 1")]
         names = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == [m.version for m in SHIPPED]
     assert names == [m.name for m in SHIPPED]
     with sqlite3.connect(data / "metadata.db") as conn:
         registry = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
     assert registry == ["001_namespace_registry.sql"]
 
 
-def _copy_migrations(tmp_path: Path) -> Path:
-    root = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS / "sqlite", root / "sqlite")
-    return root
-
-
-async def test_a_failing_migration_stops_start_up_and_changes_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    async with SQLiteStore(data) as store:
-        await store.create_namespace("m", _hash("m"))
-        await store.write_message("m", "s-1", "T", {})
-    root = _copy_migrations(tmp_path)
-    (root / "sqlite" / "namespace" / f"{NEXT}_broken.sql").write_text(
-        "CREATE TABLE half_done (x INTEGER);\nUPDATE messages SET type = 'changed';\n"
-        "INSERT INTO no_such_table VALUES (1);\n"
-    )
-    with pytest.raises(BackendError, match=rf"{NEXT}_broken\.sql") as info:
-        async with SQLiteStore(data, migrations_root=root):
-            pass
-    assert "no_such_table" in info.value.message
-    with sqlite3.connect(data / "m.db") as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert "half_done" not in tables
-        assert conn.execute("SELECT type FROM messages").fetchall() == [("T",)]
-        assert (
-            conn.execute("SELECT max(version) FROM _schema_version").fetchone()[0] == int(NEXT) - 1
-        )
-
-
-async def test_a_new_migration_is_applied_to_every_namespace_at_start_up(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    async with SQLiteStore(data) as store:
-        for name in ("a", "b"):
-            await store.create_namespace(name, _hash(name))
-    root = _copy_migrations(tmp_path)
-    (root / "sqlite" / "namespace" / f"{NEXT}_extra_index.sql").write_text(
-        "CREATE INDEX IF NOT EXISTS messages_type ON messages (type);\n"
-    )
-    async with SQLiteStore(data, migrations_root=root) as store:
-        assert store.migrations_applied == 2
-    for name in ("a", "b"):
-        with sqlite3.connect(data / f"{name}.db") as conn:
-            indexes = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
-            }
-            assert "messages_type" in indexes
-
-
 async def test_an_upstream_database_with_second_timestamps_is_converted(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    root = _copy_migrations(tmp_path)
-    upstream_root = tmp_path / "upstream"
-    (upstream_root / "sqlite" / "namespace").mkdir(parents=True)
-    shutil.copytree(root / "sqlite" / "registry", upstream_root / "sqlite" / "registry")
-    for name in ("001_message_db.sql", "002_category_get_all.sql"):
-        shutil.copy(root / "sqlite" / "namespace" / name, upstream_root / "sqlite" / "namespace")
+    upstream_root = migrations_up_to(tmp_path, "sqlite", 2)
     async with SQLiteStore(data, migrations_root=upstream_root) as store:
         await store.create_namespace("old", _hash("old"))
     with sqlite3.connect(data / "old.db") as conn:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from eventodb.core import timefmt, tokens
 from eventodb.core.hashing import cardinal_hash
-from eventodb.store import sqlite as sqlite_backend
-from eventodb.store.sqlite import SQLiteStore
+from eventodb.store import migrations
+from eventodb.store.sqlite import SQLiteStore, migrate
 from tests.api.conftest import Server
 from tests.fast_paths_support import (
     CATEGORY,
@@ -31,12 +31,11 @@ from tests.fast_paths_support import (
     all_reads,
     expected_members,
     go_sqlite_data_dir,
-    migrations_up_to,
     store_members,
     stream_ids,
     stream_name,
 )
-from tests.storage_access import RawMessages
+from tests.storage_access import RawMessages, migrations_up_to
 
 T0 = 1_736_935_200_000_000
 """2025-01-15T10:00:00Z in Unix microseconds."""
@@ -138,7 +137,7 @@ async def test_membership_of_a_namespace_left_by_the_go_server(tmp_path: Path) -
 
 @pytest.fixture
 def small_fill_batches(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(sqlite_backend, "FILL_BATCH", 4)
+    monkeypatch.setattr(migrations, "FILL_BATCH", 4)
     return 4
 
 
@@ -180,7 +179,7 @@ async def test_an_interrupted_fill_resumes_and_changes_no_read(
     conn = sqlite3.connect(data / "cg.db", isolation_level=None)
     conn.create_function("eventodb_cardinal_hash", 1, cardinal_hash, deterministic=True)
     with pytest.raises(Interrupted):
-        sqlite_backend.fill_fast_paths(conn, interrupt)
+        migrate.fill_fast_paths(conn, interrupt)
     conn.close()
     assert progress == [(4, 25), (8, 25)]
     assert schema_version(data) == 4

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from eventodb.core.errors import BackendError
-from eventodb.store.sqlite_worker import Writer
+from eventodb.store.sqlite.worker import Writer
 
 
 def memory() -> sqlite3.Connection:

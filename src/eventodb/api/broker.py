@@ -348,7 +348,7 @@ class Subscription:
         self._waiter = waiter
         timer = None
         if deadline is not None:
-            timer = loop.call_at(deadline, _settle, waiter)
+            timer = loop.call_at(deadline, _end_wait, waiter)
         try:
             await waiter
         finally:
@@ -379,7 +379,7 @@ _END = "subscription ended"
 """Cancellation message marking a cancel issued by :meth:`Subscription.end`."""
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
+def _end_wait(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 

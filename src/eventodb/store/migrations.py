@@ -2,7 +2,8 @@
 
 Files are named ``NNN_description.sql``; the number orders them and is the version recorded in
 a namespace's ``_schema_version``; the file name is what ``schema_migrations`` records.
-Runners live with their backend; this module only finds and orders the files.
+Runners live with their backend (``store/<backend>/migrate.py``, shaped alike); this module
+finds and orders the files and holds what the runners share.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+from eventodb.core.errors import BackendError
+
 Level = Literal["registry", "namespace"]
 
 _NAME = re.compile(r"^(\d+)_[A-Za-z0-9_]+\.sql$")
+
+FILL_VERSION = 5
+"""The namespace migration that the fill of older rows must precede: migration 004 added the
+columns of the fast paths (``wire_json``, ``cardinal_id_hash``), 005 records that the rows
+written before it were filled in."""
+FILL_BATCH = 10_000
+"""Global positions per transaction when the fast-path columns of older rows are filled in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +36,9 @@ class Migration:
     sql: str
 
 
-class MigrationError(RuntimeError):
-    """A migration failed; the database was left as it was before it."""
-
-    def __init__(self, target: str, migration: str, cause: BaseException) -> None:
-        super().__init__(f"migration {migration} failed on {target}: {cause}")
-        self.target = target
-        self.migration = migration
+def failed(target: str, migration: str, cause: BaseException) -> BackendError:
+    """The error of a migration that failed; the database was left as it was before it."""
+    return BackendError(f"migration {migration} failed on {target}: {cause}")
 
 
 def load(backend: str, level: Level, root: Path | None = None) -> list[Migration]:
@@ -54,27 +60,3 @@ def load(backend: str, level: Level, root: Path | None = None) -> list[Migration
     if len(set(versions)) != len(versions):
         raise ValueError(f"duplicate migration numbers in {backend}/{level}: {versions}")
     return found
-
-
-def split_sqlite_statements(sql: str) -> list[str]:
-    """Split a script into complete statements, so each runs inside our own transaction.
-
-    (``sqlite3.executescript`` would COMMIT first, breaking all-or-nothing migrations.)
-    """
-    import sqlite3
-
-    statements: list[str] = []
-    current = ""
-    for line in sql.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if _has_code(current):
-                statements.append(current.strip())
-            current = ""
-    if _has_code(current):
-        statements.append(current.strip())
-    return statements
-
-
-def _has_code(text: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())

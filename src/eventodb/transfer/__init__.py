@@ -2,5 +2,6 @@
 ``copy`` between servers, and ``adopt`` (docs/MIGRATION.md).
 
 The commands are clients: of running servers over HTTP, and of Postgres for Message DB
-databases (through :mod:`eventodb.store.message_db`).
+databases (through :mod:`eventodb.store.postgres.adopt` and
+:mod:`eventodb.store.postgres.snapshot`).
 """

@@ -1,5 +1,5 @@
 """``eventodb adopt``: serve an existing Message DB schema as a namespace, in place
-(:mod:`eventodb.store.message_db`; docs/MIGRATION.md, "Adopting a Message DB database")."""
+(:mod:`eventodb.store.postgres.adopt`; docs/MIGRATION.md, "Adopting a Message DB database")."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from eventodb.config import ADOPT_FLAGS
 from eventodb.core import tokens
 from eventodb.core.errors import EventoDBError
-from eventodb.store import message_db
+from eventodb.store.postgres import adopt as adoption
 from eventodb.transfer.commands import fail, parse_flags_or_exit
 
 
@@ -31,7 +31,7 @@ def run_adopt(args: Sequence[str], env: Mapping[str, str] = os.environ) -> int:
 
 async def _release(values: Mapping[str, Any]) -> int:
     namespace = str(values["namespace"])
-    schema = await message_db.release(str(values["db-url"]), namespace)
+    schema = await adoption.release(str(values["db-url"]), namespace)
     sys.stdout.write(
         f"Released namespace {namespace!r}: schema {schema} and its messages are untouched.\n"
     )
@@ -43,7 +43,7 @@ async def _adopt(values: Mapping[str, Any]) -> int:
     token = values["token"] or tokens.generate(namespace)
     if tokens.parse(token) != namespace:
         return fail(EventoDBError(f"--token is for namespace {tokens.parse(token)!r}"))
-    report = await message_db.adopt(
+    report = await adoption.adopt(
         str(values["db-url"]),
         str(values["schema"]),
         namespace,

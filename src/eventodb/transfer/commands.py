@@ -335,7 +335,7 @@ async def _import(values: Mapping[str, Any], raw: BinaryIO | None) -> int:
 async def _import_message_db(
     url: str, target: _Target, values: Mapping[str, Any], stack: AsyncExitStack
 ) -> int:
-    from eventodb.store.message_db import MessageDBReader
+    from eventodb.store.postgres.snapshot import MessageDBReader
 
     reader = await MessageDBReader.open(url)
     stack.push_async_callback(reader.close)

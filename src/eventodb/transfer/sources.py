@@ -232,7 +232,7 @@ async def _merged(readers: Sequence[AsyncIterator[list[Row]]]) -> AsyncIterator[
 
 class MessageDBSource:
     """Every message of a Message DB schema after global position ``after``, in global order,
-    as one consistent snapshot (:class:`eventodb.store.message_db.MessageDBReader`)."""
+    as one consistent snapshot (:class:`eventodb.store.postgres.snapshot.MessageDBReader`)."""
 
     unit = "msg"
 

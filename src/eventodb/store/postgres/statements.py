@@ -1,7 +1,9 @@
-"""Names, quoting and the per-namespace SQL of the Postgres backend.
+"""The SQL of the Postgres backend: names and quoting, the registry's statements and those run
+on a namespace schema.
 
-Kept apart from :mod:`eventodb.store.postgres` so the rules that keep a namespace id from ever
-breaking out of its identifier sit in one small, testable place.
+The counterpart of :mod:`eventodb.store.sqlite.statements`, statement for statement where the
+two backends do the same thing. The rules that keep a namespace id from ever breaking out of its
+identifier sit here, in one small, testable place.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from eventodb.core.errors import BackendError
+
 REGISTRY_SCHEMA = "eventodb_store"
+NAMESPACES = f"{REGISTRY_SCHEMA}.namespaces"
+"""The registry table."""
 NOTIFY_CHANNEL = "eventodb"
 """Channel of the NOTIFY sent by ``write_message`` (see migration 003)."""
 REGISTRY_CHANNEL = "eventodb_registry"
@@ -17,6 +23,21 @@ REGISTRY_CHANNEL = "eventodb_registry"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _SAFE_SCHEMA = re.compile(r"[A-Za-z0-9_]+")
+
+
+def is_safe_schema_name(schema: str) -> bool:
+    """Whether ``schema`` is a name this backend would create: only ``[A-Za-z0-9_]``.
+
+    Quoting alone would be safe too; refusing other names is belt and braces for names that
+    arrive from a registry or a URL written by someone else.
+    """
+    return _SAFE_SCHEMA.fullmatch(schema) is not None
+
+
+def check_schema_name(schema: str) -> None:
+    """Raises: BackendError for names we would not quote (only ``[A-Za-z0-9_]``)."""
+    if not is_safe_schema_name(schema):
+        raise BackendError(f"unsupported schema name {schema!r}: use letters, digits and _")
 
 
 def schema_name(namespace: str) -> str:
@@ -39,11 +60,9 @@ def render(sql: str, schema: str) -> str:
     """Fill a namespace migration's ``{{schema}}`` / ``{{schema_literal}}`` placeholders.
 
     Raises:
-        ValueError: ``schema`` is not a name this backend creates (only ``[A-Za-z0-9_]``).
-            Quoting alone would be safe too; refusing is belt and braces for names that arrive
-            from a registry written by someone else.
+        ValueError: ``schema`` is not a name this backend creates (:func:`is_safe_schema_name`).
     """
-    if not _SAFE_SCHEMA.fullmatch(schema):
+    if not is_safe_schema_name(schema):
         raise ValueError(f"unsafe schema name {schema!r}")
     return sql.replace("{{schema}}", quote_ident(schema)).replace(
         "{{schema_literal}}", quote_literal(schema)
@@ -65,6 +84,33 @@ def redact(dsn: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
+
+# -- the registry (eventodb_store.namespaces) ----------------------------------------------------
+
+COUNT_NAMESPACES = f"SELECT count(*) FROM {NAMESPACES}"
+GET_NAMESPACE = (
+    f"SELECT id, token_hash, description, created_at, schema_name FROM {NAMESPACES} WHERE id = $1"
+)
+LIST_NAMESPACES = (
+    f"SELECT id, token_hash, description, created_at FROM {NAMESPACES}"
+    ' ORDER BY created_at DESC, id COLLATE "C"'
+)
+SCHEMA_OF = f"SELECT schema_name FROM {NAMESPACES} WHERE id = $1"
+SCHEMAS = f"SELECT id, schema_name FROM {NAMESPACES}"
+NAMESPACE_OF_SCHEMA = f"SELECT id FROM {NAMESPACES} WHERE schema_name = $1"
+TOKEN_HASHES = f"SELECT id, token_hash FROM {NAMESPACES} WHERE id = ANY($1::text[])"
+SET_TOKEN_HASH = f"UPDATE {NAMESPACES} SET token_hash = $1 WHERE id = $2"
+NAMESPACE_OR_SCHEMA_TAKEN = f"SELECT 1 FROM {NAMESPACES} WHERE id = $1 OR schema_name = $2"
+INSERT_NAMESPACE = (
+    f"INSERT INTO {NAMESPACES} (id, token_hash, schema_name, description, created_at, metadata)"
+    " VALUES ($1, $2, $3, $4, $5, '{}')"
+)
+LOCK_NAMESPACE = f"SELECT schema_name FROM {NAMESPACES} WHERE id = $1 FOR UPDATE"
+"""The namespace's row, locked until the end of the transaction; its schema."""
+DELETE_NAMESPACE = f"DELETE FROM {NAMESPACES} WHERE id = $1"
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+
+# -- a namespace schema -------------------------------------------------------------------------
 
 _COLUMNS = (
     "id::text, stream_name, type, position, global_position, data::text, metadata::text, time"
@@ -157,6 +203,8 @@ class NamespaceSQL:
         self.stats = f"SELECT count(*), count(DISTINCT stream_name), max(time) FROM {s}.messages"
         self.count = f"SELECT count(*) FROM {s}.messages"
         self.lock_exclusive = f"LOCK TABLE {s}.messages IN ACCESS EXCLUSIVE MODE"
+        self.create_schema = f"CREATE SCHEMA {s}"
+        self.drop_schema = f"DROP SCHEMA IF EXISTS {s} CASCADE"
         # Blocks concurrent inserts (ROW EXCLUSIVE) but not reads, so no writer draws a global
         # position while an import is placing its own.
         self.lock_for_import = f"LOCK TABLE {s}.messages IN SHARE ROW EXCLUSIVE MODE"

@@ -2,31 +2,30 @@
 
 Each namespace is a schema ``eventodb_<id>`` holding a ``messages`` table and Message DB's SQL
 surface (migrations under ``migrations/postgres/namespace``), so Message DB tooling works when
-pointed at it with ``search_path``. The server writes through the schema's ``write_message`` —
-so it takes the same advisory lock as any SQL client or other server process — and reads with
-its own SQL, which implements the RPC semantics of docs/API.md and matches
-:class:`~eventodb.store.sqlite.SQLiteStore` result for result.
+pointed at it with ``search_path``. The server writes through the schema's ``write_messages`` —
+so it takes the same advisory lock as ``write_message`` called by any SQL client or other server
+process — and reads with its own SQL (:mod:`~eventodb.store.postgres.statements`), which has
+the RPC semantics of docs/API.md and matches :class:`~eventodb.store.sqlite.SQLiteStore`
+result for result.
 
 Decisions, each explained where it lives:
 
 * New namespace tables use Message DB's column order; upstream-created ones keep theirs, and the
   server always names its columns (``migrations/postgres/namespace/001_message_db.sql``).
 * Migrations are templated: ``{{schema}}`` becomes the quoted schema identifier (names are only
-  ever ``[A-Za-z0-9_]``; anything else is refused before quoting, :func:`postgres_sql.render`).
+  ever ``[A-Za-z0-9_]``; anything else is refused before quoting,
+  :func:`~eventodb.store.postgres.statements.render`); the runner is
+  :mod:`~eventodb.store.postgres.migrate`.
 * The write lock is Message DB's: ``pg_advisory_xact_lock(hash_64(category))`` taken inside
   ``write_message``, shared with SQL clients and upstream servers on the same database.
-* ``write_message`` sends ``NOTIFY eventodb`` with ``{"s", "g", "p", "n"}`` (schema, global
-  position, position, stream name — null when too long for a payload; then looked up). One LISTEN
-  connection per store turns them into pokes; own writes are published at once and their echo
-  skipped; a lost LISTEN connection is re-established and announced as a :class:`Gap`.
-* A trigger on the registry announces every namespace created, deleted or given another token
-  on ``eventodb_registry``; the same connection turns those into :class:`NamespaceChange`
-  events, so other processes' revocations reach this one's caches within milliseconds. After a
-  lost LISTEN connection the namespaces this process looked up are checked again.
-
-Driver errors are translated here, at the boundary: connection trouble and anything unexpected
-become :class:`BackendError` ("Failed to <verb>: ..."), a schema dropped behind our back becomes
-:class:`NamespaceNotFound` or a clear :class:`BackendError`.
+* Every write is announced by a NOTIFY, and every change of the registry by a trigger; the
+  relay (:mod:`~eventodb.store.postgres.notify`) turns those into pokes and
+  :class:`NamespaceChange` events, so other processes' writes reach this one's subscribers and
+  their revocations its caches within milliseconds. After a lost LISTEN connection the
+  namespaces this process looked up are checked again.
+* Statements run through :class:`~eventodb.store.postgres.pool.Pool`, which translates driver
+  errors; a schema dropped behind our back becomes :class:`NamespaceNotFound` or a clear
+  :class:`BackendError` (:meth:`PostgresStore._explain`).
 """
 
 from __future__ import annotations
@@ -34,15 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -56,11 +52,10 @@ from eventodb.core.errors import (
     PositionExists,
     VersionConflict,
 )
-from eventodb.store import message_db, migrations
+from eventodb.store import migrations
 from eventodb.store.base import (
     CategoryInfo,
     ConsumerGroup,
-    Gap,
     HealthCheck,
     Located,
     Message,
@@ -75,70 +70,19 @@ from eventodb.store.base import (
     WriteResult,
 )
 from eventodb.store.group_commit import GroupCommit
-from eventodb.store.postgres_migrate import (
-    MIGRATION_LOCK,
-    apply_namespace_migration,
-    migrate_registry,
-    schema_version,
+from eventodb.store.postgres import adopt, migrate, statements
+from eventodb.store.postgres.jsonb import jsonb_spelling
+from eventodb.store.postgres.notify import NotificationRelay
+from eventodb.store.postgres.pool import (
+    CONNECT_TIMEOUT,
+    CONNECTION_ERRORS,
+    DEFAULT_MAX_POOL,
+    MISSING_OBJECT_ERRORS,
+    Pool,
 )
-from eventodb.store.postgres_notify import NotificationListener
-from eventodb.store.postgres_sql import (
-    NOTIFY_CHANNEL,
-    REGISTRY_CHANNEL,
-    REGISTRY_SCHEMA,
-    NamespaceSQL,
-    quote_ident,
-    redact,
-    schema_name,
-)
+from eventodb.store.postgres.statements import NamespaceSQL, schema_name
 
 log = logging.getLogger("eventodb.store.postgres")
-
-T = TypeVar("T")
-
-DEFAULT_MAX_POOL = 25
-"""Upstream's pool: at most 25 open connections."""
-CONNECT_TIMEOUT = 5.0
-IDLE_LIFETIME = 300.0
-"""Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""
-
-_NAMESPACES = f"{REGISTRY_SCHEMA}.namespaces"
-FILL_BATCH = 10_000
-"""Global positions per transaction when the fast-path columns of older rows are filled in."""
-FILL_VERSION = 5
-"""The namespace migration that the fill of older rows must precede."""
-_CHANGE_KINDS: dict[str, Literal["created", "deleted", "updated"]] = {
-    "INSERT": "created",
-    "UPDATE": "updated",
-    "DELETE": "deleted",
-    "TRUNCATE": "deleted",
-}
-_SEEN_LIMIT = 10_000
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
-    asyncpg.PostgresConnectionError,  # class 08
-    asyncpg.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
-    # Not an InterfaceError: a connection that broke mid-protocol (seen during a Postgres
-    # restart: "cannot switch to state 12; another operation (2) is in progress").
-    asyncpg.InternalClientError,
-)
-_MISSING_OBJECT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.UndefinedTableError,
-    asyncpg.InvalidSchemaNameError,
-    asyncpg.UndefinedFunctionError,
-)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError | TimeoutError):
-        return f"Postgres is unreachable ({text})"
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return f"connection to Postgres lost ({text})"
-    return text
 
 
 def _to_message(r: Sequence[Any]) -> Message:
@@ -161,53 +105,7 @@ def _naive_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None)
 
 
-_POSITIVE_EXPONENT = re.compile(r"[0-9][eE]\+")
-_MARK = "\x00eventodb-float-"
-"""Placeholder prefix; payloads never contain NUL (validation refuses it), so it cannot clash."""
-
-
-def jsonb_exact(text: str | None, value: Any) -> str | None:
-    """JSON text that jsonb stores without turning big floats into integers.
-
-    jsonb keeps numbers as decimals and prints ``1e+300`` back as a 301-digit integer, which
-    reads as a Python ``int`` unequal to the float written. Floats that the encoder spells with
-    a positive exponent are written instead as their exact decimal expansion plus ``.0``, which
-    jsonb keeps as a non-integer; every other number passes unchanged. Cheap when unneeded: one
-    regex search.
-    """
-    if text is None or not _POSITIVE_EXPONENT.search(text):
-        return text
-    floats: list[float] = []
-
-    def mark(v: Any) -> Any:
-        if isinstance(v, float) and "e+" in repr(v):
-            floats.append(v)
-            return f"{_MARK}{len(floats) - 1}"
-        if isinstance(v, dict):
-            return {k: mark(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [mark(x) for x in v]
-        return v
-
-    marked = jsoncodec.dumps_str(mark(value))
-    for i, f in enumerate(floats):
-        marked = marked.replace(
-            jsoncodec.dumps_str(f"{_MARK}{i}"), format(Decimal(f), "f") + ".0", 1
-        )
-    return marked
-
-
-def _jsonb_spelling(text: str | None, value: Any) -> str | None:
-    """What the jsonb column should be given instead of ``text``; ``None`` when ``text`` will do."""
-    exact = jsonb_exact(text, value)
-    return None if exact is text else exact
-
-
-async def _keep_session(conn: Any) -> None:
-    """Pool reset hook: our connections keep no session state, so skip asyncpg's reset query.
-
-    (asyncpg still rolls back an open transaction on release.) Saves a round trip per request.
-    """
+# -- what write_messages reports for one item ---------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,23 +117,20 @@ class _Written:
 @dataclass(frozen=True, slots=True)
 class _Conflict:
     actual: int
+    """The stream's version: not the one expected."""
 
 
+@dataclass(frozen=True, slots=True)
 class _Duplicate:
     """The id exists already: an idempotent retry, or a clash (the caller finds out which)."""
 
 
-_DUPLICATE = _Duplicate()
-
-
+@dataclass(frozen=True, slots=True)
 class _Busy:
     """Another transaction held the category's lock: not written; write it again, waiting."""
 
 
-_BUSY = _Busy()
-
 _Outcome = _Written | _Conflict | _Duplicate | _Busy
-"""What ``write_messages`` reports for one item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +141,7 @@ class _Item:
     id: str
 
 
-class _Namespace:
+class _NamespaceSchema:
     """What the store keeps per namespace: its schema, statements and write batcher."""
 
     __slots__ = ("id", "schema", "sql", "writes")
@@ -255,7 +150,9 @@ class _Namespace:
         self,
         namespace: str,
         schema: str,
-        write_batch: Callable[[_Namespace, list[_Item]], Awaitable[list[_Outcome | BaseException]]],
+        write_batch: Callable[
+            [_NamespaceSchema, list[_Item]], Awaitable[list[_Outcome | BaseException]]
+        ],
     ) -> None:
         self.id = namespace
         self.schema = schema
@@ -272,6 +169,7 @@ class PostgresStore(Store):
         dsn: ``postgresql://user:password@host:port/database`` (or libpq ``key=value``).
         min_pool, max_pool: connections kept open / at most open.
         migrations_root: alternative migration files (tests).
+        listen_check_interval: seconds between liveness checks of the idle LISTEN connection.
     """
 
     backend = "postgres"
@@ -289,19 +187,27 @@ class PostgresStore(Store):
     ) -> None:
         super().__init__(**kwargs)
         self.dsn = dsn
-        self.min_pool = min(min_pool, max_pool)
-        self.max_pool = max_pool
-        self._connect_timeout = connect_timeout
-        self._listen_check_interval = listen_check_interval
         self._registry_migrations = migrations.load("postgres", "registry", migrations_root)
         self._namespace_migrations = migrations.load("postgres", "namespace", migrations_root)
-        self._pool: Any = None
-        self._namespaces: dict[str, _Namespace] = {}
+        self._pool = Pool(
+            dsn,
+            min_size=min_pool,
+            max_size=max_pool,
+            connect_timeout=connect_timeout,
+            stats=self.stats,
+            explain=self._explain,
+        )
+        self._relay = NotificationRelay(
+            self._pool.connect_listener,
+            publish=self._publish,
+            namespace_of_schema=self._namespace_of_schema,
+            locate=self._locate,
+            registry_changed=self._registry_changed,
+            reconnected=self._listener_reconnected,
+            check_interval=listen_check_interval,
+        )
+        self._namespaces: dict[str, _NamespaceSchema] = {}
         self._schema_owner: dict[str, str] = {}
-        self._listener: NotificationListener | None = None
-        self._inbox: asyncio.Queue[str] = asyncio.Queue()
-        self._deliverer: asyncio.Task[None] | None = None
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._token_hashes: dict[str, str] = {}
         """Token hash of each namespace as last read here: re-checked after a lost LISTEN
         connection, when registry notifications may have been missed."""
@@ -311,24 +217,16 @@ class PostgresStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def connections(self) -> int:
-        """Open pooled connections (``sys.health``)."""
-        return int(self._pool.get_size()) if self._pool is not None else 0
-
     def pool_usage(self) -> PoolUsage | None:
-        pool = self._pool
-        if pool is None:
-            return None
-        return PoolUsage(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
+        return self._pool.usage()
 
     def _health_checks(self) -> list[tuple[str, HealthCheck]]:
         return [("database", self._check_database), ("notifications", self._check_listener)]
 
     async def _check_database(self) -> None:
         """A pooled connection answers a query on the registry."""
-        await self._run(
-            "check the database", lambda c: c.fetchval(f"SELECT count(*) FROM {_NAMESPACES}")
+        await self._pool.run(
+            "check the database", lambda c: c.fetchval(statements.COUNT_NAMESPACES)
         )
 
     async def _check_listener(self) -> None:
@@ -339,46 +237,19 @@ class PostgresStore(Store):
     @property
     def listen_backend_pid(self) -> int | None:
         """Server pid of the LISTEN connection (tests terminate it on purpose)."""
-        return self._listener.backend_pid if self._listener is not None else None
-
-    async def _connect(self) -> Any:
-        return await asyncpg.connect(
-            self.dsn,
-            timeout=self._connect_timeout,
-            server_settings={"application_name": "eventodb-listen"},
-        )
+        return self._relay.backend_pid
 
     async def open(self) -> None:
-        if self._pool is not None:
+        if self._pool.is_open:
             return
-        where = redact(self.dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=self.min_pool,
-                max_size=self.max_pool,
-                max_inactive_connection_lifetime=IDLE_LIFETIME,
-                timeout=self._connect_timeout,
-                statement_cache_size=512,
-                reset=_keep_session,
-                server_settings={"application_name": "eventodb"},
-            )
-        except (*_CONNECTION_ERRORS, asyncpg.PostgresError, ValueError) as exc:
-            raise BackendError(f"Failed to connect to Postgres at {where}: {exc}") from exc
-        self._pool = pool
+        await self._pool.open()
         try:
             await self._prepare_database()
-            self._listener = NotificationListener(
-                self._connect,
-                {NOTIFY_CHANNEL: self._inbox.put_nowait, REGISTRY_CHANNEL: self._registry_notified},
-                self._listener_reconnected,
-                check_interval=self._listen_check_interval,
-            )
             try:
-                await self._listener.start()
-            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                await self._relay.start()
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                where = statements.redact(self.dsn)
                 raise BackendError(f"Failed to listen on Postgres at {where}: {exc}") from exc
-            self._deliverer = asyncio.create_task(self._deliver(), name="eventodb-pg-pokes")
         except BaseException:
             await self.close()
             raise
@@ -389,20 +260,8 @@ class PostgresStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recheck
             self._recheck = None
-        if self._deliverer is not None:
-            self._deliverer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._deliverer
-            self._deliverer = None
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), 5)
-            except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.PostgresError):
-                pool.terminate()
+        await self._relay.stop()
+        await self._pool.close()
         self._namespaces.clear()
         self._schema_owner.clear()
         self._token_hashes.clear()
@@ -424,180 +283,98 @@ class PostgresStore(Store):
                     " UTF8 (hash_64 must hash UTF-8 bytes to match every other backend)"
                 )
 
-        await self._run("open the database", check_server)
-        await self._run("migrate the registry", self._migrate_registry)
+        await self._pool.run("open the database", check_server)
+        await self._pool.run(
+            "migrate the registry",
+            lambda c: migrate.migrate_registry(c, self._registry_migrations),
+        )
         for namespace, schema in await self._registry_rows():
 
-            async def migrate(c: Any, n: str = namespace, s: str = schema) -> int:
+            async def migrate_one(c: Any, n: str = namespace, s: str = schema) -> int:
                 return await self._migrate_namespace(c, n, s)
 
-            self.migrations_applied += await self._run("migrate namespace", migrate)
-
-    async def _migrate_registry(self, c: Any) -> None:
-        await migrate_registry(c, self._registry_migrations)
+            self.migrations_applied += await self._pool.run("migrate namespace", migrate_one)
 
     async def _migrate_namespace(self, c: Any, namespace: str, schema: str) -> int:
-        """Apply pending migrations to one namespace schema, each in its own transaction.
+        def report(done: int, total: int) -> None:
+            self._report_progress(namespace, done, total)
 
-        The fill of older rows (:meth:`_fill_fast_paths`) runs in transactions of its own
-        before the migration that records it.
-        """
-        applied = 0
-        filled = False
-        while True:
-            async with c.transaction():
-                await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                if not await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
-                    # Dropped behind our back: leave it; requests for it get a clear error.
-                    log.error("namespace %r: schema %s does not exist", namespace, schema)
-                    self.missing_schemas.append(namespace)
-                    return applied
-                current = await schema_version(c, schema)
-                pending = [m for m in self._namespace_migrations if m.version > current]
-                if not pending:
-                    return applied
-                fill_first = pending[0].version == FILL_VERSION and not filled
-                if not fill_first:
-                    await apply_namespace_migration(c, pending[0], schema)
-            if fill_first:
-                await self._fill_fast_paths(c, namespace, schema)
-                filled = True
-            else:
-                applied += 1
-
-    async def _fill_fast_paths(self, c: Any, namespace: str, schema: str) -> None:
-        """Fill ``wire_json`` and ``cardinal_id_hash`` of rows written before migration 004.
-
-        :data:`FILL_BATCH` global positions per statement (each its own transaction), with
-        progress reported after each; idempotent, so an interrupted fill simply resumes.
-        """
-        sql = NamespaceSQL(schema)
         try:
-            low, high, total = await c.fetchrow(sql.unfilled_range)
-            done = 0
-            for start in range(low or 0, (high or -1) + 1, FILL_BATCH):
-                status = await c.execute(sql.fill, start, start + FILL_BATCH)
-                done += int(status.rsplit(" ", 1)[1])
-                self._report_progress(namespace, done, total)
-        except asyncpg.PostgresError as exc:
-            raise BackendError(
-                f"migration of schema {schema} failed while filling older messages: {exc}"
-            ) from exc
+            return await migrate.migrate_namespace(c, self._namespace_migrations, schema, report)
+        except migrate.SchemaMissing as missing:
+            # Dropped behind our back: leave it; requests for it get a clear error.
+            log.error("namespace %r: schema %s does not exist", namespace, schema)
+            self.missing_schemas.append(namespace)
+            return missing.applied
 
-    # -- running statements ------------------------------------------------------------------
+    # -- failures ----------------------------------------------------------------------------
 
-    async def _run(
-        self,
-        verb: str,
-        work: Callable[[Any], Awaitable[T]],
-        *,
-        ns: _Namespace | None = None,
-        retry: bool = False,
-    ) -> T:
-        """Run ``work(connection)`` on a pooled connection, translating driver errors.
-
-        Args:
-            ns: the namespace the work touches, to explain missing schema objects.
-            retry: the work is a read: run it once more on a fresh connection when the first
-                one turns out to be dead (e.g. after a Postgres restart).
-        """
-        pool = self._pool
-        if pool is None:
-            raise BackendError(f"Failed to {verb}: store is not open")
-        try:
-            return await self._attempt(pool, verb, work, ns, 2 if retry else 1)
-        except BackendError:
-            self.stats.record_error()
-            raise
-
-    async def _attempt(
-        self,
-        pool: Any,
-        verb: str,
-        work: Callable[[Any], Awaitable[T]],
-        ns: _Namespace | None,
-        attempts: int,
-    ) -> T:
-        stats = self.stats
-        for attempt in range(attempts):
-            try:
-                asked = time.perf_counter()
-                async with pool.acquire() as conn:
-                    stats.record_pool_wait(time.perf_counter() - asked)
-                    return await work(conn)
-            except EventoDBError:
-                raise
-            except _MISSING_OBJECT_ERRORS as exc:
-                if ns is None:
-                    raise BackendError(f"Failed to {verb}: {exc}") from exc
-                raise await self._missing_storage(ns, verb, exc) from exc
-            except _CONNECTION_ERRORS as exc:
-                if attempt + 1 < attempts:
-                    continue
-                raise BackendError(f"Failed to {verb}: {_describe(exc)}") from exc
-            except asyncpg.PostgresError as exc:
-                if ns is not None and await self._deleted_meanwhile(ns):
-                    # e.g. "cache lookup failed for function": its schema was being dropped.
-                    raise NamespaceNotFound(ns.id) from exc
-                raise BackendError(f"Failed to {verb}: {exc}") from exc
-        raise AssertionError("unreachable")
+    async def _explain(self, namespace: str, verb: str, exc: BaseException) -> EventoDBError | None:
+        """Why a statement on ``namespace`` failed, when its namespace is the reason."""
+        if isinstance(exc, MISSING_OBJECT_ERRORS):
+            return await self._missing_storage(namespace, verb, exc)
+        if await self._deleted_meanwhile(namespace):
+            # e.g. "cache lookup failed for function": its schema was being dropped.
+            return NamespaceNotFound(namespace)
+        return None
 
     async def _missing_storage(
-        self, ns: _Namespace, verb: str, exc: BaseException
+        self, namespace: str, verb: str, exc: BaseException
     ) -> EventoDBError:
         """A statement met no schema/table/function: deleted namespace, or damaged storage."""
-        self._forget(ns.id)
-        row = await self._run(
+        self._forget(namespace)
+        schema = await self._pool.run(
             "get namespace",
-            lambda c: c.fetchrow(f"SELECT schema_name FROM {_NAMESPACES} WHERE id = $1", ns.id),
+            lambda c: c.fetchval(statements.SCHEMA_OF, namespace),
             retry=True,
         )
-        if row is None:
-            return NamespaceNotFound(ns.id)
+        if schema is None:
+            return NamespaceNotFound(namespace)
         return BackendError(
-            f"Failed to {verb}: the storage of namespace '{ns.id}' is missing or damaged"
-            f" (schema {row[0]}: {exc})"
+            f"Failed to {verb}: the storage of namespace '{namespace}' is missing or damaged"
+            f" (schema {schema}: {exc})"
         )
 
-    async def _deleted_meanwhile(self, ns: _Namespace) -> bool:
+    async def _deleted_meanwhile(self, namespace: str) -> bool:
         """After a failed statement: whether the namespace is gone from the registry (then it
         was deleted while the statement ran, and the failure just says so)."""
         try:
-            schema = await self._run(
+            schema = await self._pool.run(
                 "get namespace",
-                lambda c: c.fetchval(f"SELECT schema_name FROM {_NAMESPACES} WHERE id = $1", ns.id),
+                lambda c: c.fetchval(statements.SCHEMA_OF, namespace),
                 retry=True,
             )
         except BackendError:
             return False  # cannot tell: report the original failure
         if schema is None:
-            self._forget(ns.id)
+            self._forget(namespace)
             return True
         return False
+
+    # -- namespaces known here ---------------------------------------------------------------
 
     def _forget(self, namespace: str) -> None:
         self._token_hashes.pop(namespace, None)
         ns = self._namespaces.pop(namespace, None)
         if ns is not None:
             self._schema_owner.pop(ns.schema, None)
-        for key in [k for k in self._seen if k[0] == namespace]:
-            del self._seen[key]
+        self._relay.forget(namespace)
 
-    def _remember(self, namespace: str, schema: str) -> _Namespace:
+    def _remember(self, namespace: str, schema: str) -> _NamespaceSchema:
         ns = self._namespaces.get(namespace)
         if ns is None or ns.schema != schema:
-            ns = _Namespace(namespace, schema, self._write_batch)
+            ns = _NamespaceSchema(namespace, schema, self._write_batch)
             self._namespaces[namespace] = ns
             self._schema_owner[schema] = namespace
         return ns
 
-    async def _namespace(self, namespace: str) -> _Namespace:
+    async def _namespace(self, namespace: str) -> _NamespaceSchema:
         ns = self._namespaces.get(namespace)
         if ns is not None:
             return ns
-        schema = await self._run(
+        schema = await self._pool.run(
             "get namespace",
-            lambda c: c.fetchval(f"SELECT schema_name FROM {_NAMESPACES} WHERE id = $1", namespace),
+            lambda c: c.fetchval(statements.SCHEMA_OF, namespace),
             retry=True,
         )
         if schema is None:
@@ -607,21 +384,15 @@ class PostgresStore(Store):
     # -- registry ----------------------------------------------------------------------------
 
     async def _registry_rows(self) -> list[tuple[str, str]]:
-        rows = await self._run(
-            "list namespaces",
-            lambda c: c.fetch(f"SELECT id, schema_name FROM {_NAMESPACES}"),
-            retry=True,
+        rows = await self._pool.run(
+            "list namespaces", lambda c: c.fetch(statements.SCHEMAS), retry=True
         )
         return [(r[0], r[1]) for r in rows]
 
     async def _get_namespace(self, namespace: str) -> NamespaceRecord:
-        row = await self._run(
+        row = await self._pool.run(
             "get namespace",
-            lambda c: c.fetchrow(
-                f"SELECT id, token_hash, description, created_at, schema_name FROM {_NAMESPACES}"
-                " WHERE id = $1",
-                namespace,
-            ),
+            lambda c: c.fetchrow(statements.GET_NAMESPACE, namespace),
             retry=True,
         )
         if row is None:
@@ -632,30 +403,19 @@ class PostgresStore(Store):
         return NamespaceRecord(row[0], row[1], row[2] or "", row[3])
 
     async def list_namespaces(self) -> list[NamespaceRecord]:
-        rows = await self._run(
-            "list namespaces",
-            lambda c: c.fetch(
-                f"SELECT id, token_hash, description, created_at FROM {_NAMESPACES}"
-                ' ORDER BY created_at DESC, id COLLATE "C"'
-            ),
-            retry=True,
+        rows = await self._pool.run(
+            "list namespaces", lambda c: c.fetch(statements.LIST_NAMESPACES), retry=True
         )
         return [NamespaceRecord(r[0], r[1], r[2] or "", r[3]) for r in rows]
 
     async def set_token_hash(self, namespace: str, token_hash: str) -> None:
         async def update(c: Any) -> str:
             try:
-                return str(
-                    await c.execute(
-                        f"UPDATE {_NAMESPACES} SET token_hash = $1 WHERE id = $2",
-                        token_hash,
-                        namespace,
-                    )
-                )
+                return str(await c.execute(statements.SET_TOKEN_HASH, token_hash, namespace))
             except asyncpg.UniqueViolationError:
                 raise BackendError("Failed to update token: token already in use") from None
 
-        if await self._run("update token", update) == "UPDATE 0":
+        if await self._pool.run("update token", update) == "UPDATE 0":
             raise NamespaceNotFound(namespace)
         self._token_hashes[namespace] = token_hash
 
@@ -663,19 +423,15 @@ class PostgresStore(Store):
         self, namespace: str, token_hash: str, description: str
     ) -> NamespaceRecord:
         schema = schema_name(namespace)
+        sql = NamespaceSQL(schema)
         created_at = int(time.time())
 
         async def create(c: Any) -> None:
             try:
                 async with c.transaction():
-                    taken = await c.fetchval(
-                        f"SELECT 1 FROM {_NAMESPACES} WHERE id = $1 OR schema_name = $2",
-                        namespace,
-                        schema,
-                    )
-                    if taken:
+                    if await c.fetchval(statements.NAMESPACE_OR_SCHEMA_TAKEN, namespace, schema):
                         raise NamespaceExists(namespace)
-                    if await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                    if await c.fetchval(statements.SCHEMA_EXISTS, schema):
                         # Its schema name is taken by something else (e.g. ``store`` would be
                         # the registry's own schema): the id is not available.
                         raise NamespaceExists(
@@ -683,13 +439,11 @@ class PostgresStore(Store):
                             f"Namespace '{namespace}' cannot be created: its schema {schema}"
                             " already exists",
                         )
-                    await c.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+                    await c.execute(sql.create_schema)
                     for m in self._namespace_migrations:
-                        await apply_namespace_migration(c, m, schema)
+                        await migrate.apply_namespace_migration(c, m, schema)
                     await c.execute(
-                        f"INSERT INTO {_NAMESPACES}"
-                        " (id, token_hash, schema_name, description, created_at, metadata)"
-                        " VALUES ($1, $2, $3, $4, $5, '{}')",
+                        statements.INSERT_NAMESPACE,
                         namespace,
                         token_hash,
                         schema,
@@ -703,7 +457,7 @@ class PostgresStore(Store):
             except asyncpg.DuplicateSchemaError:
                 raise NamespaceExists(namespace) from None
 
-        await self._run("create namespace", create)
+        await self._pool.run("create namespace", create)
         self._forget(namespace)
         self._remember(namespace, schema)
         self._token_hashes[namespace] = token_hash
@@ -712,41 +466,39 @@ class PostgresStore(Store):
     async def _delete_namespace(self, namespace: str) -> int:
         async def delete(c: Any) -> int:
             async with c.transaction():
-                schema = await c.fetchval(
-                    f"SELECT schema_name FROM {_NAMESPACES} WHERE id = $1 FOR UPDATE", namespace
-                )
+                schema = await c.fetchval(statements.LOCK_NAMESPACE, namespace)
                 if schema is None:
                     raise NamespaceNotFound(namespace)
-                q = quote_ident(schema)
+                sql = NamespaceSQL(schema)
                 count = 0
-                if await c.fetchval("SELECT to_regclass($1)", f"{q}.messages") is not None:
+                if await c.fetchval("SELECT to_regclass($1)", sql.messages) is not None:
                     # Take the table before anything else of the schema: DROP ... CASCADE would
                     # lock the sequence and functions first and deadlock with a running import
                     # (which holds the table and then advances the sequence).
-                    await c.execute(f"LOCK TABLE {q}.messages IN ACCESS EXCLUSIVE MODE")
-                    count = int(await c.fetchval(f"SELECT count(*) FROM {q}.messages"))
-                await c.execute(f"DROP SCHEMA IF EXISTS {q} CASCADE")
-                await c.execute(f"DELETE FROM {_NAMESPACES} WHERE id = $1", namespace)
+                    await c.execute(sql.lock_exclusive)
+                    count = int(await c.fetchval(sql.count))
+                await c.execute(sql.drop_schema)
+                await c.execute(statements.DELETE_NAMESPACE, namespace)
                 return count
 
         try:
-            return await self._run("delete namespace", delete)
+            return await self._pool.run("delete namespace", delete)
         finally:
             self._forget(namespace)
 
     async def _release_namespace(self, namespace: str) -> None:
         async def release(c: Any) -> str:
-            return await message_db.release_on(c, namespace)
+            return await adopt.release_on(c, namespace)
 
         try:
-            await self._run("release namespace", release)
+            await self._pool.run("release namespace", release)
         finally:
             self._forget(namespace)
 
     async def namespace_stats(self, namespace: str) -> NamespaceStats:
         ns = await self._namespace(namespace)
-        row = await self._run(
-            "count messages", lambda c: c.fetchrow(ns.sql.stats), ns=ns, retry=True
+        row = await self._pool.run(
+            "count messages", lambda c: c.fetchrow(ns.sql.stats), namespace=ns.id, retry=True
         )
         last = row[2].replace(tzinfo=UTC) if row[2] is not None else None
         return NamespaceStats(row[0], row[1], last)
@@ -761,9 +513,8 @@ class PostgresStore(Store):
                 await c.execute(ns.sql.truncate)  # RESTART IDENTITY: next global position is 1
                 return count
 
-        count = await self._run("clear namespace", clear, ns=ns)
-        for key in [k for k in self._seen if k[0] == namespace]:
-            del self._seen[key]
+        count = await self._pool.run("clear namespace", clear, namespace=ns.id)
+        self._relay.forget(namespace)
         return count
 
     # -- writing -----------------------------------------------------------------------------
@@ -799,7 +550,7 @@ class PostgresStore(Store):
         raise BackendError("Failed to write message: message id already exists")
 
     async def _write_batch(
-        self, ns: _Namespace, items: list[_Item], *, wait: bool = False
+        self, ns: _NamespaceSchema, items: list[_Item], *, wait: bool = False
     ) -> list[_Outcome | BaseException]:
         """One ``write_messages`` call for the batch; item by item if the batch fails as a whole.
 
@@ -813,13 +564,13 @@ class PostgresStore(Store):
                 such a category come back busy, so a held lock stalls only its own writes.
         """
         try:
-            written = await self._run(
-                "write message", lambda c: self._call_batch(c, ns, items, wait), ns=ns
+            written = await self._pool.run(
+                "write message", lambda c: self._call_batch(c, ns, items, wait), namespace=ns.id
             )
         except BackendError as exc:
             if len(items) == 1:
                 if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
-                    return [_DUPLICATE]  # a concurrent write with the same id won
+                    return [_Duplicate()]  # a concurrent write with the same id won
                 return [exc]
         else:
             self.stats.record_write_batch(len(items))
@@ -830,7 +581,9 @@ class PostgresStore(Store):
         return outcomes
 
     @staticmethod
-    async def _call_batch(c: Any, ns: _Namespace, items: list[_Item], wait: bool) -> list[_Outcome]:
+    async def _call_batch(
+        c: Any, ns: _NamespaceSchema, items: list[_Item], wait: bool
+    ) -> list[_Outcome]:
         messages = [item.message for item in items]
         rows = await c.fetch(
             ns.sql.write_batch,
@@ -839,8 +592,8 @@ class PostgresStore(Store):
             [m.type for m in messages],
             [m.data_json for m in messages],
             [m.metadata_json for m in messages],
-            [_jsonb_spelling(m.data_json, m.data) for m in messages],
-            [_jsonb_spelling(m.metadata_json, m.metadata) for m in messages],
+            [jsonb_spelling(m.data_json, m.data) for m in messages],
+            [jsonb_spelling(m.metadata_json, m.metadata) for m in messages],
             [m.expected_version for m in messages],
             wait,
         )
@@ -851,32 +604,22 @@ class PostgresStore(Store):
             elif outcome == "conflict":
                 outcomes.append(_Conflict(position))
             elif outcome == "busy":
-                outcomes.append(_BUSY)
+                outcomes.append(_Busy())
             else:
-                outcomes.append(_DUPLICATE)
+                outcomes.append(_Duplicate())
         return outcomes
 
-    async def _message_by_id(self, ns: _Namespace, message_id: str) -> Message | None:
-        row = await self._run(
-            "read message", lambda c: c.fetchrow(ns.sql.by_id, message_id), ns=ns, retry=True
+    async def _message_by_id(self, ns: _NamespaceSchema, message_id: str) -> Message | None:
+        row = await self._pool.run(
+            "read message",
+            lambda c: c.fetchrow(ns.sql.by_id, message_id),
+            namespace=ns.id,
+            retry=True,
         )
         return _to_message(row) if row is not None else None
 
     def _after_write(self, namespace: str, stream_name: str, result: WriteResult) -> None:
-        # Publish at once (lowest latency); the NOTIFY echo of this write is then skipped.
-        if self._first_sighting(namespace, result.global_position):
-            self._publish(Poke(namespace, stream_name, result.position, result.global_position))
-
-    def _first_sighting(self, namespace: str, global_position: int) -> bool:
-        """True the first time a write is seen; the second sighting (echo) is consumed."""
-        key = (namespace, global_position)
-        if key in self._seen:
-            del self._seen[key]
-            return False
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
-        return True
+        self._relay.own_write(Poke(namespace, stream_name, result.position, result.global_position))
 
     async def _import(
         self,
@@ -895,8 +638,8 @@ class PostgresStore(Store):
             [m.global_position for m in messages],
             data,
             metadata,
-            [_jsonb_spelling(d, m.data) for d, m in zip(data, messages, strict=True)],
-            [_jsonb_spelling(d, m.metadata) for d, m in zip(metadata, messages, strict=True)],
+            [jsonb_spelling(d, m.data) for d, m in zip(data, messages, strict=True)],
+            [jsonb_spelling(d, m.metadata) for d, m in zip(metadata, messages, strict=True)],
             [_naive_utc(m.time) for m in messages],
         )
         highest = max(m.global_position for m in messages)
@@ -911,12 +654,14 @@ class PostgresStore(Store):
                 return False
             return True
 
-        if not await self._run("import messages", insert, ns=ns):
+        if not await self._pool.run("import messages", insert, namespace=ns.id):
             raise await self._import_collision(ns, messages)
 
-    async def _import_collision(self, ns: _Namespace, messages: Sequence[Message]) -> EventoDBError:
+    async def _import_collision(
+        self, ns: _NamespaceSchema, messages: Sequence[Message]
+    ) -> EventoDBError:
         """Name the first record that collides, checking constraints in SQLite's order."""
-        rows = await self._run(
+        rows = await self._pool.run(
             "import messages",
             lambda c: c.fetch(
                 ns.sql.collisions,
@@ -925,7 +670,7 @@ class PostgresStore(Store):
                 [m.stream_name for m in messages],
                 [m.position for m in messages],
             ),
-            ns=ns,
+            namespace=ns.id,
             retry=True,
         )
         global_positions = {r[0] for r in rows}
@@ -962,8 +707,11 @@ class PostgresStore(Store):
             sql, start = ns.sql.read_stream_global, global_position
         else:
             sql, start = ns.sql.read_stream, position
-        row = await self._run(
-            "read stream", lambda c: c.fetchrow(sql, stream_name, start, limit), ns=ns, retry=True
+        row = await self._pool.run(
+            "read stream",
+            lambda c: c.fetchrow(sql, stream_name, start, limit),
+            namespace=ns.id,
+            retry=True,
         )
         return row[0], row[1]
 
@@ -987,7 +735,9 @@ class PostgresStore(Store):
         sql = ns.sql.read_category(
             bool(category), correlation is not None, consumer_group is not None
         )
-        row = await self._run("read category", lambda c: c.fetchrow(sql, *args), ns=ns, retry=True)
+        row = await self._pool.run(
+            "read category", lambda c: c.fetchrow(sql, *args), namespace=ns.id, retry=True
+        )
         return row[0], row[1]
 
     async def _last_message_json(
@@ -999,8 +749,8 @@ class PostgresStore(Store):
             sql, args = ns.sql.last, (stream_name,)
         else:
             sql, args = ns.sql.last_of_type, (stream_name, message_type)
-        body: str | None = await self._run(
-            "read last message", lambda c: c.fetchval(sql, *args), ns=ns, retry=True
+        body: str | None = await self._pool.run(
+            "read last message", lambda c: c.fetchval(sql, *args), namespace=ns.id, retry=True
         )
         return ("null", 0) if body is None else (body, 1)
 
@@ -1008,10 +758,10 @@ class PostgresStore(Store):
         self, namespace: str, stream_name: str, position: int, batch_size: int
     ) -> list[Located]:
         ns = await self._namespace(namespace)
-        rows = await self._run(
+        rows = await self._pool.run(
             "read stream",
             lambda c: c.fetch(ns.sql.stream_positions, stream_name, position, batch_size),
-            ns=ns,
+            namespace=ns.id,
             retry=True,
         )
         return [(r[0], r[1], r[2]) for r in rows]
@@ -1031,15 +781,17 @@ class PostgresStore(Store):
         if consumer_group is not None:
             args.extend((consumer_group.size, consumer_group.member))
         sql = ns.sql.category_positions(bool(category), consumer_group is not None)
-        rows = await self._run("read category", lambda c: c.fetch(sql, *args), ns=ns, retry=True)
+        rows = await self._pool.run(
+            "read category", lambda c: c.fetch(sql, *args), namespace=ns.id, retry=True
+        )
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def _stream_version(self, namespace: str, stream_name: str) -> int | None:
         ns = await self._namespace(namespace)
-        version = await self._run(
+        version = await self._pool.run(
             "read stream version",
             lambda c: c.fetchval(ns.sql.version, stream_name),
-            ns=ns,
+            namespace=ns.id,
             retry=True,
         )
         return None if version is None else int(version)
@@ -1048,48 +800,64 @@ class PostgresStore(Store):
         self, namespace: str, prefix: str, cursor: str, limit: int
     ) -> list[StreamInfo]:
         ns = await self._namespace(namespace)
-        rows = await self._run(
+        rows = await self._pool.run(
             "list streams",
             lambda c: c.fetch(ns.sql.list_streams, cursor, prefix, limit),
-            ns=ns,
+            namespace=ns.id,
             retry=True,
         )
         return [StreamInfo(r[0], r[1], r[2].replace(tzinfo=UTC)) for r in rows]
 
     async def list_categories(self, namespace: str) -> list[CategoryInfo]:
         ns = await self._namespace(namespace)
-        rows = await self._run(
-            "list categories", lambda c: c.fetch(ns.sql.list_categories), ns=ns, retry=True
+        rows = await self._pool.run(
+            "list categories",
+            lambda c: c.fetch(ns.sql.list_categories),
+            namespace=ns.id,
+            retry=True,
         )
         return [CategoryInfo(r[0], r[1], r[2]) for r in rows]
 
-    # -- pokes from Postgres -----------------------------------------------------------------
+    # -- what the notification relay asks and tells ------------------------------------------
 
-    def _listener_reconnected(self, alive_at: float) -> None:
-        self._publish(Gap(None, alive_at))
+    async def _namespace_of_schema(self, schema: str) -> str | None:
+        namespace = self._schema_owner.get(schema)
+        if namespace is None:
+            namespace = await self._pool.run(
+                "resolve namespace",
+                lambda c: c.fetchval(statements.NAMESPACE_OF_SCHEMA, schema),
+                retry=True,
+            )
+            if namespace is None:
+                return None
+            self._remember(namespace, schema)
+        return namespace
+
+    async def _locate(self, namespace: str, global_positions: list[int]) -> list[Located]:
+        ns = await self._namespace(namespace)
+        rows = await self._pool.run(
+            "resolve pokes",
+            lambda c: c.fetch(ns.sql.written, global_positions),
+            namespace=ns.id,
+            retry=True,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def _registry_changed(self, change: NamespaceChange) -> None:
+        """Another process changed the registry: drop what we cached, tell."""
+        if change.namespace is None:  # TRUNCATE: every namespace is gone
+            self._namespaces.clear()
+            self._schema_owner.clear()
+            self._token_hashes.clear()
+        elif change.kind != "created":
+            self._forget(change.namespace)
+        self._namespace_changed(change)
+
+    def _listener_reconnected(self) -> None:
         if self._recheck is None or self._recheck.done():
             self._recheck = asyncio.create_task(
                 self._recheck_registry(), name="eventodb-pg-recheck"
             )
-
-    # -- registry changes from Postgres ------------------------------------------------------
-
-    def _registry_notified(self, payload: str) -> None:
-        """A registry row changed (``002_registry_notify.sql``): drop what we cached, tell."""
-        try:
-            note = jsoncodec.loads(payload)
-            kind = _CHANGE_KINDS[note["op"]]
-            namespace = note["id"]
-        except (jsoncodec.JSONError, KeyError, TypeError):
-            log.warning("ignoring a malformed registry notification: %r", payload)
-            return
-        if namespace is None:  # TRUNCATE: every namespace is gone
-            self._namespaces.clear()
-            self._schema_owner.clear()
-            self._token_hashes.clear()
-        elif kind != "created":
-            self._forget(namespace)
-        self._namespace_changed(NamespaceChange(namespace, kind))
 
     async def _recheck_registry(self) -> None:
         """After a lost LISTEN connection: report namespaces deleted or re-tokened meanwhile."""
@@ -1097,12 +865,9 @@ class PostgresStore(Store):
         if not known:
             return
         try:
-            rows = await self._run(
+            rows = await self._pool.run(
                 "check the registry",
-                lambda c: c.fetch(
-                    f"SELECT id, token_hash FROM {_NAMESPACES} WHERE id = ANY($1::text[])",
-                    list(known),
-                ),
+                lambda c: c.fetch(statements.TOKEN_HASHES, list(known)),
                 retry=True,
             )
         except EventoDBError as exc:
@@ -1118,56 +883,3 @@ class PostgresStore(Store):
             self._namespace_changed(
                 NamespaceChange(namespace, "deleted" if now is None else "updated")
             )
-
-    async def _deliver(self) -> None:
-        """Turn NOTIFY payloads into pokes, in arrival order."""
-        while True:
-            payload = await self._inbox.get()
-            try:
-                await self._poke_from(payload)
-            except EventoDBError as exc:
-                log.warning("could not resolve a notification (%s); announcing a gap", exc)
-                self._publish(Gap(None))
-            except Exception:
-                log.exception("delivering a notification failed")
-
-    async def _poke_from(self, payload: str) -> None:
-        """Publish the pokes of one NOTIFY: ``write_message``'s (one write, with its stream
-        name unless too long) or ``write_messages``' (a batch: global positions only)."""
-        note = jsoncodec.loads(payload)
-        schema = note["s"]
-        namespace = self._schema_owner.get(schema)
-        if namespace is None:
-            namespace = await self._run(
-                "resolve namespace",
-                lambda c: c.fetchval(
-                    f"SELECT id FROM {_NAMESPACES} WHERE schema_name = $1", schema
-                ),
-                retry=True,
-            )
-            if namespace is None:
-                return
-            self._remember(namespace, schema)
-        written = note["g"]
-        if isinstance(written, int):  # write_message: one write
-            entries = [(note.get("n"), int(note["p"]), written)]
-        elif note.get("n") is not None:  # write_messages: a batch, names included
-            entries = list(zip(note["n"], note["p"], written, strict=True))
-        else:  # a batch whose names did not fit in the payload
-            entries = [(None, 0, g) for g in written]
-        missing: list[int] = []
-        for stream, position, global_position in entries:
-            if not self._first_sighting(namespace, global_position):
-                continue  # our own write: published already
-            if stream is None:
-                missing.append(global_position)
-            else:
-                self._publish(Poke(namespace, stream, position, global_position))
-        if not missing:
-            return
-        ns = await self._namespace(namespace)
-        rows = await self._run(
-            "resolve pokes", lambda c: c.fetch(ns.sql.written, missing), ns=ns, retry=True
-        )
-        for stream, position, global_position in rows:
-            self._publish(Poke(namespace, stream, position, global_position))

@@ -1,5 +1,5 @@
-"""A plain Message DB database seen from outside the server: recognise a Message DB schema,
-adopt it as a namespace (or release it again), and read it in global order for a copy.
+"""Adopting a plain Message DB schema as a namespace, and releasing it again: recognise a
+Message DB installation, register it, bring it to our namespace migration version.
 
 Adopting registers the schema under its own name in the registry, then applies our namespace
 migrations on top (docs/MIGRATION.md, "Adopting a Message DB database"): additive, and in
@@ -9,35 +9,34 @@ happens in one transaction, which a dry run rolls back after listing what change
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from eventodb.core import validation
 from eventodb.core.errors import BackendError, ErrorCode, EventoDBError, NamespaceNotFound
 from eventodb.store import migrations
-from eventodb.store.postgres_migrate import (
+from eventodb.store.postgres.migrate import (
     MIGRATION_LOCK,
     apply_namespace_migration,
     migrate_registry,
     schema_version,
 )
-from eventodb.store.postgres_sql import REGISTRY_SCHEMA, NamespaceSQL, quote_ident, redact
+from eventodb.store.postgres.pool import connect
+from eventodb.store.postgres.statements import (
+    NAMESPACE_OF_SCHEMA,
+    NAMESPACES,
+    REGISTRY_SCHEMA,
+    SCHEMA_EXISTS,
+    NamespaceSQL,
+    check_schema_name,
+    quote_ident,
+)
 
-DEFAULT_SCHEMA = "message_store"
-CONNECT_TIMEOUT = 10.0
-READ_BATCH = 10_000
-"""Rows fetched from the cursor at a time."""
-SNAPSHOT_LOCK_TIMEOUT = "5s"
-
-_SAFE_SCHEMA = re.compile(r"[A-Za-z0-9_]+")
 _REQUIRED_FUNCTIONS = (
     "write_message",
     "get_stream_messages",
@@ -96,34 +95,6 @@ class AdoptReport:
     """Every database object added, changed or removed, one line each."""
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """``postgres://.../db?schema=s`` → (the URL without ``schema``, the schema).
-
-    Raises:
-        BackendError: an unsafe schema name.
-    """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), DEFAULT_SCHEMA)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    check_schema_name(schema)
-    return urlunsplit(parts._replace(query=rest)), schema
-
-
-def check_schema_name(schema: str) -> None:
-    """Raises: BackendError for names we would not quote (only ``[A-Za-z0-9_]``)."""
-    if not _SAFE_SCHEMA.fullmatch(schema):
-        raise BackendError(f"unsupported schema name {schema!r}: use letters, digits and _")
-
-
-async def connect(dsn: str) -> Any:
-    """Raises: BackendError naming the database (without its password)."""
-    try:
-        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
-        raise BackendError(f"cannot connect to Postgres at {redact(dsn)}: {e}") from None
-
-
 async def inspect(c: Any, schema: str) -> MessageDBInfo:
     """Check that ``schema`` holds a Message DB 1.x installation.
 
@@ -131,7 +102,7 @@ async def inspect(c: Any, schema: str) -> MessageDBInfo:
         NotMessageDB: saying what is missing.
     """
     check_schema_name(schema)
-    if not await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+    if not await c.fetchval(SCHEMA_EXISTS, schema):
         raise NotMessageDB(f"schema {schema} does not exist")
     where = f"schema {schema} is not a Message DB installation"
     columns = dict(
@@ -233,7 +204,7 @@ def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
 
 
 async def _registry_exists(c: Any) -> bool:
-    return bool(await c.fetchval("SELECT to_regclass($1)", f"{REGISTRY_SCHEMA}.namespaces"))
+    return bool(await c.fetchval("SELECT to_regclass($1)", NAMESPACES))
 
 
 async def adopt(
@@ -297,14 +268,12 @@ async def _adopt(
     await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
     info = await inspect(c, schema)
     if await _registry_exists(c):
-        owner = await c.fetchval(
-            f"SELECT id FROM {REGISTRY_SCHEMA}.namespaces WHERE schema_name = $1", schema
-        )
+        owner = await c.fetchval(NAMESPACE_OF_SCHEMA, schema)
         if owner is not None:
             raise AlreadyRegistered(
                 f"schema {schema} is registered already, as namespace {owner!r}"
             )
-        if await c.fetchval(f"SELECT 1 FROM {REGISTRY_SCHEMA}.namespaces WHERE id = $1", namespace):
+        if await c.fetchval(f"SELECT 1 FROM {NAMESPACES} WHERE id = $1", namespace):
             raise AlreadyRegistered(f"namespace {namespace!r} exists already")
     before = await _catalog(c, schema)
     registry_before = await _catalog(c, REGISTRY_SCHEMA)
@@ -316,7 +285,7 @@ async def _adopt(
             report.migrations.append(m.name)
     await _fill_fast_paths(c, schema)
     await c.execute(
-        f"INSERT INTO {REGISTRY_SCHEMA}.namespaces"
+        f"INSERT INTO {NAMESPACES}"
         " (id, token_hash, schema_name, description, created_at, metadata)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
         namespace,
@@ -328,9 +297,7 @@ async def _adopt(
     )
     report.changes = _diff(registry_before, await _catalog(c, REGISTRY_SCHEMA))
     report.changes += _diff(before, await _catalog(c, schema))
-    report.changes.append(
-        f"register namespace {namespace!r} for schema {schema} in {REGISTRY_SCHEMA}.namespaces"
-    )
+    report.changes.append(f"register namespace {namespace!r} for schema {schema} in {NAMESPACES}")
     q = quote_ident(schema)
     row = await c.fetchrow(f"SELECT count(*), coalesce(max(global_position), 0) FROM {q}.messages")
     report.message_count, report.last_global_position = int(row[0]), int(row[1])
@@ -382,104 +349,9 @@ async def release_on(c: Any, namespace: str) -> str:
     schema = None
     if await _registry_exists(c):
         schema = await c.fetchval(
-            f"DELETE FROM {REGISTRY_SCHEMA}.namespaces WHERE id = $1 RETURNING schema_name",
+            f"DELETE FROM {NAMESPACES} WHERE id = $1 RETURNING schema_name",
             namespace,
         )
     if schema is None:
         raise NamespaceNotFound(namespace)
     return str(schema)
-
-
-# -- reading a schema in global order -----------------------------------------------------------
-
-MessageRow = tuple[str, str, str, int, int, str, str | None, str]
-"""``(id, stream, type, position, global position, data JSON, metadata JSON, time)``; time in
-RFC 3339 with microseconds. A NULL ``data`` reads as ``{}``, as the server reads it."""
-
-
-class MessageDBReader:
-    """The messages of one schema as a consistent snapshot, in global-position order.
-
-    The snapshot is a true prefix of the global order: before taking it, a second connection
-    briefly locks the table against writers (``SHARE`` mode, waiting for writes in flight), so
-    no message below the snapshot's highest global position can commit later. Without the
-    privilege to lock (or when the lock times out), the snapshot is taken anyway and
-    :attr:`prefix_guaranteed` says so.
-    """
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.dsn = dsn
-        self.schema = schema
-        self.prefix_guaranteed = False
-        self._conn: Any = None
-        self._transaction: Any = None
-
-    @classmethod
-    async def open(cls, url: str) -> MessageDBReader:
-        """Connect to ``postgres://.../db?schema=...`` (default schema ``message_store``).
-
-        Raises:
-            BackendError: unreachable, or no ``messages`` table in the schema.
-        """
-        dsn, schema = split_url(url)
-        reader = cls(dsn, schema)
-        reader._conn = await connect(dsn)
-        table = f"{quote_ident(schema)}.messages"
-        if await reader._conn.fetchval("SELECT to_regclass($1)", table) is None:
-            await reader.close()
-            raise BackendError(f"{redact(dsn)} has no table {schema}.messages")
-        return reader
-
-    async def snapshot(self, after: int) -> tuple[int, int]:
-        """Start the snapshot.
-
-        Returns:
-            How many messages lie above global position ``after``, and the highest global
-            position (0 when empty).
-        """
-        table = f"{quote_ident(self.schema)}.messages"
-        self._transaction = self._conn.transaction(isolation="repeatable_read", readonly=True)
-        await self._transaction.start()
-        locker = await connect(self.dsn)
-        try:
-            hold = locker.transaction()
-            await hold.start()
-            try:
-                await locker.execute(f"SET LOCAL lock_timeout = '{SNAPSHOT_LOCK_TIMEOUT}'")
-                await locker.execute(f"LOCK TABLE {table} IN SHARE MODE")
-                self.prefix_guaranteed = True
-            except asyncpg.PostgresError:
-                self.prefix_guaranteed = False
-            await self._conn.fetchval("SELECT 1")  # the snapshot is taken here
-            await hold.rollback()  # writers go on at once
-        finally:
-            with contextlib.suppress(Exception):
-                await locker.close()
-        row = await self._conn.fetchrow(
-            f"SELECT count(*), coalesce(max(global_position), 0) FROM {table}"
-            " WHERE global_position > $1",
-            after,
-        )
-        return int(row[0]), int(row[1])
-
-    async def rows(self, after: int) -> AsyncIterator[list[MessageRow]]:
-        """Batches of rows above ``after`` from the snapshot (:meth:`snapshot` first)."""
-        table = f"{quote_ident(self.schema)}.messages"
-        cursor = await self._conn.cursor(
-            "SELECT id::text, stream_name, type, position, global_position,"
-            " coalesce(data, '{}'::jsonb)::text, metadata::text,"
-            ' to_char(time, \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\')'
-            f" FROM {table} WHERE global_position > $1 ORDER BY global_position",
-            after,
-        )
-        while rows := await cursor.fetch(READ_BATCH):
-            yield [tuple(r) for r in rows]
-
-    async def close(self) -> None:
-        if self._transaction is not None:
-            with contextlib.suppress(Exception):
-                await self._transaction.rollback()
-            self._transaction = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None

@@ -43,7 +43,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop | None
 
 
-def _settle(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+def _set_outcome(
+    future: asyncio.Future[Any] | None, result: Any, error: BaseException | None
+) -> None:
     if future is None or future.cancelled():
         return
     if error is not None:
@@ -144,7 +146,7 @@ class Writer:
                 self._jobs.put(_Job(_checkpoint, False, "checkpoint", None, None))
         finally:
             self._lock.release()
-        _settle(job.future, result, error)
+        _set_outcome(job.future, result, error)
         return True
 
     async def stop(self) -> None:
@@ -201,13 +203,13 @@ class Writer:
                 return
             if job is not None:
                 closed = BackendError(f"Failed to {job.verb}: the namespace database is closed")
-                _settle_threadsafe(job, None, closed)
+                _set_outcome_threadsafe(job, None, closed)
 
     def _process(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
         if conn is None:
             failure = BackendError(f"Failed to open database: {self._open_error}")
             for job in batch:
-                _settle_threadsafe(job, None, failure)
+                _set_outcome_threadsafe(job, None, failure)
             return
         i = 0
         while i < len(batch):
@@ -220,7 +222,7 @@ class Writer:
                 j += 1
             jobs = batch[i:j]
             for job, outcome in zip(jobs, self._run_writes(conn, jobs), strict=True):
-                _settle_threadsafe(job, *outcome)
+                _set_outcome_threadsafe(job, *outcome)
             i = j
 
     @staticmethod
@@ -229,7 +231,7 @@ class Writer:
             result, error = job.fn(conn), None
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             result, error = None, translate(exc, job.verb)
-        _settle_threadsafe(job, result, error)
+        _set_outcome_threadsafe(job, result, error)
 
     def _run_writes(
         self, conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
@@ -275,9 +277,9 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _settle_threadsafe(job: _Job, result: Any, error: BaseException | None) -> None:
+def _set_outcome_threadsafe(job: _Job, result: Any, error: BaseException | None) -> None:
     if job.loop is not None and job.future is not None:
-        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+        job.loop.call_soon_threadsafe(_set_outcome, job.future, result, error)
 
 
 class ReadPool:

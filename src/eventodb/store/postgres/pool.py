@@ -1,0 +1,210 @@
+"""Connections of the Postgres backend: the store's pool, the one way statements run on it, and
+the translation of driver errors.
+
+Driver errors are translated here, at the boundary: connection trouble and anything unexpected
+become :class:`~eventodb.core.errors.BackendError` ("Failed to <verb>: ..."); a statement about
+one namespace that fails is first explained by the store (a schema dropped behind our back, a
+namespace deleted while the statement ran), see :data:`Explain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from eventodb.core.errors import BackendError, EventoDBError
+from eventodb.store.base import PoolUsage, StoreStats
+from eventodb.store.postgres.statements import redact
+
+T = TypeVar("T")
+
+DEFAULT_MAX_POOL = 25
+"""Upstream's pool: at most 25 open connections."""
+CONNECT_TIMEOUT = 5.0
+IDLE_LIFETIME = 300.0
+"""Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""
+COMMAND_CONNECT_TIMEOUT = 10.0
+"""Seconds the ``adopt`` and ``import`` commands wait for their own connection."""
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
+    # Not an InterfaceError: a connection that broke mid-protocol (seen during a Postgres
+    # restart: "cannot switch to state 12; another operation (2) is in progress").
+    asyncpg.InternalClientError,
+)
+MISSING_OBJECT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.UndefinedTableError,
+    asyncpg.InvalidSchemaNameError,
+    asyncpg.UndefinedFunctionError,
+)
+"""A statement met no schema, table or function: its namespace's storage is gone."""
+
+Explain = Callable[[str, str, BaseException], Awaitable[EventoDBError | None]]
+"""``(namespace, verb, driver error)`` → the error to raise instead of a plain
+:class:`BackendError`, or ``None`` when the failure has nothing to do with the namespace."""
+
+
+def describe(exc: BaseException) -> str:
+    """A driver error as a message says it, connection trouble named as such."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError | TimeoutError):
+        return f"Postgres is unreachable ({text})"
+    if isinstance(exc, CONNECTION_ERRORS):
+        return f"connection to Postgres lost ({text})"
+    return text
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook: our connections keep no session state, so skip asyncpg's reset query.
+
+    (asyncpg still rolls back an open transaction on release.) Saves a round trip per request.
+    """
+
+
+async def connect(dsn: str) -> Any:
+    """One connection of its own, for the commands that work on a database without a store.
+
+    Raises:
+        BackendError: naming the database (without its password).
+    """
+    try:
+        return await asyncpg.connect(dsn, timeout=COMMAND_CONNECT_TIMEOUT)
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError, ValueError) as exc:
+        raise BackendError(f"cannot connect to Postgres at {redact(dsn)}: {exc}") from None
+
+
+class Pool:
+    """The store's pooled connections, and :meth:`run`, through which every statement goes.
+
+    Args:
+        explain: asked about a statement on one namespace that failed in the database.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        stats: StoreStats,
+        explain: Explain,
+    ) -> None:
+        self.dsn = dsn
+        self.min_size = min(min_size, max_size)
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self._stats = stats
+        self._explain = explain
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        """Raises: BackendError naming the database (without its password)."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                max_inactive_connection_lifetime=IDLE_LIFETIME,
+                timeout=self.connect_timeout,
+                statement_cache_size=512,
+                reset=_keep_session,
+                server_settings={"application_name": "eventodb"},
+            )
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError, ValueError) as exc:
+            where = redact(self.dsn)
+            raise BackendError(f"Failed to connect to Postgres at {where}: {exc}") from exc
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), 5)
+        except (TimeoutError, *CONNECTION_ERRORS, asyncpg.PostgresError):
+            pool.terminate()
+
+    def usage(self) -> PoolUsage | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        return PoolUsage(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
+
+    async def connect_listener(self) -> Any:
+        """A connection outside the pool, for LISTEN; the driver's errors are the caller's."""
+        return await asyncpg.connect(
+            self.dsn,
+            timeout=self.connect_timeout,
+            server_settings={"application_name": "eventodb-listen"},
+        )
+
+    async def run(
+        self,
+        verb: str,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        namespace: str | None = None,
+        retry: bool = False,
+    ) -> T:
+        """Run ``work(connection)`` on a pooled connection, translating driver errors.
+
+        Args:
+            verb: what the work does, for error messages ("Failed to <verb>: ...").
+            namespace: the namespace the work touches, to explain failures.
+            retry: the work is a read: run it once more on a fresh connection when the first
+                one turns out to be dead (e.g. after a Postgres restart).
+
+        Raises:
+            EventoDBError: raised by ``work`` itself, or :data:`Explain`'s answer.
+            BackendError: any other failure.
+        """
+        pool = self._pool
+        if pool is None:
+            raise BackendError(f"Failed to {verb}: store is not open")
+        try:
+            return await self._attempt(pool, verb, work, namespace, 2 if retry else 1)
+        except BackendError:
+            self._stats.record_error()
+            raise
+
+    async def _attempt(
+        self,
+        pool: Any,
+        verb: str,
+        work: Callable[[Any], Awaitable[T]],
+        namespace: str | None,
+        attempts: int,
+    ) -> T:
+        stats = self._stats
+        for attempt in range(attempts):
+            try:
+                asked = time.perf_counter()
+                async with pool.acquire() as conn:
+                    stats.record_pool_wait(time.perf_counter() - asked)
+                    return await work(conn)
+            except EventoDBError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise BackendError(f"Failed to {verb}: {describe(exc)}") from exc
+            except asyncpg.PostgresError as exc:
+                explained = None
+                if namespace is not None:
+                    explained = await self._explain(namespace, verb, exc)
+                if explained is None:
+                    explained = BackendError(f"Failed to {verb}: {exc}")
+                raise explained from exc
+        raise AssertionError("unreachable")
