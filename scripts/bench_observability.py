@@ -20,7 +20,7 @@ import asyncio
 import os
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 from eventodb.api import app as app_module
@@ -68,6 +68,10 @@ async def _drive(app: EventoDBApp, scope: dict[str, Any], body: bytes, count: in
     return (time.process_time() - started) / count * 1e6
 
 
+async def _discard(message: MutableMapping[str, Any]) -> None:
+    """A ``send`` that drops what it is given."""
+
+
 def _pieces(log_stream: Any) -> dict[str, float]:
     scope = _scope("POST", "/rpc", [(b"authorization", f"Bearer {TOKEN}".encode())])
     metrics = RequestMetrics()
@@ -75,7 +79,7 @@ def _pieces(log_stream: Any) -> dict[str, float]:
     json_log = RequestLog(LogOutput(log_stream, "json"))
     cases: dict[str, Callable[[], object]] = {
         "request id": lambda: app_module._request_id(scope),
-        "request record": lambda: app_module._Request(b"abcd1234-1"),
+        "request record": lambda: app_module._Request(_discard, b"abcd1234-1"),
         "metrics.record": lambda: metrics.record("/rpc", "stream.write", 200, 0.0012),
         "request line (console)": lambda: console(
             "POST", "/rpc", 200, 1.2, "stream.write", "default", "abcd1234-1", None

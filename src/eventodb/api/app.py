@@ -11,17 +11,16 @@ request line in the log carries the same id, plus the cause of any 5xx.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from eventodb import __version__
-from eventodb.api import imports, sse
+from eventodb.api import asgi, imports, sse
+from eventodb.api.asgi import Receive, ResponseSend, Scope, Send
 from eventodb.api.auth import DEFAULT_NAMESPACE, Authenticator, Caller, not_authorized
 from eventodb.api.broker import Broker
 from eventodb.api.console import PREFIX as CONSOLE_PREFIX
@@ -32,18 +31,15 @@ from eventodb.api.rpc import METHODS, OWN_NAMESPACE, Services
 from eventodb.config import DEFAULT_AUTH_CACHE_TTL, DEFAULT_MAX_IN_FLIGHT
 from eventodb.core import jsoncodec
 from eventodb.core.errors import (
-    ErrorCode,
+    EndpointNotFound,
     EventoDBError,
+    InternalError,
     InvalidArgument,
+    MethodNotFound,
     NamespaceNotFound,
     ServerBusy,
 )
 from eventodb.store.base import Store
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 """Request bodies above 100 MiB are refused with 413 (docs/API.md, "Limits")."""
@@ -53,8 +49,6 @@ RETRY_AFTER_SECONDS = 1
 
 log = logging.getLogger("eventodb.http")
 
-_JSON = (b"content-type", b"application/json")
-_SERVER = (b"server", f"EventoDB/{__version__}".encode())
 _HEALTH = jsoncodec.dumps({"status": "ok"})
 _VERSION = jsoncodec.dumps({"version": __version__})
 _KIND = {dict: "an object", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
@@ -77,19 +71,23 @@ def _request_id(scope: Scope) -> bytes:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}".encode()
 
 
-class _Request:
-    """What the request line and the metrics need to know about one request."""
+class _Request(ResponseSend):
+    """One request: its ``send`` (which adds the request id, and the token of a namespace created
+    on first use, to whichever response it gets), and what the request line and the metrics
+    need to know about it."""
 
-    __slots__ = ("error", "headers", "id", "namespace", "rpc")
+    __slots__ = ("failure", "id", "namespace", "rpc")
 
-    def __init__(self, request_id: bytes) -> None:
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        # ResponseSend's fields set here rather than through its __init__: one call less on
+        # every request.
+        self._send = send
+        self.headers = [(b"x-request-id", request_id)]
+        self.status = None
         self.id = request_id
-        self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id)]
-        """Extra response headers: the request id, and the token of a namespace created on
-        first use."""
         self.rpc: str | None = None
         self.namespace: str | None = None
-        self.error: str | None = None
+        self.failure: str | None = None
         """Cause of a 5xx: exception class and message."""
 
     def authenticated(self, caller: Caller) -> None:
@@ -99,18 +97,14 @@ class _Request:
 
     def failed(self, error: BaseException) -> None:
         message = error.message if isinstance(error, EventoDBError) else str(error)
-        self.error = f"{type(error).__name__}: {message}"
+        self.failure = f"{type(error).__name__}: {message}"
 
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    async def error(self, error: EventoDBError, status: int | None = None) -> int:
+        """The error envelope; a 5xx records its cause for the request line."""
+        status = await super().error(error, status)
+        if status >= 500:
+            self.failed(error)
+        return status
 
 
 class EventoDBApp:
@@ -161,13 +155,14 @@ class EventoDBApp:
         started = time.perf_counter()
         svc = self.services
         svc.in_flight += 1
-        status = 500
-        req = _Request(_request_id(scope))
+        req = _Request(send, _request_id(scope))
         try:
-            status = await self._route(scope, receive, send, req)
-        except _ClientGone:
+            await self._route(scope, receive, req)
+            status = req.status or 500
+        except asgi.ClientGone:
             status = 499
         except Exception as exc:
+            status = 500
             # Never a stack trace in a response; the log gets it, with the request id.
             req.failed(exc)
             log.exception(
@@ -176,8 +171,8 @@ class EventoDBApp:
                 scope["path"],
                 extra={"fields": {"request_id": req.id.decode()}},
             )
-            with contextlib.suppress(Exception):  # fails if the response had already started
-                await _send_json(send, 500, _INTERNAL, req.headers)
+            if not req.started:
+                await req.json(500, _INTERNAL)
         finally:
             svc.in_flight -= 1
         seconds = time.perf_counter() - started
@@ -191,82 +186,81 @@ class EventoDBApp:
             req.rpc,
             req.namespace,
             req.id.decode(),
-            req.error,
+            req.failure,
         )
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
+    async def _route(self, scope: Scope, receive: Receive, req: _Request) -> None:
         path = scope["path"]
         if path == "/rpc" or path == "/import":
             # These hold a body (and what it decodes to) in memory: bound how many run at once.
             if self.busy >= self.max_in_flight:
                 req.failed(_BUSY)
-                await _send_json(send, 503, _BUSY_BODY, [*req.headers, _RETRY_AFTER])
-                return 503
+                await req.json(503, _BUSY_BODY, _RETRY_AFTER)
+                return
             self.busy += 1
             try:
                 if path == "/rpc":
-                    return await self._rpc(scope, receive, send, req)
-                return await self._import(scope, receive, send, req)
+                    await self._rpc(scope, receive, req)
+                else:
+                    await self._import(scope, receive, req)
             finally:
                 self.busy -= 1
-        if path == "/health":
-            await _send_json(send, 200, _HEALTH, req.headers)
-            return 200
-        if path == "/subscribe":
-            return await self._subscribe(scope, receive, send, req)
-        if path == "/ready":
-            return await self._ready(send, req)
-        if path == "/version":
-            await _send_json(send, 200, _VERSION, req.headers)
-            return 200
-        if path == "/metrics" and self.exposition is not None:
-            return await self._metrics(scope, send, req)
-        if self.console is not None and (
+        elif path == "/health":
+            await req.json(200, _HEALTH)
+        elif path == "/subscribe":
+            await self._subscribe(scope, receive, req)
+        elif path == "/ready":
+            await self._ready(req)
+        elif path == "/version":
+            await req.json(200, _VERSION)
+        elif path == "/metrics" and self.exposition is not None:
+            await self._metrics(scope, req)
+        elif self.console is not None and (
             path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
         ):
-            return await self._console(scope, send, req)
-        await _send_json(send, 404, _NOT_FOUND, req.headers)
-        return 404
+            await self._console(scope, req)
+        else:
+            await req.json(404, _NOT_FOUND)
 
-    async def _console(self, scope: Scope, send: Send, req: _Request) -> int:
+    async def _console(self, scope: Scope, req: _Request) -> None:
         assert self.console is not None
         response = self.console.respond(
             scope["method"],
             scope["path"],
-            if_none_match=_header(scope, b"if-none-match"),
-            accept_encoding=_header(scope, b"accept-encoding"),
+            if_none_match=asgi.header(scope, b"if-none-match"),
+            accept_encoding=asgi.header(scope, b"accept-encoding"),
         )
         if response is None:
-            await _send_json(send, 404, _NOT_FOUND, req.headers)
-            return 404
-        headers = [*response.headers, _SERVER, *req.headers]
-        await _send(send, response.status, headers, response.body)
-        return response.status
+            await req.json(404, _NOT_FOUND)
+            return
+        headers = [*response.headers, asgi.SERVER]
+        await req.respond(response.status, headers, response.body)
 
     async def _authenticate(self, scope: Scope, req: _Request) -> Caller:
         caller = await self.services.auth.authenticate(
-            scope["query_string"], _header(scope, b"authorization")
+            scope["query_string"], asgi.header(scope, b"authorization")
         )
         req.authenticated(caller)
         return caller
 
-    async def _rpc(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
+    async def _rpc(self, scope: Scope, receive: Receive, req: _Request) -> None:
         try:
             caller = await self._authenticate(scope, req)
             if scope["method"] != "POST":
-                return await _send_error(
-                    send, InvalidArgument("Only POST method allowed"), req, 405
-                )
+                await req.error(InvalidArgument("Only POST method allowed"), 405)
+                return
             raw = await self._read_body(scope, receive)
             if raw is None:
-                return await _send_error(send, InvalidArgument("Request body too large"), req, 413)
+                await req.error(InvalidArgument("Request body too large"), 413)
+                return
             body = await self._call(caller.namespace, raw, req)
         except _TooLarge as exc:
-            return await _send_error(send, exc, req, 413)
+            await req.error(exc, 413)
+            return
         except EventoDBError as exc:
-            return await _send_error(send, exc, req)
-        await _send_json(send, 200, body, req.headers)
-        return 200
+            await req.error(exc)
+            return
+        await req.json(200, body)
 
     async def _call(self, namespace: str, raw: bytes, req: _Request) -> bytes:
         """Run one RPC request body; returns the JSON result. Raises EventoDBError."""
@@ -277,7 +271,7 @@ class EventoDBApp:
         method = METHODS.get(name)
         if method is None:
             req.rpc = "unknown"
-            raise _MethodNotFound(f"Unknown method: {name}")
+            raise MethodNotFound(f"Unknown method: {name}")
         req.rpc = name
         try:
             result = await method(self.services, namespace, request[1:])
@@ -301,64 +295,49 @@ class EventoDBApp:
 
         Raises:
             _TooLarge: too many JSON values (answered 413).
+            ClientGone: the client disconnected.
         """
-        limit = self.max_body_bytes
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if asgi.declares_more_than(scope, self.max_body_bytes):
             return None
+        body = asgi.Body(receive, self.max_body_bytes)
         chunks: list[bytes] = []
-        size = 0
         values = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    return None
-                values += chunk.count(b",") + chunk.count(b"[") + chunk.count(b"{")
-                if values > self.max_values:
-                    raise _TooLarge("Request body holds too many JSON values")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            while not body.ended:
+                chunk = await body.chunk()
+                if chunk:
+                    values += chunk.count(b",") + chunk.count(b"[") + chunk.count(b"{")
+                    if values > self.max_values:
+                        raise _TooLarge("Request body holds too many JSON values")
+                    chunks.append(chunk)
+        except asgi.BodyTooLarge:
+            return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _subscribe(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
+    async def _subscribe(self, scope: Scope, receive: Receive, req: _Request) -> None:
         try:
             caller = await self._authenticate(scope, req)
         except EventoDBError as exc:
-            return await _send_error(send, exc, req)
-        seen = {"status": 200}
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), *req.headers]}
-            await send(message)
-
+            await req.error(exc)
+            return
         svc = self.services
         await sse.handle_subscribe(
             scope,
             receive,
-            tracking_send,
+            req,
             store=svc.store,
             broker=svc.broker,
             namespace=caller.namespace,
             heartbeat=self.sse_heartbeat,
         )
-        return seen["status"]
 
-    async def _import(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> int:
+    async def _import(self, scope: Scope, receive: Receive, req: _Request) -> None:
         """``POST /import`` (docs/API.md, "Import"): auth and ``?force=true`` answer JSON
         errors, then the import streams its events (:mod:`eventodb.api.imports`)."""
         svc = self.services
         try:
             caller = await self._authenticate(scope, req)
-            length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if asgi.declares_more_than(scope, self.max_body_bytes):
                 raise _TooLarge("Request body too large")
             if await imports.clear_if_forced(svc.store, caller.namespace, scope["query_string"]):
                 # Positions restart at 1: what subscribers were told no longer holds. End their
@@ -366,30 +345,31 @@ class EventoDBApp:
                 # believe they have seen.
                 svc.broker.close_namespace(caller.namespace)
         except EventoDBError as exc:
-            return await _send_error(send, exc, req, 413 if isinstance(exc, _TooLarge) else None)
+            await req.error(exc, 413 if isinstance(exc, _TooLarge) else None)
+            return
         svc.imports_running += 1
         try:
-            return await imports.stream_import(
+            status = await imports.stream_import(
                 receive,
-                send,
+                req,
                 store=svc.store,
                 namespace=caller.namespace,
                 max_body_bytes=self.max_body_bytes,
-                extra_headers=[_SERVER, *req.headers],
             )
         finally:
             svc.imports_running -= 1
+        if status == 499:
+            raise asgi.ClientGone  # mid-body: the request line says so
 
-    async def _ready(self, send: Send, req: _Request) -> int:
+    async def _ready(self, req: _Request) -> None:
         """``GET /ready``: 200 when every store component passes its check, else 503."""
         svc = self.services
         report = await svc.readiness.check()
         status = 200 if report.ready else 503
         body = {"status": report.status, "backend": svc.store.backend, "checks": report.checks()}
-        await _send_json(send, status, jsoncodec.dumps(body), req.headers)
-        return status
+        await req.json(status, jsoncodec.dumps(body))
 
-    async def _metrics(self, scope: Scope, send: Send, req: _Request) -> int:
+    async def _metrics(self, scope: Scope, req: _Request) -> None:
         """``GET /metrics``: the Prometheus text format; the admin token is required unless
         the server runs with ``--metrics-public``."""
         assert self.exposition is not None
@@ -399,15 +379,11 @@ class EventoDBApp:
                 if caller.namespace != DEFAULT_NAMESPACE and not self.services.permissive_admin:
                     raise not_authorized(caller.namespace)
             except EventoDBError as exc:
-                return await _send_error(send, exc, req)
+                await req.error(exc)
+                return
         body = self.exposition.render(await self.services.readiness.check())
         headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
-        await _send(send, 200, [*headers, _SERVER, *req.headers], body)
-        return 200
-
-
-class _MethodNotFound(EventoDBError):
-    code = ErrorCode.METHOD_NOT_FOUND
+        await req.respond(200, [*headers, asgi.SERVER], body)
 
 
 class _TooLarge(InvalidArgument):
@@ -445,32 +421,6 @@ def _parse_request(raw: bytes) -> list[Any]:
     return request
 
 
-async def _send_error(
-    send: Send, error: EventoDBError, req: _Request, status: int | None = None
-) -> int:
-    """Answer with the error envelope (``status`` overrides the code's usual one); a 5xx
-    records its cause for the request line."""
-    status = status or error.http_status
-    if status >= 500:
-        req.failed(error)
-    await _send_json(send, status, jsoncodec.dumps(error.envelope()), req.headers)
-    return status
-
-
-async def _send_json(
-    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), _SERVER]
-    if extra:
-        headers.extend(extra)
-    await _send(send, status, headers, body)
-
-
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _lifespan(receive: Receive, send: Send) -> None:
     """The CLI opens the store before listening; in-process hosts get a no-op lifespan."""
     while True:
@@ -482,13 +432,11 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-_NOT_FOUND = jsoncodec.dumps({"error": {"code": "NOT_FOUND", "message": "Endpoint not found"}})
+_NOT_FOUND = jsoncodec.dumps(EndpointNotFound("Endpoint not found").envelope())
 _BUSY = ServerBusy("Too many requests in flight; retry later")
 _BUSY_BODY = jsoncodec.dumps(_BUSY.envelope())
 _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
-_INTERNAL = jsoncodec.dumps(
-    {"error": {"code": "INTERNAL_ERROR", "message": "Internal server error"}}
-)
+_INTERNAL = jsoncodec.dumps(InternalError("Internal server error").envelope())
 
 
 def create_app(

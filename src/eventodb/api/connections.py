@@ -32,6 +32,7 @@ from eventodb.config import (
     DEFAULT_MAX_HEADER_BYTES,
 )
 from eventodb.core import jsoncodec
+from eventodb.core.errors import EventoDBError, InvalidArgument, ServerBusy
 
 log = logging.getLogger("eventodb.http")
 
@@ -65,9 +66,9 @@ class ConnectionLimits:
         return min(1.0, self.header_timeout / 4, self.body_timeout / 4)
 
 
-def refusal(status: int, code: str, message: str, *extra: tuple[str, str]) -> bytes:
-    """A complete ``Connection: close`` response with a JSON error envelope."""
-    body = jsoncodec.dumps({"error": {"code": code, "message": message}})
+def refusal(error: EventoDBError, status: int, *extra: tuple[str, str]) -> bytes:
+    """A complete ``Connection: close`` response with the error envelope of ``error``."""
+    body = jsoncodec.dumps(error.envelope())
     head = [
         f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
         "content-type: application/json",
@@ -79,9 +80,9 @@ def refusal(status: int, code: str, message: str, *extra: tuple[str, str]) -> by
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-_TOO_LARGE = refusal(431, "INVALID_REQUEST", "Request header fields too large")
-_HEADER_TIMEOUT = refusal(408, "INVALID_REQUEST", "Request header timeout")
-_TOO_MANY = refusal(503, "SERVER_BUSY", "Too many open connections", ("retry-after", "1"))
+_TOO_LARGE = refusal(InvalidArgument("Request header fields too large"), 431)
+_HEADER_TIMEOUT = refusal(InvalidArgument("Request header timeout"), 408)
+_TOO_MANY = refusal(ServerBusy("Too many open connections"), 503, ("retry-after", "1"))
 
 
 class ConnectionGuard:

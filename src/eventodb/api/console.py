@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
+from eventodb.api.asgi import Headers
 from eventodb.core import jsoncodec
 from eventodb.core.errors import InvalidArgument
 
@@ -46,8 +47,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 )
-
-Headers = list[tuple[bytes, bytes]]
 
 _WRONG_METHOD = jsoncodec.dumps(InvalidArgument("Only GET and HEAD methods allowed").envelope())
 

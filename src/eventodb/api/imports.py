@@ -13,30 +13,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from eventodb.api import asgi
+from eventodb.api.asgi import Body, BodyTooLarge, ClientGone, Receive, Send
 from eventodb.core import ids, jsoncodec, timefmt, validation
 from eventodb.core.errors import ErrorCode, EventoDBError, PositionExists
 from eventodb.store.base import Message, Store
-
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
 
 BATCH_SIZE = 1000
 """Records per transaction; a progress event follows every committed batch."""
 MAX_LINE_BYTES = 1024 * 1024
 """Longer lines end the import with ``READ_ERROR`` (upstream's scanner buffer)."""
 
-HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"connection", b"keep-alive"),
-    (b"x-accel-buffering", b"no"),
-]
+_NO_PROXY_BUFFERING = (b"x-accel-buffering", b"no")
 
 log = logging.getLogger("eventodb.import")
 
@@ -61,10 +54,6 @@ class ImportFailure(Exception):
         if self.line:
             body["line"] = self.line
         return body
-
-
-class ClientGone(Exception):
-    """The client disconnected while the body was still arriving."""
 
 
 def wants_force(query_string: bytes) -> bool:
@@ -99,81 +88,46 @@ class _Line:
     text: bytes
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class _LineTooLong(Exception):
     def __init__(self, number: int) -> None:
         super().__init__(number)
         self.number = number
 
 
-class _Body:
-    """The request body, read chunk by chunk as :meth:`lines` is consumed."""
+async def _lines(body: Body) -> AsyncGenerator[_Line, None]:
+    """The body's non-blank lines with their 1-based numbers (a trailing ``\r`` is allowed),
+    read as they are consumed.
 
-    def __init__(self, receive: Receive, max_bytes: int) -> None:
-        self._receive = receive
-        self._max_bytes = max_bytes
-        self.size = 0
-        self.ended = False
-        """True once the last chunk arrived (or the client went away)."""
-
-    async def _chunk(self) -> bytes:
-        """The next chunk. Raises: ClientGone, _BodyTooLarge."""
-        message = await self._receive()
-        if message["type"] == "http.disconnect":
-            self.ended = True
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        self.ended = not message.get("more_body", False)
-        self.size += len(chunk)
-        if self.size > self._max_bytes:
-            raise _BodyTooLarge
-        return chunk
-
-    async def lines(self) -> AsyncGenerator[_Line, None]:
-        """Non-blank lines with their 1-based numbers (a trailing ``\r`` is allowed).
-
-        Raises:
-            ClientGone: the client disconnected.
-            _BodyTooLarge: the body passed the size limit.
-            _LineTooLong: a line passed :data:`MAX_LINE_BYTES` (found without buffering it).
-        """
-        pending = b""
-        number = 0
-        while not self.ended:
-            chunk = await self._chunk()
-            if not chunk:
-                continue
-            buffer = pending + chunk if pending else chunk
-            start = 0
-            while (end := buffer.find(b"\n", start)) >= 0:
-                number += 1
-                line = buffer[start:end]
-                start = end + 1
-                if _too_long(line):
-                    raise _LineTooLong(number)
-                if line.strip():
-                    yield _Line(number, line)
-            pending = buffer[start:]
-            if len(pending) > MAX_LINE_BYTES + 1:
-                raise _LineTooLong(number + 1)
-        if pending:
+    Raises:
+        ClientGone: the client disconnected.
+        BodyTooLarge: the body passed the size limit.
+        _LineTooLong: a line passed :data:`MAX_LINE_BYTES` (found without buffering it).
+    """
+    pending = b""
+    number = 0
+    while not body.ended:
+        chunk = await body.chunk()
+        if not chunk:
+            continue
+        buffer = pending + chunk if pending else chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
             number += 1
-            if _too_long(pending):
+            line = buffer[start:end]
+            start = end + 1
+            if _too_long(line):
                 raise _LineTooLong(number)
-            if pending.strip():
-                yield _Line(number, pending)
-
-    async def drain(self) -> None:
-        """Read and drop the rest (up to the size limit), so that a client still uploading
-        can read the error event instead of seeing its connection reset."""
-        try:
-            while not self.ended:
-                await self._chunk()
-        except (ClientGone, _BodyTooLarge):
-            pass
+            if line.strip():
+                yield _Line(number, line)
+        pending = buffer[start:]
+        if len(pending) > MAX_LINE_BYTES + 1:
+            raise _LineTooLong(number + 1)
+    if pending:
+        number += 1
+        if _too_long(pending):
+            raise _LineTooLong(number)
+        if pending.strip():
+            yield _Line(number, pending)
 
 
 def _too_long(line: bytes) -> bool:
@@ -280,12 +234,8 @@ def parse_record(line: _Line, max_message_bytes: int) -> Message:
     )
 
 
-def _event(payload: dict[str, Any]) -> ASGIMessage:
-    return {
-        "type": "http.response.body",
-        "body": b"data: " + jsoncodec.dumps(payload) + b"\n\n",
-        "more_body": True,
-    }
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + jsoncodec.dumps(payload) + b"\n\n"
 
 
 async def _insert(store: Store, namespace: str, batch: list[Message], lines: list[int]) -> None:
@@ -327,7 +277,8 @@ class _Batches:
         await _insert(self._store, self._namespace, batch, lines)
         self.imported += len(batch)
         if event:
-            await self._send(_event({"imported": self.imported, "gpos": batch[-1].global_position}))
+            event_body = _event({"imported": self.imported, "gpos": batch[-1].global_position})
+            await asgi.send_chunk(self._send, event_body)
 
     async def submit(self, batch: list[Message], lines: list[int], *, event: bool) -> None:
         """Start inserting ``batch`` once the previous one has committed.
@@ -361,7 +312,6 @@ async def stream_import(
     store: Store,
     namespace: str,
     max_body_bytes: int,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> int:
     """Answer 200 and import the body, one ``data:`` event per committed batch and a final
     done or error event.
@@ -370,20 +320,14 @@ async def stream_import(
         200, or 499 when the client went away before the body ended.
     """
     started = time.perf_counter()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": HEADERS + (extra_headers or []),
-        }
-    )
+    await asgi.start_event_stream(send, _NO_PROXY_BUFFERING, asgi.SERVER)
     batches = _Batches(store, namespace, send)
     batch: list[Message] = []
     lines: list[int] = []
-    body = _Body(receive, max_body_bytes)
+    body = Body(receive, max_body_bytes)
     try:
         try:
-            async with contextlib.aclosing(body.lines()) as records:
+            async with contextlib.aclosing(_lines(body)) as records:
                 async for line in records:
                     batch.append(parse_record(line, store.max_message_bytes))
                     lines.append(line.number)
@@ -397,7 +341,7 @@ async def stream_import(
                 f"error reading input: line longer than {MAX_LINE_BYTES} bytes",
                 exc.number,
             ) from None
-        except _BodyTooLarge:
+        except BodyTooLarge:
             await batches.settle()
             raise ImportFailure(
                 "READ_ERROR", "error reading input: http: request body too large", 0
@@ -409,11 +353,10 @@ async def stream_import(
             await batches.submit(batch, lines, event=False)
         await batches.settle()
         elapsed = time.perf_counter() - started
-        await send(
-            _event({"done": True, "imported": batches.imported, "elapsed": f"{elapsed:.1f}s"})
-        )
+        done = {"done": True, "imported": batches.imported, "elapsed": f"{elapsed:.1f}s"}
+        await asgi.send_chunk(send, _event(done))
     except ImportFailure as exc:
-        await send(_event(exc.event()))
+        await asgi.send_chunk(send, _event(exc.event()))
         await body.drain()
     except ClientGone:
         with contextlib.suppress(ImportFailure):
@@ -422,5 +365,5 @@ async def stream_import(
         return 499
     finally:
         batches.abandon()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await asgi.send_chunk(send, b"", more=False)
     return 200

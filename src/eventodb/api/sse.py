@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 import orjson
 
+from eventodb.api import asgi
+from eventodb.api.asgi import Receive, Scope, Send
 from eventodb.api.broker import Broker, Filter, PokeTuple, Subscription, ended_by_us
 from eventodb.core import validation
 from eventodb.core.errors import EventoDBError, InvalidArgument
@@ -25,22 +26,12 @@ from eventodb.store.base import ConsumerGroup, Store
 
 log = logging.getLogger("eventodb.subscriptions")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 DEFAULT_HEARTBEAT = 15.0
 
 READY = b": ready\n\n"
 PING = b": ping\n\n"
 
-HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"connection", b"keep-alive"),
-    (b"access-control-allow-origin", b"*"),
-]
+_ANY_ORIGIN = (b"access-control-allow-origin", b"*")
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -146,10 +137,10 @@ async def handle_subscribe(
     try:
         wanted = parse_query(scope.get("query_string", b""))
     except InvalidQuery as exc:
-        await _plain_text(send, 400, str(exc))
+        await asgi.send_text(send, 400, str(exc))
         return
     if broker.closed:
-        await _plain_text(send, 503, "Server is shutting down")
+        await asgi.send_text(send, 503, "Server is shutting down")
         return
     # Registered before anything is read, so no write can fall between replay and live pokes.
     sub = broker.subscribe(namespace, wanted)
@@ -175,13 +166,13 @@ async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
     async def write(body: bytes, more: bool = True) -> None:
         sub.sending = True
         try:
-            await send({"type": "http.response.body", "body": body, "more_body": more})
+            await asgi.send_chunk(send, body, more=more)
         finally:
             sub.sending = False
 
     sub.sending = True
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await asgi.start_event_stream(send, _ANY_ORIGIN)
     finally:
         sub.sending = False
     await write(READY)
@@ -221,18 +212,3 @@ async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:
         return
     finally:
         sub.end()
-
-
-async def _plain_text(send: Send, status: int, text: str) -> None:
-    body = text.encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

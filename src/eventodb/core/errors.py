@@ -70,6 +70,25 @@ class EventoDBError(Exception):
         return {"error": body}
 
 
+class InternalError(EventoDBError):
+    """The server itself failed unexpectedly; the log has the details, the client a generic
+    message."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+
+class EndpointNotFound(EventoDBError):
+    """No endpoint at the requested path."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class MethodNotFound(EventoDBError):
+    """An RPC method name the server does not know."""
+
+    code = ErrorCode.METHOD_NOT_FOUND
+
+
 class InvalidArgument(EventoDBError):
     """A caller-supplied value breaks a rule; nothing was read or written."""
 
