@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,14 +30,8 @@ from typing import Any
 
 import httpx
 import orjson
-
-TOKEN = "ns_ZGVmYXVsdA_" + "0" * 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchlib import ADMIN_TOKEN as TOKEN
+from benchlib import free_port
 
 
 def _raise_fd_limit() -> None:
@@ -56,7 +49,7 @@ def _rss_kib(pid: int) -> int:
 
 class ServerProcess:
     def __init__(self, db_url: str | None, heartbeat: float) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-sse-"))
         args = [f"--port={self.port}", "--host=127.0.0.1", f"--token={TOKEN}"]
         args += [f"--sse-heartbeat={heartbeat}", "--log-level=warn"]

@@ -21,9 +21,11 @@ from typing import Any
 
 import orjson
 
+from eventodb.core import tokens
+
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "scripts" / "wrk"
-ADMIN_TOKEN = "ns_ZGVmYXVsdA_" + "0" * 64
+ADMIN_TOKEN = tokens.TEST_TOKEN
 
 
 def free_port() -> int:

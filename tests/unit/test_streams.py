@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventodb.core.streams import cardinal_id, category, is_category, stream_id
+from eventodb.core.streams import cardinal_id, category, stream_id
 
 ROWS = [
     # name, category, id, cardinal id, is category
@@ -25,7 +25,7 @@ def test_name_functions_follow_the_spec_table(
     assert category(name) == cat
     assert stream_id(name) == ident
     assert cardinal_id(name) == cardinal
-    assert is_category(name) is is_cat
+    assert (stream_id(name) is None) is is_cat  # no id: the name is a whole category
 
 
 def test_cardinal_id_stops_at_the_first_plus_only() -> None:

@@ -14,23 +14,6 @@ from eventodb.core.errors import InvalidArgument
 from eventodb.core.validation import check_int64
 
 
-class _Missing:
-    """Marks an argument or key that is absent (``null`` is present)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-
-
-def positional(args: list[Any], index: int) -> Any:
-    """The argument at ``index`` or :data:`MISSING`."""
-    return args[index] if index < len(args) else MISSING
-
-
 def non_empty_string(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{field} must be a non-empty string")

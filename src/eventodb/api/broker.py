@@ -436,13 +436,6 @@ class _NamespaceSubscriptions:
         self.all: set[Subscription] = set()
         self.horizon = _Horizon()
 
-    def __len__(self) -> int:
-        return (
-            len(self.all)
-            + sum(len(s) for s in self.by_stream.values())
-            + sum(len(s) for s in self.by_category.values())
-        )
-
     def everyone(self) -> list[Subscription]:
         subs = list(self.all)
         for group in self.by_stream.values():

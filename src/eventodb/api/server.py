@@ -34,6 +34,8 @@ from eventodb.core import tokens
 from eventodb.core.errors import EventoDBError, NamespaceNotFound
 from eventodb.logs import LogOutput
 from eventodb.store.base import Store
+from eventodb.store.postgres import PostgresStore
+from eventodb.store.sqlite import SQLiteStore
 from eventodb.transfer.progress import Progress
 
 if TYPE_CHECKING:
@@ -53,16 +55,10 @@ class StartupError(Exception):
 
 
 def build_store(backend: Backend, settings: Settings) -> Store:
-    """The store for ``backend`` (not opened). Postgres is imported only when used."""
+    """The store for ``backend`` (not opened)."""
     if backend.kind == "postgres":
-        # Imported on demand: asyncpg is only needed when Postgres is used.
-        postgres = importlib.import_module("eventodb.store.postgres")
-        store: Store = postgres.PostgresStore(
-            backend.dsn, max_message_bytes=settings.max_message_bytes
-        )
-        return store
-    from eventodb.store.sqlite import SQLiteStore
-
+        assert backend.dsn is not None  # a Postgres backend always has its URL
+        return PostgresStore(backend.dsn, max_message_bytes=settings.max_message_bytes)
     return SQLiteStore(
         backend.data_dir if backend.kind == "sqlite" else None,
         registry_file=backend.registry_file,

@@ -35,8 +35,3 @@ def group_member(stream_name: str, size: int) -> int | None:
     """
     hashed = cardinal_hash(stream_name)
     return None if hashed is None else abs(hashed) % size
-
-
-def in_group(stream_name: str, member: int, size: int) -> bool:
-    """Whether member ``member`` of a group of ``size`` consumes ``stream_name``."""
-    return group_member(stream_name, size) == member

@@ -26,8 +26,3 @@ def cardinal_id(stream_name: str) -> str | None:
     if ident is None:
         return None
     return ident.partition("+")[0]
-
-
-def is_category(stream_name: str) -> bool:
-    """A name without ``-`` names a whole category."""
-    return "-" not in stream_name
