@@ -1,4 +1,4 @@
-"""The README's examples run against the real server, so they cannot rot (STYLE.md, habit 11)."""
+"""The README's examples run against the real server, so they cannot rot."""
 
 from __future__ import annotations
 

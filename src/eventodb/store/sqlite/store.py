@@ -62,9 +62,9 @@ INLINE_MAX_BYTES = 16 * 1024
 def default_read_threads() -> int:
     """As many read threads as cores, at most 4.
 
-    Building ``Message`` objects holds the GIL, so more threads than cores only fight the event
-    loop for it: on the 2-core reference machine 4 threads made a 100-message read cost 3.7 ms
-    of CPU at 8 connections against 1.8 ms with 2 (docs/PERFORMANCE.md, "Read threads").
+    SQLite works without Python's global lock, but the Python around each query holds it, so
+    more threads than cores only fight the event loop for it (docs/PERFORMANCE.md, "How reads
+    work").
     """
     return max(1, min(4, os.cpu_count() or 1))
 

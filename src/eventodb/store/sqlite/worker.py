@@ -67,8 +67,8 @@ class Writer:
     """A thread with one connection running jobs in submission order.
 
     Fast path: a small write that finds the writer idle runs right away on the caller's
-    thread (the event loop) under the connection lock, because a thread hand-off costs more
-    than the insert itself (~100 us each on this machine). It never waits there: it gives up
+    thread (the event loop) under the connection lock, because a thread hand-off (there and
+    back) costs more than the insert itself. It never waits there: it gives up
     on a held lock or a busy database and queues instead, and the caller bounds the payload
     size, so the loop is never held for long. Checkpoints run on the writer thread.
     """
