@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import orjson
 from benchlib import ADMIN_TOKEN as TOKEN
-from benchlib import free_port
+from benchlib import free_port, machine_line
 
 
 def _raise_fd_limit() -> None:
@@ -280,6 +280,7 @@ async def main() -> None:
     )
     options = parser.parse_args()
     _raise_fd_limit()
+    print(machine_line())
     print(
         f"fd limit: {resource.getrlimit(resource.RLIMIT_NOFILE)}; backend: "
         f"{options.db_url or 'test mode (SQLite in memory)'}"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from benchlib import machine_line
 
 from eventodb.core import jsoncodec, tokens
 
@@ -93,6 +94,7 @@ def main() -> None:
     data = work / "messages.ndjson"
     write_file(data, args.messages, args.streams)
     size = data.stat().st_size
+    print(machine_line())
     print(f"{args.messages:,} messages, {args.streams:,} streams, {size / 1e6:.1f} MB")
 
     dsn = asyncio.run(fresh_database(args.dsn)) if args.backend == "postgres" else None

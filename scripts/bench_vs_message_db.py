@@ -45,7 +45,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from benchlib import ADMIN_TOKEN, ROOT, Rate, Server, median, percentile, run_wrk
+from benchlib import (
+    ADMIN_TOKEN,
+    ROOT,
+    Rate,
+    Server,
+    machine_line,
+    median,
+    percentile,
+    run_wrk,
+)
 
 FIXTURE = ROOT / "tests" / "fixtures" / "message_db_1_3_0.sql"
 WORKLOADS = ("write-spread", "write-category", "stream.get", "category.get", "group.get")
@@ -302,8 +311,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown workloads: {', '.join(sorted(unknown))}")
     connections = [int(c) for c in args.connections.split(",")]
-    load = os.getloadavg()
-    print(f"cores={os.cpu_count()} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}")
+    print(machine_line())
     for backend in args.backends.split(","):
         if backend == "postgres":
             bench_postgres(args, workloads, connections)

@@ -150,3 +150,24 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return 0.0
     index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
     return sorted_values[index]
+
+
+def machine_line() -> str:
+    """Cores, load average and a speed figure, printed first by every benchmark.
+
+    Machines of the same size differ: two 2-core VMs of one kind gave absolute figures 2.5-4x
+    apart. The time of a fixed pure-Python loop (best of three) lets a reader scale the figures
+    of docs/PERFORMANCE.md to another machine; ratios measured in one run do not need it.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    load = os.getloadavg()
+    return (
+        f"cores={os.cpu_count()} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
+        f" python-loop={best:.2f}s (10M additions, best of 3)"
+    )

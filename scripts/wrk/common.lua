@@ -1,4 +1,4 @@
--- Shared by the EventoDB wrk scripts (scripts/bench_http.py runs them).
+-- Shared by the EventoDB wrk scripts (scripts/benchlib.py runs them for the bench_*.py scripts).
 -- Every script POSTs a JSON-RPC body to the URL given to wrk; the token comes with -H.
 -- Each wrk thread has its own Lua state: setup() numbers the threads, response() counts
 -- answers that are not 200 per thread, done() sums them and prints one machine-readable line.
