@@ -41,8 +41,8 @@ class RequestLog:
         error: str | None,
     ) -> None:
         """Log one finished request; ``error`` is the cause of a 5xx (exception class: message)."""
-        failed = status >= 500
-        if not (failed or self.enabled):
+        level = _level_of(status)
+        if level == "info" and not self.enabled:
             return
         message = f"{method} {path} {status} {millis:.2f}ms"
         output = self.output
@@ -63,12 +63,28 @@ class RequestLog:
             if error is not None:
                 fields["error"] = error
         if output is None:
-            log.log(logging.ERROR if failed else logging.INFO, message, extra={"fields": fields})
+            log.log(_LOGGING_LEVELS[level], message, extra={"fields": fields})
         else:
-            level = "error" if failed else "info"
-            output.emit(time.time(), level, "eventodb.http", message, fields, batch=not failed)
+            output.emit(time.time(), level, "eventodb.http", message, fields, batch=level == "info")
 
     def flush(self) -> None:
         """Write pending lines now (at shutdown)."""
         if self.output is not None:
             self.output.flush()
+
+
+_LOGGING_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _level_of(status: int) -> str:
+    """How a finished request is logged.
+
+    A 500 is a fault of the server or its store: ``error``, always logged with its cause. A 503
+    says "not now" (the in-flight cap, ``/ready`` while the store is away): ``warning``, still
+    logged when request lines are off, but not an error — the cap answers before any token is
+    checked, so anyone could otherwise fill the error log with it. Everything else is
+    ``info``, logged only when request lines are on.
+    """
+    if status == 503:
+        return "warning"
+    return "error" if status >= 500 else "info"
