@@ -289,6 +289,32 @@ async def test_namespace_administration_with_the_admin_token(
         await close_client(admin)
 
 
+async def test_release_unregisters_a_postgres_namespace_and_is_refused_elsewhere(
+    server: Server, kind: str
+) -> None:
+    """``ns.release`` keeps a namespace's storage, which only a Postgres schema has."""
+    admin = open_client(kind, server.url, ADMIN_TOKEN)
+    try:
+        namespace = unique("rel")
+        await do(admin.create_namespace(namespace))
+        if server.kind != "postgres":
+            with pytest.raises(InvalidRequest) as refused:
+                await do(admin.release_namespace(namespace))
+            assert refused.value.status == 400
+            assert "use ns.delete" in refused.value.message
+            await do(admin.delete_namespace(namespace))
+            return
+        released = await do(admin.release_namespace(namespace))
+        assert released.namespace == namespace
+        assert recent(released.released_at)
+        with pytest.raises(NamespaceNotFound):
+            await do(admin.namespace_info(namespace))
+        with pytest.raises(NamespaceNotFound):
+            await do(admin.release_namespace(namespace))
+    finally:
+        await close_client(admin)
+
+
 async def test_authentication_errors(server: Server, kind: str, db: Client) -> None:
     with pytest.raises(AuthUnauthorized) as refused:
         await do(db.list_namespaces())  # a tenant's token is not the admin token

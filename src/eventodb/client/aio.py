@@ -29,6 +29,7 @@ from eventodb.client.models import (
     NamespaceSummary,
     NewMessage,
     Poke,
+    ReleasedNamespace,
     StreamInfo,
     WriteResult,
     new_message_id,
@@ -238,6 +239,10 @@ class AsyncEventoDB:
     async def delete_namespace(self, namespace: str) -> DeletedNamespace:
         """Like :meth:`EventoDB.delete_namespace`."""
         return await self._call(rpc.delete_namespace(namespace))
+
+    async def release_namespace(self, namespace: str) -> ReleasedNamespace:
+        """Like :meth:`EventoDB.release_namespace`."""
+        return await self._call(rpc.release_namespace(namespace))
 
     async def list_namespaces(self) -> list[NamespaceSummary]:
         """Like :meth:`EventoDB.list_namespaces`."""

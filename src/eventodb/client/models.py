@@ -173,6 +173,19 @@ class DeletedNamespace:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleasedNamespace:
+    """The answer to :meth:`EventoDB.release_namespace`."""
+
+    namespace: str
+    released_at: datetime
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ReleasedNamespace:
+        """From the ``ns.release`` result object."""
+        return cls(data["namespace"], parse_time(data["releasedAt"]))
+
+
+@dataclass(frozen=True, slots=True)
 class NamespaceSummary:
     """One entry of :meth:`EventoDB.list_namespaces`."""
 

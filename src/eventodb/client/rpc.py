@@ -22,6 +22,7 @@ from eventodb.client.models import (
     NamespaceInfo,
     NamespaceSummary,
     NewMessage,
+    ReleasedNamespace,
     StreamInfo,
     WriteResult,
 )
@@ -147,6 +148,11 @@ def create_namespace(namespace: str, description: str, token: str | None) -> Cal
 def delete_namespace(namespace: str) -> Call[DeletedNamespace]:
     """``ns.delete``; not idempotent (a resent request finds the namespace gone)."""
     return Call(["ns.delete", namespace], DeletedNamespace.from_wire, idempotent=False)
+
+
+def release_namespace(namespace: str) -> Call[ReleasedNamespace]:
+    """``ns.release``; not idempotent (a resent request finds the namespace gone)."""
+    return Call(["ns.release", namespace], ReleasedNamespace.from_wire, idempotent=False)
 
 
 def list_namespaces() -> Call[list[NamespaceSummary]]:

@@ -31,6 +31,7 @@ from eventodb.client.models import (
     NamespaceSummary,
     NewMessage,
     Poke,
+    ReleasedNamespace,
     StreamInfo,
     WriteResult,
     new_message_id,
@@ -291,6 +292,19 @@ class EventoDB:
             NamespaceNotFound: there is no such namespace.
         """
         return self._call(rpc.delete_namespace(namespace))
+
+    def release_namespace(self, namespace: str) -> ReleasedNamespace:
+        """Unregister a namespace and keep its storage (Postgres; admin token, or its own).
+
+        Its token stops working; the schema and its messages stay, so SQL clients of an adopted
+        Message DB schema carry on and ``eventodb adopt`` can register it again.
+
+        Raises:
+            NamespaceNotFound: there is no such namespace.
+            InvalidRequest: the server's backend keeps no storage apart from its registry
+                (SQLite, memory): use :meth:`delete_namespace`.
+        """
+        return self._call(rpc.release_namespace(namespace))
 
     def list_namespaces(self) -> list[NamespaceSummary]:
         """Every namespace, newest first (needs the admin token)."""
