@@ -162,10 +162,12 @@ def test_a_500_logs_its_cause_with_the_request_id(
             finally:
                 await conn.close()
 
+        errors_before = value(scrape(srv), "eventodb_store_errors_total")
         run_sync(drop_schema)
         response = tenant.rpc("stream.get", "acc-1")
         assert error_of(response)[:2] == (500, "BACKEND_ERROR")
         request_id = response.headers["x-request-id"]
+        assert value(scrape(srv), "eventodb_store_errors_total") == errors_before + 1
     finally:
         assert srv.stop() == 0
     entries = [json.loads(line) for line in srv.output().splitlines() if line.startswith("{")]
