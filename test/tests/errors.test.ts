@@ -5,9 +5,10 @@
 
 import { SQL } from "bun";
 import { expect, test } from "bun:test";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { ADMIN_TOKEN, errorOf, type Client } from "../lib/client";
 import { event, forEachBackend, unique } from "../lib/fixtures";
+import { backendArgs, Server } from "../lib/server";
 
 /** Posts a raw body and returns [status, code, message] of the error it must cause. */
 async function rawError(client: Client, body: string, headers?: Record<string, string>) {
@@ -281,3 +282,36 @@ forEachBackend(
   },
   ["postgres"],
 );
+
+test("SERVER_BUSY: beyond --max-connections a new connection is answered 503 with Retry-After", async () => {
+  const server = await Server.start("sqlite-capped", {
+    args: [...(await backendArgs("sqlite")), "--max-connections=2"],
+  });
+  const held: Socket[] = [];
+  try {
+    // Idle connections count too (this suite's own health checks may hold one): open them one
+    // by one until the server refuses one, which it answers at once before closing it.
+    let refusal = "";
+    while (refusal === "" && held.length < 4) {
+      let reply = "";
+      const socket = await new Promise<Socket>((done, fail) => {
+        const opened = connect(server.port, "127.0.0.1", () => done(opened));
+        opened.on("error", fail);
+      });
+      socket.on("data", (chunk) => (reply += chunk.toString("latin1")));
+      held.push(socket);
+      await Bun.sleep(300);
+      refusal = reply;
+    }
+    const [head = "", body = ""] = refusal.split("\r\n\r\n");
+    expect(head).toStartWith("HTTP/1.1 503 ");
+    expect(head.toLowerCase()).toContain("\r\nretry-after: 1");
+    expect(JSON.parse(body)).toEqual({ error: { code: "SERVER_BUSY", message: "Too many open connections" } });
+    for (const socket of held) socket.destroy();
+    await Bun.sleep(300); // the slots are free again
+    expect((await server.admin.call("sys.version")) as string).toBeString();
+  } finally {
+    for (const socket of held) socket.destroy();
+    await server.stopCleanly();
+  }
+});
