@@ -449,6 +449,9 @@ async def _serve(
             lifespan="off",
             access_log=False,
             server_header=False,
+            # The app never reads the client's address, so uvicorn's X-Forwarded-For rewriting
+            # (a middleware around every request) would be work for nothing.
+            proxy_headers=False,
             log_config=None,
             timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
