@@ -14,7 +14,7 @@ import pytest
 
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
-from tests.postgres_support import (
+from tests.support.postgres import (
     open_postgres_store,
     postgres_dsn,
     postgres_store,

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.api.conftest import Server, free_port
+from tests.support.ports import free_port
+from tests.support.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

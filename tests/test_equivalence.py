@@ -24,7 +24,7 @@ from eventodb.core.errors import EventoDBError
 from eventodb.store.base import ConsumerGroup, Message, Store, WriteResult
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.sqlite import SQLiteStore
-from tests.postgres_support import reset_database
+from tests.support.postgres import reset_database
 
 CATEGORIES = ["acc", "Acc", "ord", "x", "ñ", ""]
 STREAM_IDS = [None, "1", "2", "3", "10", "", "1+retry", "2+a+b", "a-b", "ü"]

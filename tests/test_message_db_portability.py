@@ -6,8 +6,6 @@ adopted in place with ``eventodb adopt``, released again, or copied with ``event
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +15,14 @@ import asyncpg
 import pytest
 
 from eventodb.core import jsoncodec, timefmt
-from tests.api.conftest import ADMIN_TOKEN, Server, make_tenant, server_args
-from tests.postgres_support import create_database, drop_database, run_sync, with_database
 from tests.subscriptions.sseclient import subscribe
+from tests.support.cli import run_cli
+from tests.support.postgres import create_database, drop_database, run_sync, with_database
+from tests.support.server import ADMIN_TOKEN, Server, make_tenant, server_args
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 FIXTURE = Path(__file__).parent / "fixtures" / "message_db_1_3_0.sql"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "eventodb", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 async def _execute(url: str, sql: str) -> None:

@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, free_port
-from tests.postgres_support import create_database, drop_database, run_sync, with_database
+from tests.support.ports import free_port
+from tests.support.postgres import create_database, drop_database, run_sync, with_database
+from tests.support.server import ADMIN_TOKEN, Server
 from tests.test_message_db_portability import FIXTURE
 from tests.test_postgres_backend import UPSTREAM_MESSAGES, UPSTREAM_SCHEMA
 

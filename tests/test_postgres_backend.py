@@ -5,7 +5,6 @@ behind our back, and an unreachable server.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,8 +23,9 @@ from eventodb.store.base import Message
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.jsonb import jsonb_exact
 from eventodb.store.postgres.statements import quote_ident, redact, render, schema_name
-from tests.postgres_support import reset_database
 from tests.storage_access import copy_migrations
+from tests.support.ports import free_port
+from tests.support.postgres import reset_database
 
 
 def _hash(namespace: str) -> str:
@@ -313,14 +313,8 @@ async def test_a_namespace_deleted_by_another_server_is_not_found_here(
             await here.get_stream_messages("shared", "s-1")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_an_unreachable_server_fails_open_naming_the_url_without_password() -> None:
-    url = f"postgresql://eventodb:s3cret-pw@127.0.0.1:{_closed_port()}/events"
+    url = f"postgresql://eventodb:s3cret-pw@127.0.0.1:{free_port()}/events"
     store = PostgresStore(url, connect_timeout=2)
     with pytest.raises(BackendError) as info:
         await store.open()
@@ -361,7 +355,7 @@ async def test_imports_never_move_the_sequence_backwards(db: Any, postgres_dsn: 
 
 
 def test_the_server_exits_non_zero_naming_an_unreachable_database() -> None:
-    url = f"postgres://eventodb:s3cret-pw@127.0.0.1:{_closed_port()}/events"
+    url = f"postgres://eventodb:s3cret-pw@127.0.0.1:{free_port()}/events"
     done = subprocess.run(
         [sys.executable, "-m", "eventodb", "--db-url", url, "--port", "0"],
         capture_output=True,

@@ -19,7 +19,7 @@ import pytest
 from eventodb.core.errors import BackendError, ErrorCode
 from eventodb.store.base import Gap, Poke
 from eventodb.store.postgres import PostgresStore
-from tests.postgres_support import Cluster, pg_cluster, reset_database
+from tests.support.postgres import Cluster, pg_cluster, reset_database
 
 __all__ = ["pg_cluster"]
 

@@ -35,8 +35,8 @@ from tests.fast_paths_support import (
     stream_ids,
     stream_name,
 )
-from tests.postgres_support import reset_database
 from tests.storage_access import RawMessages, migrations_up_to
+from tests.support.postgres import reset_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

@@ -17,7 +17,7 @@ import pytest
 
 from eventodb.core.hashing import hash_64
 from eventodb.store.postgres import PostgresStore
-from tests.postgres_support import open_postgres_store
+from tests.support.postgres import open_postgres_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 

@@ -16,7 +16,7 @@ import pytest
 
 from eventodb.store.base import Gap, Message, Poke
 from eventodb.store.postgres import PostgresStore
-from tests.postgres_support import open_postgres_store
+from tests.support.postgres import open_postgres_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 

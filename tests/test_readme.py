@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eventodb.core import jsoncodec
-from tests.api.conftest import Server
+from tests.support.server import Server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 _UUID = re.compile(r'"[0-9a-f]{4}(?:\.\.\.|[0-9a-f-]{32})"')

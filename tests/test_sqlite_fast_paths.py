@@ -21,7 +21,6 @@ from eventodb.core import timefmt, tokens
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.sqlite import SQLiteStore, migrate
-from tests.api.conftest import Server
 from tests.fast_paths_support import (
     CATEGORY,
     GO_STREAMS,
@@ -36,6 +35,7 @@ from tests.fast_paths_support import (
     stream_name,
 )
 from tests.storage_access import RawMessages, migrations_up_to
+from tests.support.server import Server
 
 T0 = 1_736_935_200_000_000
 """2025-01-15T10:00:00Z in Unix microseconds."""

@@ -12,7 +12,8 @@ import pytest
 
 from eventodb import __version__
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, error_of, make_tenant, raw_post, unique
+from tests.support.raw_http import raw_post
+from tests.support.server import ADMIN_TOKEN, Server, error_of, make_tenant, unique
 
 BODY = b'["sys.version"]'
 

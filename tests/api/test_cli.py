@@ -5,11 +5,8 @@ shutdown."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,24 +14,11 @@ import pytest
 
 from eventodb import __version__
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, error_of, free_port
+from tests.support.cli import run_cli
+from tests.support.ports import free_port
+from tests.support.server import ADMIN_TOKEN, Server, error_of
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("EVENTODB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "eventodb", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=cwd,
-        env=base | (env or {}),
-        check=False,
-    )
 
 
 # -- commands that do not serve ------------------------------------------------------------------

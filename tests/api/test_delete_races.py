@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, unique
+from tests.support.server import ADMIN_TOKEN, Server, unique
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from eventodb.api.rpc import METHODS
 from eventodb.core.errors import HTTP_STATUS, ErrorCode
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, make_tenant
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, free_port
+from tests.support.ports import free_port
+from tests.support.server import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(60)
 

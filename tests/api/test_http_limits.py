@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server
+from tests.support.server import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

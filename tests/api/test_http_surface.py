@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from eventodb import __version__
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, error_of
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, error_of
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

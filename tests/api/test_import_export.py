@@ -8,23 +8,19 @@ import asyncio
 import json
 import re
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, error_of, make_tenant, raw_post
 from tests.subscriptions.sseclient import subscribe
+from tests.support.raw_http import raw_post
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, error_of, make_tenant
 
 pytestmark = pytest.mark.timeout(120)
-
-CLI_TIMEOUT = 60.0
 
 
 def record(
@@ -96,19 +92,6 @@ def everything(tenant: Tenant) -> list[list[Any]]:
         messages += page
         position = page[-1][4] + 1
     return messages
-
-
-def run_cli(
-    *args: str, stdin: bytes = b"", cwd: Path | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "eventodb", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=CLI_TIMEOUT,
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.fixture

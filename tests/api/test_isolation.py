@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, make_tenant, unique
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant, unique
 
 SECRET = "secret-1"
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, server_args
+from tests.support.server import ADMIN_TOKEN, Server, server_args
 
 WORKERS = 16
 ACKNOWLEDGED_BEFORE_KILL = 400

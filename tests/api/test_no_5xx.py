@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from eventodb.api.rpc import METHODS
-from tests.api.conftest import ADMIN_TOKEN, Server, make_tenant
+from tests.support.server import ADMIN_TOKEN, Server, make_tenant
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,15 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventodb.core import tokens
-from tests.api.conftest import (
-    ADMIN_TOKEN,
-    Server,
-    error_of,
-    make_tenant,
-    server_args,
-    unique,
-)
-from tests.postgres_support import create_database, drop_database, pg_cluster, run_sync
+from tests.support.postgres import create_database, drop_database, pg_cluster, run_sync
+from tests.support.server import ADMIN_TOKEN, Server, error_of, make_tenant, server_args, unique
 
 __all__ = ["pg_cluster"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eventodb.core import tokens
-from tests.api.conftest import Server, error_of
+from tests.support.server import Server, error_of
 
 # ``bytes.fromhex`` skips ASCII whitespace between byte pairs, so these 64-character random
 # parts pass as "hex" although Go's ``hex.DecodeString`` (and our token rules) refuse them.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Tenant, error_of
+from tests.support.server import Tenant, error_of
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 MSG = {"type": "T", "data": {"a": 1}}

@@ -12,7 +12,7 @@ import pytest
 
 from eventodb import __version__
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, error_of, make_tenant, unique
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, error_of, make_tenant, unique
 
 SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

@@ -16,7 +16,7 @@ from eventodb.core.errors import AuthError, ErrorCode, NamespaceNotFound
 from eventodb.store.base import NamespaceChange, NamespaceRecord, Store
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.sqlite import SQLiteStore
-from tests.postgres_support import open_postgres_store
+from tests.support.postgres import open_postgres_store
 
 
 class Clock:

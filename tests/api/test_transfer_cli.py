@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, free_port, make_tenant, server_args
 from tests.api.test_import_export import (  # the fixtures too: a namespace per test
     everything,
     import_events,
@@ -36,26 +35,15 @@ from tests.api.test_import_export import (  # the fixtures too: a namespace per 
     record,
     tenant,
 )
+from tests.support.cli import CLI_TIMEOUT, run_cli_bytes
+from tests.support.ports import free_port
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant, server_args
 
 __all__ = ["other", "tenant"]
 
 pytestmark = pytest.mark.timeout(120)
 
-CLI_TIMEOUT = 60.0
 VERIFIED = re.compile(r"Verified: ([\d,]+) messages, last global position (\d+)\.\n")
-
-
-def run_cli(
-    *args: str, stdin: bytes = b"", cwd: Path | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "eventodb", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=CLI_TIMEOUT,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def run_on_terminal(*args: str, answer: bytes = b"") -> tuple[int, str]:
@@ -128,13 +116,13 @@ def test_export_then_import_keeps_every_field_to_the_microsecond(
     _seed(tenant)
     url = tenant.server.url
     out = tmp_path / "dump.ndjson"
-    exported = run_cli("export", "--url", url, "--token", tenant.token, "--output", str(out))
+    exported = run_cli_bytes("export", "--url", url, "--token", tenant.token, "--output", str(out))
     assert exported.returncode == 0, exported.stderr
     assert re.fullmatch(
         r"Exported 7 messages \(global positions up to 7\) in \d+\.\ds \([\d,]+ msg/s\)\n",
         exported.stderr.decode(),
     )
-    imported = run_cli("import", f"--url={url}", f"--token={other.token}", f"--input={out}")
+    imported = run_cli_bytes("import", f"--url={url}", f"--token={other.token}", f"--input={out}")
     assert imported.returncode == 0, imported.stderr
     err = imported.stderr.decode()
     assert re.match(r"Imported 7 messages in \d+\.\ds \([\d,]+ msg/s\)\n", err), err
@@ -149,7 +137,7 @@ def test_export_then_import_keeps_every_field_to_the_microsecond(
 def test_export_keeps_microseconds_and_whole_seconds_gives_the_go_format(tenant: Tenant) -> None:
     import_events(tenant, ndjson([record(1, time="2025-01-15T10:00:07.243870Z")]))
     args = ["export", "--url", tenant.server.url, "--token", tenant.token]
-    default = run_cli(*args)
+    default = run_cli_bytes(*args)
     assert default.returncode == 0, default.stderr
     line = default.stdout.decode()
     assert line.count("\n") == 1
@@ -157,7 +145,7 @@ def test_export_keeps_microseconds_and_whole_seconds_gives_the_go_format(tenant:
     assert list(rec) == ["id", "stream", "type", "pos", "gpos", "data", "meta", "time"]
     assert rec["time"] == "2025-01-15T10:00:07.24387Z"
     assert ", " not in line
-    whole = run_cli(*args, "--whole-seconds")
+    whole = run_cli_bytes(*args, "--whole-seconds")
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout)["time"] == "2025-01-15T10:00:07Z"
     assert whole.stdout.decode().replace("07Z", "07.24387Z") == line
@@ -166,7 +154,7 @@ def test_export_keeps_microseconds_and_whole_seconds_gives_the_go_format(tenant:
 def test_export_of_several_categories_is_in_global_order(tenant: Tenant) -> None:
     records = [record(g, f"{'abc'[g % 3]}-{g % 7}", g // 21) for g in range(1, 12302)]
     import_events(tenant, ndjson(records))
-    result = run_cli(
+    result = run_cli_bytes(
         "export", "--url", tenant.server.url, "--token", tenant.token, "--categories", " b , a,"
     )
     assert result.returncode == 0, result.stderr
@@ -199,7 +187,7 @@ def test_export_filters_by_time_since_inclusive_until_exclusive(
         args += ["--since", since]
     if until:
         args += ["--until", until]
-    result = run_cli(*args)
+    result = run_cli_bytes(*args)
     assert result.returncode == 0, result.stderr
     assert [json.loads(x)["gpos"] for x in result.stdout.decode().splitlines()] == expected
 
@@ -210,10 +198,12 @@ def test_gzip_export_and_gzip_import_from_stdin(
     _seed(tenant)
     dump = tmp_path / "dump.ndjson.gz"
     url = tenant.server.url
-    exported = run_cli("export", "-url", url, "-token", tenant.token, "-gzip", "-output", str(dump))
+    exported = run_cli_bytes(
+        "export", "-url", url, "-token", tenant.token, "-gzip", "-output", str(dump)
+    )
     assert exported.returncode == 0, exported.stderr
     assert len(gzip.decompress(dump.read_bytes()).decode().splitlines()) == 7
-    imported = run_cli(
+    imported = run_cli_bytes(
         "import", "-url", url, "-token", other.token, "-gzip", stdin=dump.read_bytes()
     )
     assert imported.returncode == 0, imported.stderr
@@ -228,7 +218,7 @@ def test_progress_is_a_line_every_interval_when_stderr_is_not_a_terminal(
 ) -> None:
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(ndjson(_records(30_000)))
-    result = run_cli(
+    result = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump),
         "--progress-interval", "0",
     )  # fmt: skip
@@ -260,7 +250,7 @@ def test_force_with_yes_replaces_the_namespace(tenant: Tenant, tmp_path: Path) -
     tenant.ok("stream.write", "old-1", {"type": "T", "data": {}})
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(ndjson([record(1, "new-1", 0)]))
-    result = run_cli(
+    result = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump),
         "--force", "--yes",
     )  # fmt: skip
@@ -273,7 +263,7 @@ def test_force_without_yes_needs_a_terminal(tenant: Tenant, tmp_path: Path, stdi
     tenant.ok("stream.write", "old-1", {"type": "T", "data": {}})
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(ndjson([record(1, "new-1", 0)]))
-    result = run_cli(
+    result = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump),
         "--force", stdin=stdin,
     )  # fmt: skip
@@ -310,7 +300,7 @@ def test_a_non_empty_target_is_refused_with_the_remedies(tenant: Tenant, tmp_pat
     tenant.ok("stream.write", "old-1", {"type": "T", "data": {}})
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(ndjson([record(5, "new-1", 0)]))
-    result = run_cli(
+    result = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump)
     )
     assert result.returncode == 1
@@ -328,7 +318,7 @@ def test_resume_after_a_killed_import_equals_an_uninterrupted_one(
     body = ndjson(_records(20_000))
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(body)
-    whole = run_cli(
+    whole = run_cli_bytes(
         "import", "--url", other.server.url, "--token", other.token, "--input", str(dump)
     )
     assert whole.returncode == 0, whole.stderr
@@ -352,7 +342,7 @@ def test_resume_after_a_killed_import_equals_an_uninterrupted_one(
     interrupted = _settled_count(tenant)
     assert 5_000 <= interrupted < 20_000
 
-    resumed = run_cli(
+    resumed = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump),
         "--resume",
     )  # fmt: skip
@@ -378,7 +368,7 @@ def test_resume_refuses_a_file_out_of_global_order(tenant: Tenant, tmp_path: Pat
     import_events(tenant, ndjson([record(1), record(2)]))
     dump = tmp_path / "in.ndjson"
     dump.write_bytes(ndjson([record(3, pos=2), record(1), record(4, pos=3)]))
-    result = run_cli(
+    result = run_cli_bytes(
         "import", "--url", tenant.server.url, "--token", tenant.token, "--input", str(dump),
         "--resume",
     )  # fmt: skip
@@ -390,7 +380,9 @@ def test_resume_refuses_a_file_out_of_global_order(tenant: Tenant, tmp_path: Pat
 
 def test_an_error_event_exits_1_with_code_message_and_line(tenant: Tenant) -> None:
     body = ndjson([record(1)]) + b"{oops\n"
-    result = run_cli("import", "--url", tenant.server.url, "--token", tenant.token, stdin=body)
+    result = run_cli_bytes(
+        "import", "--url", tenant.server.url, "--token", tenant.token, stdin=body
+    )
     assert result.returncode == 1
     err = result.stderr.decode()
     assert err.startswith("Error: INVALID_JSON: malformed JSON at line 2: "), err
@@ -401,7 +393,7 @@ def test_non_200_answers_exit_1(tenant: Tenant) -> None:
     url = tenant.server.url
     bad = "ns_" + "x" * 10
     for command in ("export", "import"):
-        result = run_cli(command, "--url", url, "--token", bad, stdin=ndjson([record(1)]))
+        result = run_cli_bytes(command, "--url", url, "--token", bad, stdin=ndjson([record(1)]))
         assert result.returncode == 1
         assert result.stderr.decode().startswith(
             'Error: HTTP 401: {"error":{"code":"AUTH_INVALID_TOKEN"'
@@ -410,14 +402,14 @@ def test_non_200_answers_exit_1(tenant: Tenant) -> None:
 
 @pytest.mark.parametrize("command", ["export", "import"])
 def test_required_flags_and_usage(command: str) -> None:
-    no_url = run_cli(command, "--token", "t")
+    no_url = run_cli_bytes(command, "--token", "t")
     assert (no_url.returncode, no_url.stderr) == (1, b"Error: --url is required\n")
-    no_token = run_cli(command, "--url", "http://127.0.0.1:1")
+    no_token = run_cli_bytes(command, "--url", "http://127.0.0.1:1")
     assert (no_token.returncode, no_token.stderr) == (1, b"Error: --token is required\n")
-    bad_flag = run_cli(command, "--nope")
+    bad_flag = run_cli_bytes(command, "--nope")
     assert bad_flag.returncode == 2
     assert bad_flag.stderr.endswith(b"flag provided but not defined: -nope\n")
-    helped = run_cli(command, "-h")
+    helped = run_cli_bytes(command, "-h")
     assert helped.returncode == 0
     assert b"-url" in helped.stdout
 
@@ -431,16 +423,16 @@ def test_network_errors_name_the_url(tmp_path: Path) -> None:
         (["copy", "--from", f"http://127.0.0.1:{first}", "--from-token", token,
           "--to", f"http://127.0.0.1:{second}", "--to-token", token], second),
     ):  # fmt: skip
-        result = run_cli(*args, stdin=ndjson([record(1)]))
+        result = run_cli_bytes(*args, stdin=ndjson([record(1)]))
         assert result.returncode == 1, args
         expected = f"Error: cannot connect to http://127.0.0.1:{port}/rpc: connection refused\n"
         assert result.stderr.decode() == expected
-    missing = run_cli(
+    missing = run_cli_bytes(
         "import", "--url", "http://127.0.0.1:1", "--token", token, "--input", str(tmp_path / "no")
     )
     assert missing.returncode == 1
     assert missing.stderr.startswith(b"Error: [Errno 2] No such file or directory")
-    bad_since = run_cli(
+    bad_since = run_cli_bytes(
         "export", "--url", "http://127.0.0.1:1", "--token", token, "--since", "yesterday"
     )
     assert bad_since.returncode == 1
@@ -457,7 +449,7 @@ def test_readme_export_import_example_runs(tenant: Tenant, other: Tenant, tmp_pa
     for command in commands:
         line = command.replace("http://localhost:8080", tenant.server.url)
         line = line.replace('"$TOKEN"', tenant.token).replace('"$TENANT_TOKEN"', other.token)
-        result = run_cli(*shlex.split(line)[1:], cwd=tmp_path)
+        result = run_cli_bytes(*shlex.split(line)[1:], cwd=tmp_path)
         assert result.returncode == 0, (line, result.stderr)
     assert everything(other) == everything(tenant)
 
@@ -507,7 +499,7 @@ def test_copy_between_backends_keeps_every_field(
     source, target = make_tenant(servers[origin]), make_tenant(servers[destination])
     import_events(source, ndjson(_records(2_500)))
     source.ok("stream.write", "acct-1", {"type": "Live", "data": {"big": 12345678901234567890}})
-    result = run_cli(
+    result = run_cli_bytes(
         "copy", "--from", source.server.url, "--from-token", source.token,
         "--to", target.server.url, "--to-token", target.token,
     )  # fmt: skip
@@ -534,7 +526,7 @@ def test_copy_under_concurrent_writes_copies_a_prefix_and_resumes(
     writer.start()
     try:
         time.sleep(0.2)
-        result = run_cli(
+        result = run_cli_bytes(
             "copy", "--from", source.server.url, "--from-token", source.token,
             "--to", target.server.url, "--to-token", target.token,
         )  # fmt: skip
@@ -552,7 +544,7 @@ def test_copy_under_concurrent_writes_copies_a_prefix_and_resumes(
     copied, everything_now = everything(target), everything(source)
     assert copied == [m for m in everything_now if m[4] <= stopped]
 
-    resumed = run_cli(
+    resumed = run_cli_bytes(
         "copy", "--from", source.server.url, "--from-token", source.token,
         "--to", target.server.url, "--to-token", target.token, "--resume",
     )  # fmt: skip
@@ -563,7 +555,7 @@ def test_copy_under_concurrent_writes_copies_a_prefix_and_resumes(
 def test_sparse_global_positions_are_found_and_exported(tenant: Tenant) -> None:
     far = 2**40
     import_events(tenant, ndjson([record(5, pos=0), record(1_000_003, pos=1), record(far, pos=2)]))
-    result = run_cli("export", "--url", tenant.server.url, "--token", tenant.token)
+    result = run_cli_bytes("export", "--url", tenant.server.url, "--token", tenant.token)
     assert result.returncode == 0, result.stderr
     assert [json.loads(x)["gpos"] for x in result.stdout.decode().splitlines()] == [
         5,

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, unique
-from tests.postgres_support import create_database, drop_database, run_sync
+from tests.support.postgres import create_database, drop_database, run_sync
+from tests.support.server import ADMIN_TOKEN, Server, unique
 
 pytestmark = pytest.mark.timeout(120)
 

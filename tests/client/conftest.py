@@ -16,7 +16,6 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +29,9 @@ from eventodb.client import (
     Poke,
     Subscription,
 )
-from tests.api.conftest import ADMIN_TOKEN, Server, server_args, unique
 from tests.client.proxy import Proxy
+from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import Tenant as ServerTenant
 
 T = TypeVar("T")
 
@@ -64,13 +64,8 @@ def server(
     assert srv.stop() == 0, srv.output()
 
 
-@dataclass
-class Tenant:
-    """A namespace of one test: where it is and its token."""
-
-    url: str
-    namespace: str
-    token: str
+class Tenant(ServerTenant):
+    """A namespace of one test, with the clients under test on it."""
 
     def sync(self, **options: Any) -> EventoDB:
         return EventoDB(self.url, self.token, **options)
@@ -83,7 +78,7 @@ def make_tenant(server: Server) -> Tenant:
     namespace = unique("sdk")
     with EventoDB(server.url, ADMIN_TOKEN) as admin:
         created = admin.create_namespace(namespace)
-    return Tenant(server.url, namespace, created.token)
+    return Tenant(server, namespace, created.token)
 
 
 @pytest.fixture

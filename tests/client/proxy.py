@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from tests.api.conftest import free_port
+from tests.support.ports import free_port
 
 R = TypeVar("R")
 

@@ -26,7 +26,6 @@ from eventodb.client import (
     NotFound,
 )
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, unique
 from tests.client.conftest import (
     Client,
     Tenant,
@@ -35,6 +34,7 @@ from tests.client.conftest import (
     do,
     open_client,
 )
+from tests.support.server import ADMIN_TOKEN, Server, unique
 
 
 def recent(moment: datetime) -> bool:

@@ -32,7 +32,6 @@ from eventodb.client import (
     position_stream_name,
 )
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server
 from tests.client.conftest import (
     Client,
     Tenant,
@@ -42,6 +41,7 @@ from tests.client.conftest import (
     make_tenant,
     open_client,
 )
+from tests.support.server import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,8 +16,8 @@ import pytest
 
 import eventodb.client as client
 from eventodb import launcher
-from tests.api.conftest import ADMIN_TOKEN
 from tests.client.conftest import Tenant
+from tests.support.server import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_MODULES = sorted(launcher.SERVER_MODULES)

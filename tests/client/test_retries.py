@@ -8,7 +8,6 @@ import time
 import pytest
 
 from eventodb.client import EventoDB, TransportError, UnexpectedResponse
-from tests.api.conftest import ADMIN_TOKEN, free_port, unique
 from tests.client.conftest import (
     Client,
     Tenant,
@@ -18,6 +17,8 @@ from tests.client.conftest import (
     transport_only,
 )
 from tests.client.proxy import Proxy
+from tests.support.ports import free_port
+from tests.support.server import ADMIN_TOKEN, unique
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 IDENT = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"

@@ -19,7 +19,6 @@ from eventodb.client import (
     TransportError,
 )
 from eventodb.core import tokens
-from tests.api.conftest import Server
 from tests.client.conftest import (
     BACKENDS,
     Client,
@@ -33,6 +32,7 @@ from tests.client.conftest import (
     transport_only,
 )
 from tests.client.proxy import Proxy
+from tests.support.server import Server
 
 pytestmark = pytest.mark.timeout(60)
 

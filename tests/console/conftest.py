@@ -32,7 +32,7 @@ from playwright.sync_api import (
 )
 
 from eventodb.core import tokens
-from tests.api.conftest import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("EVENTODB_CHROMIUM", "/usr/bin/chromium"))

@@ -15,7 +15,6 @@ from pathlib import Path
 from playwright.sync_api import Browser
 
 from eventodb.core.hashing import group_member
-from tests.api.conftest import ADMIN_TOKEN, Server
 from tests.console.conftest import (
     PHONE,
     TOKEN_PATTERN,
@@ -24,6 +23,7 @@ from tests.console.conftest import (
     browsing,
     make_namespace,
 )
+from tests.support.server import ADMIN_TOKEN, Server
 
 
 def test_admin_creates_a_namespace_and_browses_it_down_to_a_message(

@@ -13,8 +13,9 @@ import pytest
 
 from eventodb.api.console import ConsoleFiles
 from eventodb.config import load_settings
-from tests.api.conftest import ADMIN_TOKEN, Server, error_of, raw_post
 from tests.console.conftest import ROOT
+from tests.support.raw_http import raw_post
+from tests.support.server import ADMIN_TOKEN, Server, error_of
 
 CONSOLE_DIR = ROOT / "src" / "eventodb" / "console"
 SHIPPED = sorted(p.name for p in CONSOLE_DIR.iterdir() if p.is_file())

@@ -9,8 +9,8 @@ import pytest
 
 from eventodb.core import tokens
 from eventodb.store.base import Store
-from tests.postgres_support import reset_database
 from tests.storage_access import DurableBackend, PostgresDatabase, SQLiteFiles
+from tests.support.postgres import reset_database
 
 
 @pytest.fixture

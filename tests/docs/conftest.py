@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server
 from tests.docs.sessions import Shell
+from tests.support.server import ADMIN_TOKEN, Server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

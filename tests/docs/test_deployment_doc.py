@@ -18,10 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import yaml
 
-from tests.api.conftest import ADMIN_TOKEN, Server, make_tenant
 from tests.docs.conftest import DOCS, require_tools, shell_env
 from tests.docs.sessions import Shell, check_session, console_commands
-from tests.postgres_support import create_database, drop_database, run_sync, with_database
+from tests.support.postgres import create_database, drop_database, run_sync, with_database
+from tests.support.server import ADMIN_TOKEN, Server, make_tenant
 
 DEPLOYMENT = DOCS / "DEPLOYMENT.md"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from eventodb.core.hashing import group_member
-from tests.api.conftest import ADMIN_TOKEN, Server, Tenant, make_tenant
 from tests.docs.conftest import ROOT, require_tools, shell_env
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant
 
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 30.0

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import Tenant as ServerTenant
 
 HEARTBEAT = 1.0
 """Seconds between heartbeat comments on the test servers (``--sse-heartbeat``)."""
@@ -39,14 +40,11 @@ def server(
     assert srv.stop() == 0, srv.output()
 
 
-class Tenant:
+class Tenant(ServerTenant):
     """One test's namespace, with an async RPC client for it."""
 
     def __init__(self, server: Server, namespace: str, token: str) -> None:
-        self.server = server
-        self.port = server.port
-        self.namespace = namespace
-        self.token = token
+        super().__init__(server, namespace, token)
         self.http = httpx.AsyncClient(
             base_url=server.url,
             timeout=15.0,

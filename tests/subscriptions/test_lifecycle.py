@@ -28,9 +28,10 @@ from eventodb.api.broker import MAX_PENDING, Broker, Subscription
 from eventodb.core import tokens
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
-from tests.api.conftest import ADMIN_TOKEN, Server, free_port, unique
 from tests.subscriptions.conftest import HEARTBEAT, start_server
 from tests.subscriptions.sseclient import Collector, subscribe
+from tests.support.ports import free_port
+from tests.support.server import ADMIN_TOKEN, Server, unique
 
 pytestmark = pytest.mark.timeout(120)
 

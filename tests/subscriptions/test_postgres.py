@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api.conftest import ADMIN_TOKEN, Server, unique
 from tests.subscriptions.conftest import Tenant, start_server
 from tests.subscriptions.sseclient import Collector, subscribe
+from tests.support.server import ADMIN_TOKEN, Server, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

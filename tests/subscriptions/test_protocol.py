@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api.conftest import Server
 from tests.subscriptions.conftest import HEARTBEAT, Tenant, start_server
 from tests.subscriptions.sseclient import subscribe
+from tests.support.server import Server
 
 pytestmark = pytest.mark.timeout(60)
 

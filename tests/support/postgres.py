@@ -28,7 +28,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -44,6 +43,7 @@ import pytest
 from eventodb.store.base import Store
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.statements import redact
+from tests.support.ports import free_port
 
 ENV_URL = "EVENTODB_TEST_DATABASE_URL"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -59,19 +59,13 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
     """A throwaway Postgres cluster in a temporary directory (started and stopped by us)."""
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="eventodb-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as: list[str] = []
         if os.geteuid() == 0:
