@@ -1,8 +1,8 @@
 """Fixtures shared by the whole suite.
 
 ``store`` runs a test once per backend: SQLite on files, SQLite in memory and Postgres. The
-contract suite in ``tests/contract`` uses only this fixture, so every backend passes the same
-tests.
+contract suite in ``tests/store/contract`` uses only this fixture, so every backend passes the
+same tests.
 """
 
 from __future__ import annotations

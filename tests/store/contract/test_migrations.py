@@ -13,7 +13,7 @@ import pytest
 from eventodb.core import tokens
 from eventodb.core.errors import BackendError
 from eventodb.store import migrations
-from tests.storage_access import DurableBackend, copy_migrations
+from tests.store.storage_access import DurableBackend, copy_migrations
 
 
 def _hash(namespace: str) -> str:

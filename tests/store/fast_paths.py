@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from eventodb.core.hashing import group_member
 from eventodb.store.base import ConsumerGroup, Store
+from tests.support.fixture_files import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 GROUP_SIZES = range(1, 8)
 
 

@@ -22,7 +22,7 @@ from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.statements import quote_ident, schema_name
-from tests.fast_paths_support import (
+from tests.store.fast_paths import (
     CATEGORY,
     GO_STREAMS,
     GROUP_SIZES,
@@ -35,7 +35,7 @@ from tests.fast_paths_support import (
     stream_ids,
     stream_name,
 )
-from tests.storage_access import RawMessages, migrations_up_to
+from tests.store.storage_access import RawMessages, migrations_up_to
 from tests.support.postgres import reset_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]

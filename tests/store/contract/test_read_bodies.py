@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from eventodb.core import jsoncodec, timefmt
 from eventodb.store.base import Store
-from tests.fast_paths_support import texts
-from tests.storage_access import RawMessages
+from tests.store.fast_paths import texts
+from tests.store.storage_access import RawMessages
 
 # -- payloads ---------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 
 from eventodb.core.errors import VersionConflict
 from eventodb.store.base import Store, WriteResult
-from tests.concurrent_writes import check_outcomes, expected_summary, run_workload
+from tests.store.concurrent_writes import check_outcomes, expected_summary, run_workload
 
 
 async def test_only_one_of_ten_writers_with_the_same_expected_version_wins(
@@ -62,7 +62,7 @@ async def test_many_concurrent_writers_get_consistent_outcomes(store: Store, ns:
     """Races on expected versions, plain appends and repeated ids, 64 writers at once: every
     acknowledged write is stored once where it was acknowledged, every refusal is right, and
     the accepted/rejected counts are the ones any correct store gives (on Postgres the writes
-    go in group-commit batches; tests/test_postgres_group_commit.py compares with single
+    go in group-commit batches; tests/store/postgres/test_group_commit.py compares with single
     writes)."""
     attempts = await run_workload(store, ns)
     stored = await store.get_category_messages(ns, "", batch_size=-1)

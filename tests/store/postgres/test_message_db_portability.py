@@ -17,12 +17,13 @@ import pytest
 from eventodb.core import jsoncodec, timefmt
 from tests.subscriptions.sseclient import subscribe
 from tests.support.cli import run_cli
+from tests.support.fixture_files import FIXTURES
 from tests.support.postgres import create_database, drop_database, run_sync, with_database
 from tests.support.server import ADMIN_TOKEN, Server, make_tenant, server_args
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
-FIXTURE = Path(__file__).parent / "fixtures" / "message_db_1_3_0.sql"
+FIXTURE = FIXTURES / "message_db_1_3_0.sql"
 
 
 async def _execute(url: str, sql: str) -> None:

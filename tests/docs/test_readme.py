@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from eventodb.core import jsoncodec
+from tests.docs.conftest import ROOT
 from tests.support.server import Server
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 _UUID = re.compile(r'"[0-9a-f]{4}(?:\.\.\.|[0-9a-f-]{32})"')
 _TIME = re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"')
 

@@ -21,7 +21,7 @@ from eventodb.core import timefmt, tokens
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.sqlite import SQLiteStore, migrate
-from tests.fast_paths_support import (
+from tests.store.fast_paths import (
     CATEGORY,
     GO_STREAMS,
     GROUP_SIZES,
@@ -34,7 +34,7 @@ from tests.fast_paths_support import (
     stream_ids,
     stream_name,
 )
-from tests.storage_access import RawMessages, migrations_up_to
+from tests.store.storage_access import RawMessages, migrations_up_to
 from tests.support.server import Server
 
 T0 = 1_736_935_200_000_000

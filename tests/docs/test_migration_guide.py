@@ -18,16 +18,17 @@ import asyncpg
 import pytest
 
 from eventodb.core import tokens
+from tests.docs.conftest import DOCS
+from tests.store.postgres.test_backend import UPSTREAM_MESSAGES, UPSTREAM_SCHEMA
+from tests.store.postgres.test_message_db_portability import FIXTURE
+from tests.support.fixture_files import FIXTURES
 from tests.support.ports import free_port
 from tests.support.postgres import create_database, drop_database, run_sync, with_database
 from tests.support.server import ADMIN_TOKEN, Server
-from tests.test_message_db_portability import FIXTURE
-from tests.test_postgres_backend import UPSTREAM_MESSAGES, UPSTREAM_SCHEMA
 
 pytestmark = pytest.mark.timeout(120)
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "MIGRATION.md"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+GUIDE = DOCS / "MIGRATION.md"
 LEGACY_TOKEN = tokens.generate("legacy")
 
 

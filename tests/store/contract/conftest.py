@@ -9,7 +9,7 @@ import pytest
 
 from eventodb.core import tokens
 from eventodb.store.base import Store
-from tests.storage_access import DurableBackend, PostgresDatabase, SQLiteFiles
+from tests.store.storage_access import DurableBackend, PostgresDatabase, SQLiteFiles
 from tests.support.postgres import reset_database
 
 

@@ -19,7 +19,7 @@ from eventodb.core.errors import BackendError
 from eventodb.store import migrations
 from eventodb.store.sqlite import SQLiteStore
 from eventodb.store.sqlite.files import db_file_name
-from tests.storage_access import migrations_up_to
+from tests.store.storage_access import migrations_up_to
 
 SHIPPED = migrations.load("sqlite", "namespace")
 OURS_AFTER_UPSTREAM = len([m for m in SHIPPED if m.version > 2])

@@ -27,7 +27,7 @@ from eventodb.store.base import WriteResult
 from eventodb.store.group_commit import GroupCommit
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.store import _Item, _NamespaceSchema, _Outcome
-from tests.concurrent_writes import check_outcomes, expected_summary, run_workload
+from tests.store.concurrent_writes import check_outcomes, expected_summary, run_workload
 from tests.support.postgres import open_postgres_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]

@@ -23,7 +23,8 @@ from eventodb.store.base import Message
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.jsonb import jsonb_exact
 from eventodb.store.postgres.statements import quote_ident, redact, render, schema_name
-from tests.storage_access import copy_migrations
+from tests.store.storage_access import copy_migrations
+from tests.support.fixture_files import FIXTURES
 from tests.support.ports import free_port
 from tests.support.postgres import reset_database
 
@@ -209,7 +210,7 @@ async def test_a_failing_registry_migration_stops_open_and_changes_nothing(
 # Bun suite uses too: upstream column order and types, `_`-prefixed parameter names, row types
 # instead of `message`, version -1.
 UPSTREAM_SCHEMA = (
-    (Path(__file__).parent / "fixtures" / "eventodb_go_0_7_postgres_namespace.sql")
+    (FIXTURES / "eventodb_go_0_7_postgres_namespace.sql")
     .read_text("utf-8")
     .replace("__SCHEMA__", "eventodb_legacy")
 )
