@@ -12,8 +12,9 @@ import pytest
 
 from eventodb import __version__
 from eventodb.core import tokens
-from tests.support.raw_http import raw_post
+from tests.support.raw_http import raw_post, raw_reply
 from tests.support.server import ADMIN_TOKEN, Server, error_of, make_tenant, unique
+from tests.unit.test_tokens import RANDOM_WITH_WHITESPACE
 
 BODY = b'["sys.version"]'
 
@@ -45,6 +46,21 @@ def test_bearer_without_token_is_token_required(prod_server: Server) -> None:
     assert json.loads(body) == {"error": {"code": "AUTH_REQUIRED", "message": "Token required"}}
 
 
+def _raw_rpc(server: Server, authorization: bytes) -> bytes:
+    """POST ["sys.version"] over a raw socket (httpx refuses header values with blanks)."""
+    header = b"Authorization: " + authorization
+    return raw_reply(server, "/rpc", b'["sys.version"]', [header.decode("latin-1")])
+
+
+def test_trailing_blanks_after_a_bearer_token_are_ignored(prod_server: Server) -> None:
+    """Go's net/http strips trailing blanks from header values; httptools does not."""
+    token = prod_server.banner_token().encode()
+    assert _raw_rpc(prod_server, b"Bearer " + token + b" \t ").startswith(b"HTTP/1.1 200")
+    blank = _raw_rpc(prod_server, b"Bearer   ")
+    assert blank.startswith(b"HTTP/1.1 401")
+    assert b'"message":"Token required"' in blank
+
+
 @pytest.mark.parametrize(
     ("token", "detail"),
     [
@@ -60,6 +76,13 @@ def test_malformed_token_is_auth_invalid_token(
     response = post(prod_server, {"Authorization": f"Bearer {token}"})
     assert error_of(response) == (401, "AUTH_INVALID_TOKEN", "Invalid token format")
     assert response.json()["error"]["details"] == {"error": detail}
+
+
+def test_token_with_whitespace_in_random_part_is_auth_invalid_token(prod_server: Server) -> None:
+    """A token that does not parse is 401 AUTH_INVALID_TOKEN, not a 403 hash mismatch."""
+    token = f"ns_ZGVmYXVsdA_{RANDOM_WITH_WHITESPACE[0]}"
+    response = prod_server.client.post("/rpc", params={"token": token}, json=["sys.version"])
+    assert error_of(response) == (401, "AUTH_INVALID_TOKEN", "Invalid token format")
 
 
 def test_unknown_namespace_and_wrong_hash_are_403(prod_server: Server) -> None:

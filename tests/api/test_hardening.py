@@ -1,5 +1,5 @@
 """What a public server's operator expects: the admin token kept out of ``ps``, private files,
-and a warning when listening everywhere over plain HTTP."""
+a warning when listening everywhere over plain HTTP, and everywhere meaning IPv4 and IPv6."""
 
 from __future__ import annotations
 
@@ -80,6 +80,24 @@ def test_listening_everywhere_warns_and_a_local_address_does_not(tmp_path: Path)
     finally:
         for srv in (everywhere, local):
             assert srv.stop() == 0, srv.output()
+
+
+def test_the_server_listens_on_ipv4_and_ipv6_like_go(prod_server: Server) -> None:
+    """Every interface by default. Go's ``:port`` is dual-stack."""
+    import socket
+
+    families = [socket.AF_INET]
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        families.append(socket.AF_INET6)
+    except OSError:
+        pass  # no IPv6 on this machine: IPv4 alone is all interfaces
+    for family in families:
+        host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        with socket.create_connection((host, prod_server.port), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
 
 
 def test_sqlite_files_are_private_unless_file_mode_relaxes_them(tmp_path: Path) -> None:

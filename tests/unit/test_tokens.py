@@ -58,6 +58,19 @@ def test_malformed_tokens_are_refused_with_the_upstream_message(token: str, mess
         tokens.parse(token)
 
 
+# ``bytes.fromhex`` skips ASCII whitespace between byte pairs, so these 64-character random
+# parts pass as "hex" although Go's ``hex.DecodeString`` (and our token rules) refuse them.
+RANDOM_WITH_WHITESPACE = ["00 00 " + "0" * 58, "00\t00\n" + "0" * 58]
+
+
+@pytest.mark.parametrize("random_part", RANDOM_WITH_WHITESPACE)
+def test_token_random_part_with_whitespace_is_not_valid_hex(random_part: str) -> None:
+    """Token rule 3 (docs/API.md, "Tokens"): R must be exactly 64 characters of valid hex."""
+    assert len(random_part) == tokens.RANDOM_HEX_LEN
+    with pytest.raises(tokens.TokenFormatError, match="random part is not valid hexadecimal"):
+        tokens.parse(f"ns_ZGVmYXVsdA_{random_part}")
+
+
 def test_uppercase_hex_is_accepted() -> None:
     assert tokens.parse("ns_ZGVmYXVsdA_" + "A" * 64) == "default"
 
