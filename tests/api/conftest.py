@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant, server_args
+from tests.support.server import ADMIN_TOKEN, Server, Tenant, make_tenant, serve_per_param
 
 BACKENDS = [
     "sqlite",
@@ -26,10 +26,7 @@ def server(
 ) -> Iterator[Server]:
     """A server per backend, shared by the tests of one module; the admin token is
     :data:`ADMIN_TOKEN`."""
-    workdir = tmp_path_factory.mktemp(f"server-{request.param}")
-    srv = Server(server_args(request.param, request, workdir), workdir=workdir, kind=request.param)
-    yield srv
-    assert srv.stop() == 0, srv.output()
+    yield from serve_per_param(request, tmp_path_factory, "server")
 
 
 @pytest.fixture(
@@ -39,10 +36,7 @@ def prod_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A production-mode server (strict auth) per persistent backend."""
-    workdir = tmp_path_factory.mktemp(f"prod-{request.param}")
-    srv = Server(server_args(request.param, request, workdir), workdir=workdir, kind=request.param)
-    yield srv
-    assert srv.stop() == 0, srv.output()
+    yield from serve_per_param(request, tmp_path_factory, "prod")
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from eventodb.client import (
     Subscription,
 )
 from tests.client.proxy import Proxy
-from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import ADMIN_TOKEN, Server, serve_per_param, server_args, unique
 from tests.support.server import Tenant as ServerTenant
 
 T = TypeVar("T")
@@ -58,10 +58,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One server per backend for the whole client suite (tests use their own namespaces)."""
-    workdir = tmp_path_factory.mktemp(f"client-{request.param}")
-    srv = start_server(request.param, request, workdir)
-    yield srv
-    assert srv.stop() == 0, srv.output()
+    yield from serve_per_param(request, tmp_path_factory, "client", f"--sse-heartbeat={HEARTBEAT}")
 
 
 class Tenant(ServerTenant):

@@ -32,7 +32,7 @@ from playwright.sync_api import (
 )
 
 from eventodb.core import tokens
-from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import ADMIN_TOKEN, Server, serve_per_param, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("EVENTODB_CHROMIUM", "/usr/bin/chromium"))
@@ -90,11 +90,7 @@ def server(
 ) -> Iterator[Server]:
     """A production-mode server per persistent backend, logging at debug level (so the token
     checks see everything it can log)."""
-    workdir = tmp_path_factory.mktemp(f"console-{request.param}")
-    args = [*server_args(request.param, request, workdir), "--log-level=debug"]
-    srv = Server(args, workdir=workdir, kind=request.param)
-    yield srv
-    assert srv.stop() == 0, srv.output()
+    yield from serve_per_param(request, tmp_path_factory, "console", "--log-level=debug")
 
 
 @dataclass

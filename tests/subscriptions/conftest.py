@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import ADMIN_TOKEN, Server, server_args, unique
+from tests.support.server import ADMIN_TOKEN, Server, serve_per_param, server_args, unique
 from tests.support.server import Tenant as ServerTenant
 
 HEARTBEAT = 1.0
@@ -34,10 +34,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A server per backend shared by one module (tests use their own namespaces)."""
-    workdir = tmp_path_factory.mktemp(f"sse-{request.param}")
-    srv = start_server(request.param, request, workdir)
-    yield srv
-    assert srv.stop() == 0, srv.output()
+    yield from serve_per_param(request, tmp_path_factory, "sse", f"--sse-heartbeat={HEARTBEAT}")
 
 
 class Tenant(ServerTenant):

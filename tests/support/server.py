@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,22 @@ def server_args(kind: str, request: pytest.FixtureRequest, workdir: Path) -> lis
         return [*base, "--test-mode"]
     dsn: str = request.getfixturevalue("postgres_dsn")
     return [*base, "--db-url", dsn]
+
+
+def serve_per_param(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    label: str,
+    *extra: str,
+) -> Iterator[Server]:
+    """For a fixture parametrised by backend kind to ``yield from``: the server of kind
+    ``request.param`` (see :func:`server_args`) with ``extra`` arguments, in a fresh directory
+    ``<label>-<kind>``. After the fixture's last test it is stopped, and it must exit 0."""
+    kind = request.param
+    workdir = tmp_path_factory.mktemp(f"{label}-{kind}")
+    srv = Server([*server_args(kind, request, workdir), *extra], workdir=workdir, kind=kind)
+    yield srv
+    assert srv.stop() == 0, srv.output()
 
 
 def unique(prefix: str = "t") -> str:

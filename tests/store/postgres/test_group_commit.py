@@ -45,16 +45,6 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
         yield pg
 
 
-@pytest.fixture
-async def sql(store: PostgresStore, postgres_dsn: str) -> AsyncIterator[Any]:
-    """A plain SQL client on the same database."""
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def writes_of(store: PostgresStore, namespace: str = NS) -> GroupCommit[_Item, _Outcome]:
     ns: _NamespaceSchema = await store._namespace(namespace)
     return ns.writes

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import pytest
 
 from eventodb.store.base import Gap, Message, Poke
@@ -46,15 +45,6 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
     async with open_postgres_store(postgres_dsn, listen_check_interval=0.5) as pg:
         await pg.create_namespace(NS, "hash")
         yield pg
-
-
-@pytest.fixture
-async def sql(store: PostgresStore, postgres_dsn: str) -> AsyncIterator[Any]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def sql_write(sql: Any, stream: str, schema: str = SCHEMA) -> int:
