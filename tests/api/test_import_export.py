@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from eventodb.core import tokens
-from tests.subscriptions.sseclient import subscribe
 from tests.support.raw_http import raw_post
 from tests.support.server import ADMIN_TOKEN, Server, Tenant, error_of, make_tenant
+from tests.support.sseclient import subscribe
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,5 +1,5 @@
 """Fixtures for the subscription tests: the real CLI server in a subprocess, one namespace per
-test, an async RPC client, and the raw SSE client of :mod:`tests.subscriptions.sseclient`.
+test, an async RPC client, and the raw SSE client of :mod:`tests.support.sseclient`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.subscriptions.conftest import Tenant
-from tests.subscriptions.sseclient import Collector, subscribe
+from tests.support.sseclient import Collector, subscribe
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -29,9 +29,9 @@ from eventodb.core import tokens
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
 from tests.subscriptions.conftest import HEARTBEAT, start_server
-from tests.subscriptions.sseclient import Collector, subscribe
 from tests.support.ports import free_port
 from tests.support.server import ADMIN_TOKEN, Server, unique
+from tests.support.sseclient import Collector, subscribe
 
 pytestmark = pytest.mark.timeout(120)
 

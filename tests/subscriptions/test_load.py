@@ -11,7 +11,7 @@ import pytest
 from eventodb.core.hashing import group_member
 from eventodb.core.streams import category
 from tests.subscriptions.conftest import Tenant
-from tests.subscriptions.sseclient import Collector, subscribe
+from tests.support.sseclient import Collector, subscribe
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from tests.subscriptions.conftest import Tenant, start_server
-from tests.subscriptions.sseclient import Collector, subscribe
 from tests.support.server import ADMIN_TOKEN, Server, unique
+from tests.support.sseclient import Collector, subscribe
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

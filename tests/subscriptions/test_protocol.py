@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.subscriptions.conftest import HEARTBEAT, Tenant, start_server
-from tests.subscriptions.sseclient import subscribe
 from tests.support.server import Server
+from tests.support.sseclient import subscribe
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 
 from eventodb.core import jsoncodec, timefmt
-from tests.subscriptions.sseclient import subscribe
 from tests.support.cli import run_cli
 from tests.support.fixture_files import FIXTURES
 from tests.support.postgres import create_database, drop_database, run_sync, with_database
 from tests.support.server import ADMIN_TOKEN, Server, make_tenant, server_args
+from tests.support.sseclient import subscribe
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

@@ -1,8 +1,7 @@
 """A minimal SSE client over a raw asyncio socket, so tests see the exact bytes on the wire.
 
 It speaks just enough HTTP/1.1 for ``GET /subscribe``: status line, headers, chunked or
-content-length bodies. Also used by ``scripts/bench_sse.py`` to hold thousands of connections
-cheaply.
+content-length bodies.
 """
 
 from __future__ import annotations
