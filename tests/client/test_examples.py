@@ -125,6 +125,9 @@ def test_the_consumer_resumes_after_kill_9_handling_at_most_its_interval_again(
         before = first.handled()
 
         second = Example(tenant, "sdk_consumer.py", "--interval", str(interval))
+        # One message written after it started: handling it shows the second consumer is in
+        # its loop (its SIGTERM handler installed) even when the first one handled everything.
+        positions += write_deposits(db, 1)
         after = second.wait_handled(lambda h: set(before) | set(h) == set(positions))
         assert second.stop() == 0, second.output()
         assert second.output().endswith(f"stopped at position {positions[-1] + 1}")
