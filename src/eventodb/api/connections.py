@@ -16,7 +16,6 @@ sent", and reads ``cycle.response_started``; both unchanged from 0.30 to 0.54.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import logging
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from eventodb.config import (
 )
 from eventodb.core import jsoncodec
 from eventodb.core.errors import EventoDBError, InvalidArgument, ServerBusy
+from eventodb.core.tasks import cancel_and_wait
 
 log = logging.getLogger("eventodb.http")
 
@@ -114,11 +114,8 @@ class ConnectionGuard:
         self._task = asyncio.create_task(self._sweep(), name="eventodb-connection-guard")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from eventodb.api.asgi import Receive, Scope, Send
 from eventodb.api.broker import Broker, Filter, PokeTuple, Subscription, ended_by_us
 from eventodb.core import validation
 from eventodb.core.errors import EventoDBError, InvalidArgument
+from eventodb.core.tasks import cancel_and_wait
 from eventodb.store.base import ConsumerGroup, Store
 
 log = logging.getLogger("eventodb.subscriptions")
@@ -155,9 +156,7 @@ async def handle_subscribe(
             raise
     finally:
         broker.unsubscribe(sub)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
 
 
 async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:

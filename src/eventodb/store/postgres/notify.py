@@ -16,7 +16,6 @@ writes at once (:meth:`NotificationRelay.own_write`); their echo is then skipped
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +25,7 @@ import asyncpg
 
 from eventodb.core import jsoncodec
 from eventodb.core.errors import EventoDBError
+from eventodb.core.tasks import cancel_and_wait
 from eventodb.store.base import Gap, Located, NamespaceChange, Poke
 from eventodb.store.postgres.statements import NOTIFY_CHANNEL, REGISTRY_CHANNEL
 
@@ -99,11 +99,8 @@ class NotificationRelay:
         self._deliverer = asyncio.create_task(self._deliver(), name="eventodb-pg-pokes")
 
     async def stop(self) -> None:
-        if self._deliverer is not None:
-            self._deliverer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._deliverer
-            self._deliverer = None
+        await cancel_and_wait(self._deliverer)
+        self._deliverer = None
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -236,11 +233,8 @@ class NotificationListener:
     async def stop(self) -> None:
         self._stopping = True
         self._lost.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._discard()
 
     async def _listen(self) -> None:

@@ -31,7 +31,6 @@ Decisions, each explained where it lives:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,6 +51,7 @@ from eventodb.core.errors import (
     PositionExists,
     VersionConflict,
 )
+from eventodb.core.tasks import cancel_and_wait
 from eventodb.store import migrations
 from eventodb.store.base import (
     CategoryInfo,
@@ -255,11 +255,8 @@ class PostgresStore(Store):
             raise
 
     async def close(self) -> None:
-        if self._recheck is not None:
-            self._recheck.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recheck
-            self._recheck = None
+        await cancel_and_wait(self._recheck)
+        self._recheck = None
         await self._relay.stop()
         await self._pool.close()
         self._namespaces.clear()
