@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,29 +121,8 @@ async def inspect(c: Any, schema: str) -> MessageDBInfo:
         if columns.get(name) not in (kind, "character varying" if kind == "text" else kind):
             found = columns.get(name, "missing")
             raise NotMessageDB(f"{where}: messages.{name} should be {kind}, it is {found}")
-    functions = {
-        r[0]
-        for r in await c.fetch(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = $1",
-            schema,
-        )
-    }
-    missing = [f for f in _REQUIRED_FUNCTIONS if f not in functions]
-    if missing:
-        raise NotMessageDB(f"{where}: function {', '.join(missing)} missing")
-    indexes = {
-        r[0]
-        for r in await c.fetch(
-            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-            " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
-            " WHERE n.nspname = $1 AND t.relname = 'messages' AND x.indisunique",
-            schema,
-        )
-    }
-    missing = [i for i in _REQUIRED_INDEXES if i not in indexes]
-    if missing:
-        raise NotMessageDB(f"{where}: unique index {', '.join(missing)} missing")
+    await _require_named(c, _FUNCTIONS, schema, _REQUIRED_FUNCTIONS, f"{where}: function")
+    await _require_named(c, _UNIQUE_INDEXES, schema, _REQUIRED_INDEXES, f"{where}: unique index")
     try:
         async with c.transaction():  # a savepoint: a failing call must not end the caller's
             version = str(await c.fetchval(f"SELECT {quote_ident(schema)}.message_store_version()"))
@@ -152,6 +131,27 @@ async def inspect(c: Any, schema: str) -> MessageDBInfo:
     if not version.startswith("1."):
         raise NotMessageDB(f"schema {schema} holds Message DB {version}; only 1.x is supported")
     return MessageDBInfo(schema, version, await schema_version(c, schema))
+
+
+_FUNCTIONS = (
+    "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+    " WHERE n.nspname = $1"
+)
+_UNIQUE_INDEXES = (
+    "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+    " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+    " WHERE n.nspname = $1 AND t.relname = 'messages' AND x.indisunique"
+)
+
+
+async def _require_named(
+    c: Any, names_sql: str, schema: str, required: Iterable[str], what: str
+) -> None:
+    """Raise NotMessageDB naming the ``required`` objects that ``names_sql`` does not list."""
+    present = {r[0] for r in await c.fetch(names_sql, schema)}
+    missing = [name for name in required if name not in present]
+    if missing:
+        raise NotMessageDB(f"{what} {', '.join(missing)} missing")
 
 
 async def _catalog(c: Any, schema: str) -> dict[str, str]:
