@@ -268,6 +268,32 @@ def test_refusals_change_nothing(message_db: str) -> None:
     assert asyncio.run(_dump(message_db)) == before
 
 
+def test_a_schema_without_message_dbs_functions_or_indexes_is_refused(message_db: str) -> None:
+    """A messages table alone is not Message DB: the functions and unique indexes must be there."""
+    for schema, drop in [
+        ("ms3", "DROP FUNCTION ms3.stream_version(varchar), ms3.write_message"),
+        ("ms4", "DROP INDEX ms4.messages_stream"),
+    ]:
+        install = FIXTURE.read_text().replace("message_store.", f"{schema}.")
+        install = install.replace(
+            "SCHEMA IF NOT EXISTS message_store", f"SCHEMA IF NOT EXISTS {schema}"
+        )
+        run_sync(_execute, message_db, install + f";\n{drop};")
+    untouched = asyncio.run(_dump(message_db))
+    where = "Error: schema {} is not a Message DB installation"
+    no_functions = run_cli("adopt", "--db-url", message_db, "--schema", "ms3", "--namespace", "x")
+    assert (no_functions.returncode, no_functions.stderr) == (
+        1,
+        where.format("ms3") + ": function write_message, stream_version missing\n",
+    )
+    no_index = run_cli("adopt", "--db-url", message_db, "--schema", "ms4", "--namespace", "x")
+    assert (no_index.returncode, no_index.stderr) == (
+        1,
+        where.format("ms4") + ": unique index messages_stream missing\n",
+    )
+    assert asyncio.run(_dump(message_db)) == untouched
+
+
 def test_release_keeps_the_data_and_the_schema_can_be_adopted_again(
     message_db: str, serve: Any
 ) -> None:
