@@ -334,14 +334,21 @@ class SQLiteStore(Store):
             raise BackendError(f"Failed to {verb}: store is not open")
         return await self._registry.call(fn, write=write, verb=verb)
 
-    async def _get_namespace(self, namespace: str) -> NamespaceRecord:
+    async def _namespace_row(self, statement: str, namespace: str) -> Any:
+        """The registry row of ``namespace`` that ``statement`` selects.
+
+        Raises:
+            NamespaceNotFound: the registry has no such namespace.
+        """
         row = await self._reg(
-            lambda c: c.execute(statements.GET_NAMESPACE, (namespace,)).fetchone(),
-            "get namespace",
-            write=False,
+            lambda c: c.execute(statement, (namespace,)).fetchone(), "get namespace", write=False
         )
         if row is None:
             raise NamespaceNotFound(namespace)
+        return row
+
+    async def _get_namespace(self, namespace: str) -> NamespaceRecord:
+        row = await self._namespace_row(statements.GET_NAMESPACE, namespace)
         return NamespaceRecord(row[0], row[1], row[2] or "", row[3])
 
     async def list_namespaces(self) -> list[NamespaceRecord]:
@@ -360,13 +367,7 @@ class SQLiteStore(Store):
             raise NamespaceNotFound(namespace)
 
     async def _db_path(self, namespace: str) -> str:
-        row = await self._reg(
-            lambda c: c.execute(statements.DB_PATH, (namespace,)).fetchone(),
-            "get namespace",
-            write=False,
-        )
-        if row is None:
-            raise NamespaceNotFound(namespace)
+        row = await self._namespace_row(statements.DB_PATH, namespace)
         return registered_file_name(str(row[0]))
 
     def _open_handle(self, namespace: str, db_path: str) -> _NamespaceDatabase:
