@@ -49,6 +49,7 @@ READS: list[list[Any]] = [
     ["stream.version", "acc-1"],
     ["ns.streams"],
     ["ns.categories"],
+    ["ns.head"],
 ]
 
 

@@ -169,6 +169,13 @@ def test_categories_listing(tenant: Tenant) -> None:
     ]
 
 
+def test_head_is_the_last_global_position_and_settled(tenant: Tenant) -> None:
+    assert tenant.ok("ns.head") == {"globalPosition": 0, "settled": True}
+    for stream in ["acc-1", "acc-2", "zed-1"]:
+        tenant.ok("stream.write", stream, {"type": "T", "data": {}})
+    assert tenant.ok("ns.head", "ignored") == {"globalPosition": 3, "settled": True}
+
+
 def test_sys_methods(server: Server, tenant: Tenant) -> None:
     assert tenant.ok("sys.version") == __version__
     assert re.match(r"^\d+\.\d+\.\d+", __version__)

@@ -4,6 +4,7 @@ subprocess against real servers on every backend (docs/MIGRATION.md, "Export, im
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import gzip
@@ -25,8 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from eventodb.store.postgres.statements import quote_ident, schema_name
 from tests.api.test_import_export import (  # the fixtures too: a namespace per test
     everything,
     import_events,
@@ -549,6 +552,53 @@ def test_copy_under_concurrent_writes_copies_a_prefix_and_resumes(
         "--to", target.server.url, "--to-token", target.token, "--resume",
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    assert everything(target) == everything(source)
+
+
+@pytest.mark.postgres
+async def test_copy_from_postgres_waits_for_a_write_committing_below_its_stop(
+    servers: Servers, postgres_dsn: str
+) -> None:
+    """On Postgres a write draws its global position before it commits: one still in flight
+    when the copy starts can commit below a position already visible. The copy's stop (the
+    source's ``ns.head``) waits for it, so the copy holds it and ``--resume`` misses nothing."""
+    source, target = make_tenant(servers["postgres"]), make_tenant(servers["test-mode"])
+    source.ok("stream.write", "acc-1", {"type": "T", "data": {}})
+    write = (
+        f"SELECT {quote_ident(schema_name(source.namespace))}.write_message($1, $2, 'T', '{{}}')"
+    )
+    held, other = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
+    try:
+        transaction = held.transaction()
+        await transaction.start()
+        await held.execute(write, str(uuid.uuid4()), "late-1")  # global position 2, in flight
+        await other.execute(write, str(uuid.uuid4()), "early-1")  # 3, committed
+        copy = asyncio.ensure_future(
+            asyncio.to_thread(
+                run_cli_bytes,
+                "copy",
+                "--from",
+                source.server.url,
+                "--from-token",
+                source.token,
+                "--to",
+                target.server.url,
+                "--to-token",
+                target.token,
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert not copy.done(), "the copy did not wait for the write in flight"
+        await transaction.commit()
+        result = await asyncio.wait_for(copy, CLI_TIMEOUT)
+    finally:
+        await held.close()
+        await other.close()
+    assert result.returncode == 0, result.stderr
+    err = result.stderr.decode()
+    assert f"Copied up to global position 3 of {source.server.url}." in err
+    assert "Warning" not in err
+    assert [m[4] for m in everything(target)] == [1, 2, 3]
     assert everything(target) == everything(source)
 
 

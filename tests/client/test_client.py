@@ -17,6 +17,7 @@ from eventodb.client import (
     DuplicateMessageId,
     EventoDB,
     ExpectedVersionError,
+    Head,
     InvalidRequest,
     Message,
     MethodNotFound,
@@ -216,7 +217,7 @@ async def test_iterators_refuse_unlimited_or_oversized_pages(db: Client) -> None
             await collect(db.iter_category("page", batch_size=size))
 
 
-async def test_listing_streams_and_categories(db: Client) -> None:
+async def test_listing_streams_and_categories_and_the_head(db: Client) -> None:
     for name in ["b-1", "a-2", "a-1", "a-1", "c", "a-10"]:
         await do(db.write(name, "T", {}))
     streams = await do(db.list_streams())
@@ -241,6 +242,7 @@ async def test_listing_streams_and_categories(db: Client) -> None:
         ("b", 1, 1),
         ("c", 1, 1),
     ]
+    assert await do(db.head()) == Head(6, settled=True)
 
 
 async def test_namespace_administration_with_the_admin_token(

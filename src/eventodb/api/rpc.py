@@ -306,6 +306,12 @@ async def ns_categories(svc: Services, ns: str, args: list[Any]) -> Any:
     ]
 
 
+async def ns_head(svc: Services, ns: str, args: list[Any]) -> Any:
+    """Where the caller's namespace's global order stands; exports and copies stop there."""
+    head = await svc.store.settled_head(ns)
+    return {"globalPosition": head.global_position, "settled": head.settled}
+
+
 # -- system -----------------------------------------------------------------------------------
 
 
@@ -337,13 +343,14 @@ METHODS: dict[str, Method] = {
     "ns.info": ns_info,
     "ns.streams": ns_streams,
     "ns.categories": ns_categories,
+    "ns.head": ns_head,
     "sys.version": sys_version,
     "sys.health": sys_health,
 }
 
 OWN_NAMESPACE = frozenset(
     {"stream.write", "stream.get", "stream.last", "stream.version", "category.get"}
-    | {"ns.streams", "ns.categories"}
+    | {"ns.streams", "ns.categories", "ns.head"}
 )
 """Methods that work in the caller's namespace: if it vanished (deleted by another process),
 the caller is no longer authorized rather than "not found"."""

@@ -23,6 +23,7 @@ from eventodb.client.models import (
     ConsumerGroup,
     CreatedNamespace,
     DeletedNamespace,
+    Head,
     Health,
     Message,
     NamespaceInfo,
@@ -227,6 +228,10 @@ class AsyncEventoDB:
     async def list_categories(self) -> list[CategoryInfo]:
         """Like :meth:`EventoDB.list_categories`."""
         return await self._call(rpc.list_categories())
+
+    async def head(self) -> Head:
+        """Like :meth:`EventoDB.head`."""
+        return await self._call(rpc.head())
 
     # -- namespaces --------------------------------------------------------------------------
 

@@ -268,6 +268,26 @@ class CategoryInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """The answer to :meth:`EventoDB.head`: where the namespace's global order stands.
+
+    Attributes:
+        global_position: the highest global position such that every message at or below it
+            is readable now and no other can still appear there (0: empty namespace).
+        settled: ``False`` when writes that may commit below it were still in flight after
+            the server waited for them (Postgres only).
+    """
+
+    global_position: int
+    settled: bool
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Head:
+        """From the ``ns.head`` result object."""
+        return cls(data["globalPosition"], data["settled"])
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """The answer to :meth:`EventoDB.health`.
 

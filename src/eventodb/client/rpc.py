@@ -17,6 +17,7 @@ from eventodb.client.models import (
     ConsumerGroup,
     CreatedNamespace,
     DeletedNamespace,
+    Head,
     Health,
     Message,
     NamespaceInfo,
@@ -65,7 +66,8 @@ def _same(result: Any) -> Any:
 
 READ_METHODS = frozenset(
     {"stream.get", "stream.last", "stream.version", "category.get"}
-    | {"ns.list", "ns.info", "ns.streams", "ns.categories", "sys.version", "sys.health"}
+    | {"ns.list", "ns.info", "ns.streams", "ns.categories", "ns.head"}
+    | {"sys.version", "sys.health"}
 )
 """Methods that only read, so they may be resent when an answer is lost."""
 
@@ -174,6 +176,11 @@ def list_streams(prefix: str, cursor: str, limit: int) -> Call[list[StreamInfo]]
 def list_categories() -> Call[list[CategoryInfo]]:
     """``ns.categories``."""
     return Call(["ns.categories"], lambda rows: [CategoryInfo.from_wire(r) for r in rows])
+
+
+def head() -> Call[Head]:
+    """``ns.head``."""
+    return Call(["ns.head"], Head.from_wire)
 
 
 def server_version() -> Call[str]:

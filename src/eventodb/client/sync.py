@@ -25,6 +25,7 @@ from eventodb.client.models import (
     ConsumerGroup,
     CreatedNamespace,
     DeletedNamespace,
+    Head,
     Health,
     Message,
     NamespaceInfo,
@@ -267,6 +268,11 @@ class EventoDB:
     def list_categories(self) -> list[CategoryInfo]:
         """The namespace's categories with their stream and message counts."""
         return self._call(rpc.list_categories())
+
+    def head(self) -> Head:
+        """Where the namespace's global order stands: read up to ``head().global_position`` and
+        nothing can still appear below what you read (docs/API.md, ``ns.head``)."""
+        return self._call(rpc.head())
 
     # -- namespaces --------------------------------------------------------------------------
 

@@ -118,6 +118,22 @@ class NamespaceStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """Where a namespace's global order stands: ``ns.head`` (docs/API.md)."""
+
+    global_position: int
+    """The highest global position such that every message at or below it is committed and
+    no other can still appear there (0: none yet)."""
+    settled: bool
+    """``False`` when writes that may hold lower positions were still in flight when the
+    server stopped waiting for them."""
+
+
+HEAD_WAIT_SECONDS = 5.0
+"""How long :meth:`Store.settled_head` waits for writes in flight to finish."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
     stream: str
     version: int
@@ -459,6 +475,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def namespace_stats(self, namespace: str) -> NamespaceStats:
         """Message count, distinct streams, newest message time. Raises: NamespaceNotFound."""
+
+    @abc.abstractmethod
+    async def settled_head(self, namespace: str, wait: float = HEAD_WAIT_SECONDS) -> Head:
+        """The namespace's settled head: a copy or export that reads up to it reads a true
+        prefix of the global order, which ``--resume`` can continue without missing anything.
+
+        Where concurrent transactions draw global positions before they commit (Postgres), a
+        write still in flight may commit below the highest position already visible; the head
+        then waits up to ``wait`` seconds for such writes. Raises: NamespaceNotFound.
+        """
 
     async def clear_namespace(self, namespace: str) -> int:
         """Delete every message and restart global positions at 1 (``/import?force=true``).

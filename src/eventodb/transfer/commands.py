@@ -145,7 +145,9 @@ async def _export(values: Mapping[str, Any], out: _Writer) -> int:
     until = parse_bound(values["until"], "until") if values["until"] else None
     categories = _categories(values["categories"])
     async with Remote(values["url"], values["token"]) as remote:
-        last = await remote.last_global_position()
+        last, settled = await remote.head()
+        if settled is False:
+            sys.stderr.write(_UNSETTLED.format(last))
         source = ServerSource(
             remote,
             categories,
@@ -170,6 +172,13 @@ async def _export(values: Mapping[str, Any], out: _Writer) -> int:
         f" {progress.elapsed:.1f}s ({_rate(progress.messages, progress.elapsed)})\n"
     )
     return 0
+
+
+_UNSETTLED = (
+    "Warning: the source cannot vouch that nothing more will appear at or below global position"
+    " {} (writes still in flight after waiting for them): such a message would be missing from"
+    " this copy, and --resume would not add it.\n"
+)
 
 
 # -- import and copy: the common part ----------------------------------------------------------
@@ -385,7 +394,9 @@ async def _copy(values: Mapping[str, Any]) -> int:
             yes=bool(values["yes"]),
             verb="Copy",
         )
-        stop = await origin.last_global_position()
+        stop, settled = await origin.head()
+        if settled is False:
+            sys.stderr.write(_UNSETTLED.format(stop))
         source = ServerSource(origin, categories, target.last + 1, stop)
         if categories == [""] and stop:
             source.total = max(await origin.message_count() - target.count, 0) or None

@@ -26,6 +26,17 @@ class TransferError(Exception):
     """A run-time failure: printed as ``Error: <text>``, exit status 1."""
 
 
+class ErrorAnswer(TransferError):
+    """The server answered an RPC call with an error."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.code: str | None = None
+        """The error envelope's code, when the body is one."""
+        with contextlib.suppress(jsoncodec.JSONError, AttributeError, TypeError):
+            self.code = jsoncodec.loads(body)["error"]["code"]
+
+
 def describe(exc: httpx.HTTPError, url: str) -> TransferError:
     """A transport failure as one line naming the URL."""
     reason = str(exc) or type(exc).__name__
@@ -54,11 +65,13 @@ Row = list[Any]
 class Remote:
     """One namespace of one server, addressed by its URL and the namespace's token."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(
+        self, url: str, token: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.client = httpx.AsyncClient(
-            timeout=HTTP_TIMEOUT, headers={"Authorization": f"Bearer {token}"}
+            timeout=HTTP_TIMEOUT, headers={"Authorization": f"Bearer {token}"}, transport=transport
         )
 
     async def aclose(self) -> None:
@@ -94,7 +107,7 @@ class Remote:
         except httpx.HTTPError as exc:
             raise describe(exc, url) from None
         if response.status_code != 200:
-            raise TransferError(f"HTTP {response.status_code}: {_body_text(response)}")
+            raise ErrorAnswer(response.status_code, _body_text(response))
         try:
             return jsoncodec.loads(response.content)
         except jsoncodec.JSONError as exc:
@@ -113,11 +126,25 @@ class Remote:
         return int(info["messageCount"])
 
     async def last_global_position(self) -> int:
-        """The highest global position in the namespace, 0 when it is empty.
+        """The highest global position in the namespace, 0 when it is empty."""
+        position, _ = await self.head()
+        return position
 
-        There is no call that answers this directly, so it is searched for with one-message
-        reads: every read at position p returns the first message at or after p.
-        """
+    async def head(self) -> tuple[int, bool | None]:
+        """Where the namespace's global order stands: the highest global position (0 when
+        empty), and whether nothing can still commit below it (``ns.head``; ``None`` for a server
+        without that call, such as the Go server, where the position is searched for)."""
+        try:
+            answer = await self.rpc("ns.head")
+        except ErrorAnswer as exc:
+            if exc.code != "METHOD_NOT_FOUND":
+                raise
+            return await self._search_last(), None
+        return int(answer["globalPosition"]), bool(answer["settled"])
+
+    async def _search_last(self) -> int:
+        """The highest global position, found with one-message reads: every read at position p
+        returns the first message at or after p."""
         first = await self.page("", 1, 1)
         if not first:
             return 0

@@ -201,6 +201,27 @@ class NamespaceSQL:
             f" FROM {s}.messages GROUP BY 1 ORDER BY 1"
         )
         self.stats = f"SELECT count(*), count(DISTINCT stream_name), max(time) FROM {s}.messages"
+        # The settled head (PostgresStore.settled_head). head_start: the last committed message
+        # and the last global position drawn, read in that order (a committed position drawn
+        # from the sequence is never above it); writers_in_flight: the transactions that may
+        # have drawn a position and not ended (every write takes a lock on the table that lets
+        # it insert before it draws: write_message, write_messages, imports, a plain INSERT).
+        self.head_start = (
+            f"SELECT (SELECT coalesce(max(global_position), 0) FROM {s}.messages),"
+            f" (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
+        )
+        self.writers_in_flight = (
+            "SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks"
+            f" WHERE locktype = 'relation' AND relation = {quote_literal(self.messages)}::regclass"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND granted AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock',"
+            " 'ExclusiveLock', 'AccessExclusiveLock') AND pid <> pg_backend_pid()"
+            " AND ($1::text[] IS NULL OR virtualtransaction = ANY ($1::text[]))"
+        )
+        self.last_at_or_below = (
+            f"SELECT coalesce(max(global_position), 0) FROM {s}.messages"
+            " WHERE global_position <= $1"
+        )
         self.count = f"SELECT count(*) FROM {s}.messages"
         self.lock_exclusive = f"LOCK TABLE {s}.messages IN ACCESS EXCLUSIVE MODE"
         self.create_schema = f"CREATE SCHEMA {s}"

@@ -54,8 +54,10 @@ from eventodb.core.errors import (
 from eventodb.core.tasks import cancel_and_wait
 from eventodb.store import migrations
 from eventodb.store.base import (
+    HEAD_WAIT_SECONDS,
     CategoryInfo,
     ConsumerGroup,
+    Head,
     HealthCheck,
     Located,
     Message,
@@ -160,6 +162,10 @@ class _NamespaceSchema:
         self.writes: GroupCommit[_Item, _Outcome] = GroupCommit(
             lambda items: write_batch(self, items)
         )
+
+
+HEAD_POLL_SECONDS = 0.005
+"""How often :meth:`PostgresStore.settled_head` looks whether the writes it waits for ended."""
 
 
 class PostgresStore(Store):
@@ -499,6 +505,36 @@ class PostgresStore(Store):
         )
         last = row[2].replace(tzinfo=UTC) if row[2] is not None else None
         return NamespaceStats(row[0], row[1], last)
+
+    async def settled_head(self, namespace: str, wait: float = HEAD_WAIT_SECONDS) -> Head:
+        """Global positions are drawn from a sequence before the write commits, so commits land
+        out of order. Every position up to the last one drawn was drawn by a transaction that
+        held the table's write lock while drawing; once the transactions holding it now have
+        ended (listed after reading the sequence), nothing can still appear up to there. New
+        writers are not held up: only the ones in flight are waited for."""
+        ns = await self._namespace(namespace)
+        sql = ns.sql
+
+        async def fetch(verb: str, query: str, *args: Any) -> Any:
+            return await self._pool.run(
+                verb, lambda c: c.fetchval(query, *args), namespace=ns.id, retry=True
+            )
+
+        start = await self._pool.run(
+            "read head", lambda c: c.fetchrow(sql.head_start), namespace=ns.id, retry=True
+        )
+        committed, drawn = int(start[0]), int(start[1])
+        if committed > drawn:
+            # Messages placed above the sequence without moving it (our import moves it): the
+            # sequence no longer says where writes will land.
+            return Head(committed, settled=False)
+        in_flight = await fetch("list writes in flight", sql.writers_in_flight, None)
+        deadline = time.monotonic() + wait
+        while in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(HEAD_POLL_SECONDS)
+            in_flight = await fetch("list writes in flight", sql.writers_in_flight, in_flight)
+        last = int(await fetch("read head", sql.last_at_or_below, drawn))
+        return Head(last, settled=not in_flight)
 
     async def _clear_namespace(self, namespace: str) -> int:
         ns = await self._namespace(namespace)

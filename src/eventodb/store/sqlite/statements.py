@@ -139,6 +139,7 @@ LIST_CATEGORIES = (
 )
 STATS = "SELECT count(*), count(DISTINCT stream_name), max(time) FROM messages"
 COUNT = "SELECT count(*) FROM messages"
+HEAD = "SELECT coalesce(max(global_position), 0) FROM messages"
 CLEAR = "DELETE FROM messages"
 RESTART_GLOBAL_POSITIONS = "DELETE FROM sqlite_sequence WHERE name = 'messages'"
 IMPORT_ROWS = (

@@ -31,8 +31,10 @@ from eventodb.core.errors import (
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.base import (
+    HEAD_WAIT_SECONDS,
     CategoryInfo,
     ConsumerGroup,
+    Head,
     HealthCheck,
     Located,
     Message,
@@ -487,6 +489,13 @@ class SQLiteStore(Store):
         )
         last = timefmt.from_micros(row[2]) if row[2] is not None else None
         return NamespaceStats(row[0], row[1], last)
+
+    async def settled_head(self, namespace: str, wait: float = HEAD_WAIT_SECONDS) -> Head:
+        # A write draws its global position inside the file's write lock and commits before
+        # the next one draws: what is visible is always a prefix.
+        handle = await self._handle(namespace)
+        head = await handle.read(lambda c: c.execute(statements.HEAD).fetchone()[0], "read head")
+        return Head(int(head), settled=True)
 
     async def _clear_namespace(self, namespace: str) -> int:
         def clear(c: sqlite3.Connection) -> int:
