@@ -98,6 +98,15 @@ forEachBackend((ctx) => {
     expect(await client.category("work", { correlation: "" })).toHaveLength(6);
   });
 
+  test("ns.head is the last global position, settled, and a read up to it gets everything", async () => {
+    const { client } = await ctx.tenant();
+    expect(await client.call("ns.head")).toEqual({ globalPosition: 0, settled: true });
+    await writeAll(client, ["h-1", "g-1", "h-2"]);
+    const head = await client.call<{ globalPosition: number; settled: boolean }>("ns.head");
+    expect(head).toEqual({ globalPosition: 3, settled: true });
+    expect(globals(await client.category(""))).toEqual([1, 2, 3]);
+  });
+
   test("correlation and consumer group combine", async () => {
     const { client } = await ctx.tenant();
     for (const stream of ["test-1", "test-2", "test-3", "test-4"]) {
