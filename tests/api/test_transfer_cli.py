@@ -555,6 +555,20 @@ def test_copy_under_concurrent_writes_copies_a_prefix_and_resumes(
     assert everything(target) == everything(source)
 
 
+async def _head_waiting(sql: Any, since: Any) -> None:
+    """Until a server connection has looked for writes in flight (the head is waiting)."""
+    for _ in range(400):
+        looked = await sql.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'eventodb'"
+            " AND query LIKE '%FROM pg_locks%' AND query_start > $1",
+            since,
+        )
+        if looked:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the copy never asked for the source's head")
+
+
 @pytest.mark.postgres
 async def test_copy_from_postgres_waits_for_a_write_committing_below_its_stop(
     servers: Servers, postgres_dsn: str
@@ -573,6 +587,7 @@ async def test_copy_from_postgres_waits_for_a_write_committing_below_its_stop(
         await transaction.start()
         await held.execute(write, str(uuid.uuid4()), "late-1")  # global position 2, in flight
         await other.execute(write, str(uuid.uuid4()), "early-1")  # 3, committed
+        since = await other.fetchval("SELECT clock_timestamp()")
         copy = asyncio.ensure_future(
             asyncio.to_thread(
                 run_cli_bytes,
@@ -587,7 +602,8 @@ async def test_copy_from_postgres_waits_for_a_write_committing_below_its_stop(
                 target.token,
             )
         )
-        await asyncio.sleep(1.0)
+        await _head_waiting(other, since)
+        await asyncio.sleep(0.3)
         assert not copy.done(), "the copy did not wait for the write in flight"
         await transaction.commit()
         result = await asyncio.wait_for(copy, CLI_TIMEOUT)

@@ -62,6 +62,21 @@ async def test_without_ns_head_the_last_position_is_searched_for(positions: list
     assert calls.count("category.get") <= searches * (2 * bits + 2)  # a search, not a scan
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"message": "x"}', b'{"error": {}}', b'{"error": "x"}', b"[1]", b"<html>"]
+)
+async def test_an_error_without_the_envelope_is_reported_not_a_crash(body: bytes) -> None:
+    def proxy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, content=body)
+
+    async with Remote(
+        "http://stand-in", tokens.generate("tenant"), httpx.MockTransport(proxy)
+    ) as remote:
+        with pytest.raises(ErrorAnswer, match="HTTP 502") as raised:
+            await remote.head()
+        assert raised.value.code is None
+
+
 async def test_other_errors_of_ns_head_are_not_taken_for_an_old_server() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": {"code": "AUTH_REQUIRED", "message": "no"}})

@@ -108,6 +108,25 @@ def _run(work: Callable[[], Any]) -> int:
     return result
 
 
+async def _source_head(remote: Remote) -> int:
+    """Where to stop reading the source (its ``ns.head``), saying when the source cannot vouch
+    that nothing more will appear below it."""
+    head, settled = await remote.head()
+    if settled is False:
+        sys.stderr.write(
+            f"Warning: the source cannot vouch that nothing more will appear at or below global"
+            f" position {head} (writes still in flight after waiting for them): such a message"
+            " would be missing here, and --resume would not add it.\n"
+        )
+    elif settled is None:
+        sys.stderr.write(
+            "Note: the source has no ns.head (the Go server): a write it commits below global"
+            f" position {head} after this point would be missing here (stop its writers when"
+            " that matters).\n"
+        )
+    return head
+
+
 # -- export ------------------------------------------------------------------------------------
 
 
@@ -145,9 +164,7 @@ async def _export(values: Mapping[str, Any], out: _Writer) -> int:
     until = parse_bound(values["until"], "until") if values["until"] else None
     categories = _categories(values["categories"])
     async with Remote(values["url"], values["token"]) as remote:
-        last, settled = await remote.head()
-        if settled is False:
-            sys.stderr.write(_UNSETTLED.format(last))
+        last = await _source_head(remote)
         source = ServerSource(
             remote,
             categories,
@@ -172,13 +189,6 @@ async def _export(values: Mapping[str, Any], out: _Writer) -> int:
         f" {progress.elapsed:.1f}s ({_rate(progress.messages, progress.elapsed)})\n"
     )
     return 0
-
-
-_UNSETTLED = (
-    "Warning: the source cannot vouch that nothing more will appear at or below global position"
-    " {} (writes still in flight after waiting for them): such a message would be missing from"
-    " this copy, and --resume would not add it.\n"
-)
 
 
 # -- import and copy: the common part ----------------------------------------------------------
@@ -394,9 +404,7 @@ async def _copy(values: Mapping[str, Any]) -> int:
             yes=bool(values["yes"]),
             verb="Copy",
         )
-        stop, settled = await origin.head()
-        if settled is False:
-            sys.stderr.write(_UNSETTLED.format(stop))
+        stop = await _source_head(origin)
         source = ServerSource(origin, categories, target.last + 1, stop)
         if categories == [""] and stop:
             source.total = max(await origin.message_count() - target.count, 0) or None

@@ -31,10 +31,18 @@ class ErrorAnswer(TransferError):
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"HTTP {status}: {body}")
-        self.code: str | None = None
+        self.code = _error_code(body)
         """The error envelope's code, when the body is one."""
-        with contextlib.suppress(jsoncodec.JSONError, AttributeError, TypeError):
-            self.code = jsoncodec.loads(body)["error"]["code"]
+
+
+def _error_code(body: str) -> str | None:
+    try:
+        envelope = jsoncodec.loads(body)
+    except jsoncodec.JSONError:
+        return None
+    error = envelope.get("error") if isinstance(envelope, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def describe(exc: httpx.HTTPError, url: str) -> TransferError:

@@ -202,20 +202,23 @@ class NamespaceSQL:
         )
         self.stats = f"SELECT count(*), count(DISTINCT stream_name), max(time) FROM {s}.messages"
         # The settled head (PostgresStore.settled_head). head_start: the last committed message
-        # and the last global position drawn, read in that order (a committed position drawn
-        # from the sequence is never above it); writers_in_flight: the transactions that may
-        # have drawn a position and not ended (every write takes a lock on the table that lets
-        # it insert before it draws: write_message, write_messages, imports, a plain INSERT).
+        # (in the statement's snapshot, taken before the sequence is read, so a committed
+        # position drawn from the sequence is never above the last one drawn), the last global
+        # position drawn, and how many values a session draws ahead (CACHE); writers_in_flight:
+        # the transactions that may have drawn a position and not ended (every write takes a
+        # lock on the table that lets it insert before it draws: write_message, write_messages,
+        # imports, a plain INSERT; prepared transactions have no pid).
         self.head_start = (
             f"SELECT (SELECT coalesce(max(global_position), 0) FROM {s}.messages),"
-            f" (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
+            f" (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq}),"
+            f" (SELECT seqcache FROM pg_sequence WHERE seqrelid = {quote_literal(seq)}::regclass)"
         )
         self.writers_in_flight = (
             "SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks"
             f" WHERE locktype = 'relation' AND relation = {quote_literal(self.messages)}::regclass"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND granted AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock',"
-            " 'ExclusiveLock', 'AccessExclusiveLock') AND pid <> pg_backend_pid()"
+            " 'ExclusiveLock', 'AccessExclusiveLock') AND pid IS DISTINCT FROM pg_backend_pid()"
             " AND ($1::text[] IS NULL OR virtualtransaction = ANY ($1::text[]))"
         )
         self.last_at_or_below = (

@@ -164,8 +164,10 @@ class _NamespaceSchema:
         )
 
 
-HEAD_POLL_SECONDS = 0.005
-"""How often :meth:`PostgresStore.settled_head` looks whether the writes it waits for ended."""
+HEAD_FIRST_POLL_SECONDS = 0.002
+HEAD_LAST_POLL_SECONDS = 0.1
+"""How often :meth:`PostgresStore.settled_head` looks whether the writes it waits for ended:
+soon, then less and less often (each look reads every lock of the cluster)."""
 
 
 class PostgresStore(Store):
@@ -517,23 +519,23 @@ class PostgresStore(Store):
 
         async def fetch(verb: str, query: str, *args: Any) -> Any:
             return await self._pool.run(
-                verb, lambda c: c.fetchval(query, *args), namespace=ns.id, retry=True
+                verb, lambda c: c.fetchrow(query, *args), namespace=ns.id, retry=True
             )
 
-        start = await self._pool.run(
-            "read head", lambda c: c.fetchrow(sql.head_start), namespace=ns.id, retry=True
-        )
-        committed, drawn = int(start[0]), int(start[1])
-        if committed > drawn:
-            # Messages placed above the sequence without moving it (our import moves it): the
-            # sequence no longer says where writes will land.
+        committed, drawn, cache = await fetch("read head", sql.head_start)
+        if committed > drawn or cache > 1:
+            # Messages placed above the sequence without moving it (our import moves it), or a
+            # sequence whose sessions draw ahead of it: the sequence no longer says where
+            # writes will land.
             return Head(committed, settled=False)
-        in_flight = await fetch("list writes in flight", sql.writers_in_flight, None)
+        [in_flight] = await fetch("list writes in flight", sql.writers_in_flight, None)
         deadline = time.monotonic() + wait
+        pause = HEAD_FIRST_POLL_SECONDS
         while in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(HEAD_POLL_SECONDS)
-            in_flight = await fetch("list writes in flight", sql.writers_in_flight, in_flight)
-        last = int(await fetch("read head", sql.last_at_or_below, drawn))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, HEAD_LAST_POLL_SECONDS)
+            [in_flight] = await fetch("list writes in flight", sql.writers_in_flight, in_flight)
+        [last] = await fetch("read head", sql.last_at_or_below, drawn)
         return Head(last, settled=not in_flight)
 
     async def _clear_namespace(self, namespace: str) -> int:
