@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -32,6 +34,7 @@ from eventodb.client import (
     position_stream_name,
 )
 from eventodb.core import tokens
+from eventodb.store.postgres.statements import quote_ident, schema_name
 from tests.client.conftest import (
     Client,
     Tenant,
@@ -97,6 +100,64 @@ async def test_a_consumer_handles_the_backlog_then_wakes_on_new_messages(db: Cli
     finally:
         await run.stop()
     assert run.consumer.position == live[-1] + 1
+
+
+class MemoryPositions:
+    """A position store in memory (a consumer of every category needs one of its own)."""
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+
+    def get(self) -> int | None:
+        return self.position
+
+    def put(self, position: int) -> None:
+        self.position = position
+
+
+class AsyncMemoryPositions(MemoryPositions):
+    async def get(self) -> int | None:  # type: ignore[override]
+        return self.position
+
+    async def put(self, position: int) -> None:  # type: ignore[override]
+        self.position = position
+
+
+@pytest.mark.parametrize(
+    "server", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_consumer_of_every_category_never_reads_past_a_write_still_committing(
+    db: Client, tenant: Tenant, postgres_dsn: str
+) -> None:
+    """On Postgres position 2 can still be committing while 3 is readable; a consumer of every
+    category that handled 3 would never see 2. It reads up to the server's head instead."""
+    await do(db.write("acc-1", "T", {}))
+    schema = quote_ident(schema_name(tenant.namespace))
+    write = f"SELECT {schema}.write_message($1, $2, 'T', '{{}}')"
+    held, other = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
+    handled: list[Message] = []
+    try:
+        transaction = held.transaction()
+        await transaction.start()
+        await held.execute(write, str(uuid.uuid4()), "late-1")  # global position 2, in flight
+        await other.execute(write, str(uuid.uuid4()), "early-1")  # 3, committed
+        positions: Any = (
+            AsyncMemoryPositions() if isinstance(db, AsyncEventoDB) else MemoryPositions()
+        )
+        run = Run(make_consumer(db, "", handled.append, position_store=positions))
+        try:
+            await asyncio.sleep(1.0)
+            assert [m.global_position for m in handled] == [], "read past the write in flight"
+            await transaction.commit()
+            await eventually(lambda: len(handled) == 3, timeout=10)
+            await do(db.write("acc-2", "T", {}))
+            await eventually(lambda: len(handled) == 4, timeout=10)
+        finally:
+            await run.stop()
+    finally:
+        await held.close()
+        await other.close()
+    assert [m.global_position for m in handled] == [1, 2, 3, 4]
 
 
 async def test_a_stopped_consumer_resumes_exactly_where_it_stopped(db: Client) -> None:

@@ -185,3 +185,18 @@ def test_consumer_bookkeeping_stores_every_interval_and_at_the_end() -> None:
     core.resume(20)
     assert core.position == 21
     assert core.read_options()["position"] == 21
+
+
+def test_only_a_consumer_of_every_category_reads_up_to_the_head() -> None:
+    def message(gp: int) -> Message:
+        return Message("i", "acct-1", "T", 0, gp, {}, None, datetime.now(UTC))
+
+    assert not ConsumerCore("acct").reads_up_to_head
+    core = ConsumerCore("")
+    assert core.reads_up_to_head
+    batch = [message(gp) for gp in (1, 2, 5)]
+    assert core.within_head(batch, None) == (batch, False)
+    assert core.within_head(batch, 5) == (batch, False)
+    assert core.within_head(batch, 4) == (batch[:2], True)
+    assert core.within_head(batch, 0) == ([], True)
+    assert core.within_head([], 0) == ([], False)

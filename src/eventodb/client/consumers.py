@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from eventodb.client.aio import AsyncEventoDB, AsyncSubscription
-from eventodb.client.errors import EventoDBError, TransportError
+from eventodb.client.errors import EventoDBError, MethodNotFound, TransportError
 from eventodb.client.models import ConsumerGroup, Message
 from eventodb.client.positions import (
     AsyncPositionStore,
@@ -109,6 +109,11 @@ class ConsumerCore:
         self.correlation = correlation
         self.start_position = start_position
         self.position = start_position
+        self.reads_up_to_head = category == ""
+        """Reads stop at the server's head (``ns.head``). On Postgres messages of different
+        categories can become visible out of order, so a consumer of every category that read
+        past one still committing would never see it; within one category they cannot.
+        ``False`` once the server turns out not to have ``ns.head`` (the Go server)."""
         self.last_stored: int | None = None
         self._last_handled: int | None = None
         self._unstored = 0
@@ -151,6 +156,14 @@ class ConsumerCore:
         self.last_stored = position
         if position == self._last_handled:
             self._unstored = 0
+
+    def within_head(self, batch: list[Message], head: int | None) -> tuple[list[Message], bool]:
+        """The messages of ``batch`` at or below ``head`` (all when ``None``), and whether any
+        were left out (they are read again, below a new head)."""
+        if head is None or not batch or batch[-1].global_position <= head:
+            return batch, False
+        kept = [m for m in batch if m.global_position <= head]
+        return kept, True
 
     def caught_up(self, batch: list[Message]) -> bool:
         """A short batch: nothing more to read until a new message is written."""
@@ -278,8 +291,12 @@ class Consumer:
     def _loop(self, until_idle: bool) -> None:
         while not self._stopping.is_set():
             horizon = self._latest_poke
-            batch = self._retrying(
-                lambda: self.client.get_category(self.core.category, **self.core.read_options())
+            head = self._head()
+            batch, cut = self.core.within_head(
+                self._retrying(
+                    lambda: self.client.get_category(self.core.category, **self.core.read_options())
+                ),
+                head,
             )
             for message in batch:
                 if self._stopping.is_set():
@@ -288,11 +305,21 @@ class Consumer:
                 due = self.core.handled(message)
                 if due is not None:
                     self._store(due)
-            if not self.core.caught_up(batch):
+            if cut or not self.core.caught_up(batch):
                 continue
             if until_idle:
                 return
             self._wait_for_poke(horizon)
+
+    def _head(self) -> int | None:
+        """Where the next read must stop (see ``ConsumerCore.reads_up_to_head``)."""
+        if not self.core.reads_up_to_head:
+            return None
+        try:
+            return self._retrying(self.client.head).global_position
+        except MethodNotFound:
+            self.core.reads_up_to_head = False
+            return None
 
     def _wait_for_poke(self, horizon: int) -> None:
         """Wait for a poke of a message beyond ``horizon``, the highest one poked before the
@@ -308,8 +335,13 @@ class Consumer:
             self._wake.wait()
 
     def _start_watch(self) -> None:
-        subscription = self.client.subscribe_category(
-            self.core.category, position=self.core.position, consumer_group=self.core.group
+        # Every category: the server pokes for the whole namespace ("all"), not for category "".
+        subscription = (
+            self.client.subscribe_all(position=self.core.position)
+            if self.core.category == ""
+            else self.client.subscribe_category(
+                self.core.category, position=self.core.position, consumer_group=self.core.group
+            )
         )
         self._subscription = subscription
         self._retrying(subscription.connect)
@@ -448,8 +480,12 @@ class AsyncConsumer:
     async def _loop(self, until_idle: bool) -> None:
         while not self._stopping.is_set():
             horizon = self._latest_poke
-            batch = await self._retrying(
-                lambda: self.client.get_category(self.core.category, **self.core.read_options())
+            head = await self._head()
+            batch, cut = self.core.within_head(
+                await self._retrying(
+                    lambda: self.client.get_category(self.core.category, **self.core.read_options())
+                ),
+                head,
             )
             for message in batch:
                 if self._stopping.is_set():
@@ -460,11 +496,21 @@ class AsyncConsumer:
                 due = self.core.handled(message)
                 if due is not None:
                     await self._store(due)
-            if not self.core.caught_up(batch):
+            if cut or not self.core.caught_up(batch):
                 continue
             if until_idle:
                 return
             await self._wait_for_poke(horizon)
+
+    async def _head(self) -> int | None:
+        """Like :meth:`Consumer._head`."""
+        if not self.core.reads_up_to_head:
+            return None
+        try:
+            return (await self._retrying(self.client.head)).global_position
+        except MethodNotFound:
+            self.core.reads_up_to_head = False
+            return None
 
     async def _wait_for_poke(self, horizon: int) -> None:
         """Like :meth:`Consumer._wait_for_poke`."""
@@ -481,8 +527,13 @@ class AsyncConsumer:
             await self._wake.wait()
 
     async def _start_watch(self) -> None:
-        subscription = self.client.subscribe_category(
-            self.core.category, position=self.core.position, consumer_group=self.core.group
+        # Every category: the server pokes for the whole namespace ("all"), not for category "".
+        subscription = (
+            self.client.subscribe_all(position=self.core.position)
+            if self.core.category == ""
+            else self.client.subscribe_category(
+                self.core.category, position=self.core.position, consumer_group=self.core.group
+            )
         )
         self._subscription = subscription
         await self._retrying(subscription.connect)
