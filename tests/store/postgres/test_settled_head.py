@@ -46,6 +46,17 @@ async def sql_write(conn: Any, stream: str) -> None:
     )
 
 
+async def in_flight_below_committed(store: PostgresStore, sql: Any, held: Any) -> Any:
+    """Position 1 written by the store, 2 drawn by ``held`` in a transaction left open (the
+    one returned), 3 committed by ``sql``: 3 is readable while 2 is not."""
+    await store.write_message(NS, "a-1", "T", {})
+    transaction = held.transaction()
+    await transaction.start()
+    await sql_write(held, "b-1")
+    await sql_write(sql, "c-1")
+    return transaction
+
+
 async def test_an_empty_namespace_and_plain_writes_are_settled(store: PostgresStore) -> None:
     assert await store.settled_head(NS) == Head(0, settled=True)
     for i in range(3):
@@ -56,11 +67,7 @@ async def test_an_empty_namespace_and_plain_writes_are_settled(store: PostgresSt
 async def test_a_write_in_flight_below_a_committed_one_is_waited_for(
     store: PostgresStore, sql: Any, held: Any
 ) -> None:
-    await store.write_message(NS, "a-1", "T", {})
-    transaction = held.transaction()
-    await transaction.start()
-    await sql_write(held, "b-1")  # draws global position 2, not committed
-    await sql_write(sql, "c-1")  # position 3, committed: visible before 2 is
+    transaction = await in_flight_below_committed(store, sql, held)
     head = asyncio.ensure_future(store.settled_head(NS))
     await asyncio.sleep(0.3)
     assert not head.done(), "the head did not wait for the write in flight"
@@ -73,12 +80,8 @@ async def test_a_write_in_flight_below_a_committed_one_is_waited_for(
 async def test_a_write_that_stays_in_flight_leaves_the_head_unsettled(
     store: PostgresStore, sql: Any, held: Any
 ) -> None:
-    await store.write_message(NS, "a-1", "T", {})
-    transaction = held.transaction()
-    await transaction.start()
+    transaction = await in_flight_below_committed(store, sql, held)
     try:
-        await sql_write(held, "b-1")  # position 2, in flight
-        await sql_write(sql, "c-1")  # position 3
         # Everything up to the last position drawn by then, as far as it is committed.
         assert await store.settled_head(NS, wait=0.2) == Head(3, settled=False)
     finally:
