@@ -1,14 +1,19 @@
-"""The SQLite worker threads: every job settles, also when the writer stops around it."""
+"""The SQLite worker threads: every job settles, also when the writer stops around it; reads
+run on the event loop within a budget and on a read thread beyond it."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from eventodb.core.errors import BackendError
-from eventodb.store.sqlite.worker import Writer
+from eventodb.store.sqlite.worker import INLINE_READ_SECONDS, Connect, ReadPool, Writer
 
 
 def memory() -> sqlite3.Connection:
@@ -48,3 +53,88 @@ async def test_every_queued_job_settles_when_the_writer_stops() -> None:
     for call in done:
         if call.exception() is not None:
             assert isinstance(call.exception(), BackendError)
+
+
+# -- reads: on the event loop within a budget, else on a read thread ---------------------------
+
+
+def file_database(path: Path) -> Connect:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+
+    setup = connect()
+    setup.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    setup.execute("INSERT INTO t VALUES (1), (2), (3)")
+    setup.close()
+    return connect
+
+
+class Attempts:
+    """A read that records the thread of every attempt."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self.threads: list[int] = []
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        self.threads.append(threading.get_ident())
+        return int(conn.execute(self.sql).fetchone()[0])
+
+
+async def test_a_quick_read_runs_on_the_event_loop(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(2) as executor:
+        pool = ReadPool(file_database(tmp_path / "db"), executor)
+        read = Attempts("SELECT sum(x) FROM t")
+        assert await pool.call(read) == 6
+        assert read.threads == [threading.get_ident()]
+        pool.close()
+
+
+async def test_a_read_past_the_budget_finishes_on_a_read_thread(tmp_path: Path) -> None:
+    """Interrupted on the loop after INLINE_READ_SECONDS, run again in full on a thread."""
+    count = 3_000_000
+    slow = Attempts(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+        f"{count}) SELECT count(*) FROM n"
+    )
+    with ThreadPoolExecutor(2) as executor:
+        pool = ReadPool(file_database(tmp_path / "db"), executor)
+        loop_thread = threading.get_ident()
+        started = time.perf_counter()
+        assert await pool.call(slow) == count
+        assert slow.threads[0] == loop_thread
+        assert len(slow.threads) == 2 and slow.threads[1] != loop_thread
+        assert time.perf_counter() - started > INLINE_READ_SECONDS
+        # The loop connection is usable again afterwards.
+        quick = Attempts("SELECT count(*) FROM t")
+        assert await pool.call(quick) == 3
+        assert quick.threads == [loop_thread]
+        pool.close()
+
+
+async def test_a_read_that_finds_the_database_locked_waits_on_a_thread(tmp_path: Path) -> None:
+    """The loop never waits for a lock: the read goes to a thread, which waits for it."""
+    connect = file_database(tmp_path / "db")
+    holder = connect()
+    holder.execute("BEGIN EXCLUSIVE")  # rollback journal: readers are locked out
+    with ThreadPoolExecutor(2) as executor:
+        pool = ReadPool(connect, executor)
+        read = Attempts("SELECT count(*) FROM t")
+        call = asyncio.ensure_future(pool.call(read))
+        await asyncio.sleep(0.2)
+        assert not call.done()
+        holder.execute("ROLLBACK")
+        assert await asyncio.wait_for(call, 10) == 3
+        assert read.threads[0] == threading.get_ident() and read.threads[-1] != read.threads[0]
+        pool.close()
+    holder.close()
+
+
+async def test_a_failing_inline_read_reports_its_verb(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        pool = ReadPool(file_database(tmp_path / "db"), executor)
+        with pytest.raises(BackendError, match="Failed to read things: no such table: nope"):
+            await pool.call(Attempts("SELECT count(*) FROM nope"), verb="read things")
+        pool.close()

@@ -13,6 +13,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ MAX_GROUP = 256
 """Most writes committed in one transaction."""
 
 BUSY_TIMEOUT_MS = 5000
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 CHECKPOINT_EVERY = 200
 """Inline commits between two checkpoints queued to the writer thread."""
@@ -282,27 +285,97 @@ def _set_outcome_threadsafe(job: _Job, result: Any, error: BaseException | None)
         job.loop.call_soon_threadsafe(_set_outcome, job.future, result, error)
 
 
+INLINE_READ_SECONDS = 0.0005
+"""How long a read may run on the event loop before it is handed to a read thread."""
+_INLINE_READ_CHECK_EVERY = 100
+"""SQLite virtual-machine instructions between two checks of the inline read's deadline."""
+
+
+class _OverBudget:
+    """A progress handler that interrupts the query once its deadline has passed."""
+
+    __slots__ = ("deadline", "fired")
+
+    def __init__(self) -> None:
+        self.deadline = 0.0
+        self.fired = False
+
+    def __call__(self) -> int:
+        if time.perf_counter() > self.deadline:
+            self.fired = True
+            return 1
+        return 0
+
+
 class ReadPool:
-    """Read connections to one database file, used from a shared executor's threads."""
+    """Read connections to one database file, used from a shared executor's threads.
+
+    Fast path: a read first runs on the event loop, on a connection of its own that never
+    waits for a lock, and is interrupted once it has taken :data:`INLINE_READ_SECONDS` (or the
+    database is busy): it then runs again on a read thread. A thread hand-off, there and back,
+    costs more CPU than a typical read (a 100-message page) itself, so most reads never pay it,
+    while a long read holds the loop for at most the budget.
+    """
 
     def __init__(
-        self, connect: Connect, executor: Executor, stats: StoreStats | None = None
+        self,
+        connect: Connect,
+        executor: Executor,
+        stats: StoreStats | None = None,
+        *,
+        inline: bool = True,
     ) -> None:
         self._connect = connect
         self._executor = executor
         self._stats = stats or StoreStats()
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
+        self._inline = inline
+        self._loop_conn: sqlite3.Connection | None = None
+        self._over_budget = _OverBudget()
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, verb: str = "read") -> T:
         if self._closed:
             raise BackendError(f"Failed to {verb}: the namespace database is closed")
-        loop = asyncio.get_running_loop()
         try:
+            if self._inline:
+                done, result = self._try_inline(fn, verb)
+                if done:
+                    return result  # type: ignore[return-value]  # done means fn returned it
+            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._run, fn, verb)
         except BackendError:
             self._stats.record_error()
             raise
+
+    def _try_inline(
+        self, fn: Callable[[sqlite3.Connection], T], verb: str
+    ) -> tuple[bool, T | None]:
+        """Run ``fn`` on the loop within the budget: ``(True, result)``, or ``(False, None)``
+        when it was interrupted or found the database busy (nothing is left behind)."""
+        conn = self._loop_conn
+        if conn is None:
+            try:
+                conn = self._loop_conn = self._connect()
+                conn.execute("PRAGMA busy_timeout = 0")
+            except sqlite3.Error:
+                self._loop_conn = None
+                self._inline = False  # the thread path reports the error, with its verb
+                return False, None
+        budget = self._over_budget
+        budget.deadline = time.perf_counter() + INLINE_READ_SECONDS
+        budget.fired = False
+        conn.set_progress_handler(budget, _INLINE_READ_CHECK_EVERY)
+        try:
+            return True, fn(conn)
+        except sqlite3.OperationalError as exc:
+            if budget.fired or exc.sqlite_errorcode & 0xFF in _BUSY_CODES:
+                return False, None
+            raise translate(exc, verb) from None
+        except BaseException as exc:  # noqa: BLE001 - re-raised, translated
+            raise translate(exc, verb) from None
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], verb: str) -> T:
         if self._closed:  # closed while this waited for a thread: open nothing
@@ -326,6 +399,9 @@ class ReadPool:
 
     def close(self) -> None:
         self._closed = True
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
         while True:
             try:
                 self._idle.get_nowait().close()
