@@ -3,7 +3,7 @@
 The app authenticates first (auth errors are its JSON 401/403) and then calls
 :func:`clear_if_forced` and :func:`stream_import`. Unlike upstream, which reads the whole body
 (up to 100 MiB) before starting, the body is consumed as it arrives: lines are parsed one by one
-and inserted in batches of 1000 records, each batch one :meth:`Store.import_messages` call (one
+and inserted in batches of 1000 records, each batch one :meth:`Store.import_checked` call (one
 transaction), so memory stays bounded by one batch and one line.
 """
 
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -148,8 +148,9 @@ def _kind(value: Any) -> str:
     return _GO_KIND.get(type(value), "value")
 
 
-def parse_record(line: _Line, max_message_bytes: int) -> Message:
-    """One NDJSON line → a message to import (the record of docs/API.md, "Import").
+def parse_record(line: _Line, max_message_bytes: int) -> tuple[Message, tuple[str, str | None]]:
+    """One NDJSON line → a message to import (the record of docs/API.md, "Import"), checked,
+    with the JSON text of its data and metadata.
 
     Raises:
         ImportFailure: ``INVALID_JSON`` for unparsable JSON or a field of the wrong JSON type,
@@ -198,7 +199,7 @@ def parse_record(line: _Line, max_message_bytes: int) -> Message:
         elif isinstance(value, bool) or not isinstance(value, int):
             raise wrong_type(key, "an integer")
         numbers[key] = value
-    try:
+    try:  # before the fields below (check_imported repeats it, cheaply)
         validation.check_imported_positions(numbers["pos"], numbers["gpos"])
     except EventoDBError as exc:
         raise invalid(exc.message) from None
@@ -217,12 +218,18 @@ def parse_record(line: _Line, max_message_bytes: int) -> Message:
     except ValueError as exc:
         raise invalid(str(exc)) from None
     try:
-        validation.check_stream_name(texts["stream"], "stream")
-        validation.check_message_type(texts["type"])
-        validation.encode_payload(data, meta, max_message_bytes)
+        payload = validation.check_imported(
+            texts["stream"],
+            texts["type"],
+            numbers["pos"],
+            numbers["gpos"],
+            data,
+            meta,
+            max_message_bytes,
+        )
     except EventoDBError as exc:
         raise invalid(exc.message) from None
-    return Message(
+    message = Message(
         message_id,
         texts["stream"],
         texts["type"],
@@ -232,21 +239,38 @@ def parse_record(line: _Line, max_message_bytes: int) -> Message:
         meta,
         when,
     )
+    return message, payload
 
 
 def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + jsoncodec.dumps(payload) + b"\n\n"
 
 
-async def _insert(store: Store, namespace: str, batch: list[Message], lines: list[int]) -> None:
+@dataclass(slots=True)
+class _Batch:
+    """Parsed records waiting to be inserted together, with their line numbers."""
+
+    messages: list[Message] = field(default_factory=list)
+    payloads: list[tuple[str, str | None]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, line: _Line, max_message_bytes: int) -> None:
+        message, payload = parse_record(line, max_message_bytes)
+        self.messages.append(message)
+        self.payloads.append(payload)
+        self.lines.append(line.number)
+
+
+async def _insert(store: Store, namespace: str, batch: _Batch) -> None:
     """One batch in one transaction; store errors become the import's error event.
 
     Raises:
         ImportFailure: ``POSITION_EXISTS`` naming the offending record's line, or
             ``IMPORT_FAILED`` (with the batch's last line) for any other failure.
     """
+    lines = batch.lines
     try:
-        await store.import_messages(namespace, batch)
+        await store.import_checked(namespace, batch.messages, batch.payloads)
     except PositionExists as exc:
         index = exc.index if 0 <= exc.index < len(lines) else len(lines) - 1
         raise ImportFailure("POSITION_EXISTS", exc.message, lines[index]) from None
@@ -273,21 +297,24 @@ class _Batches:
         self._pending: asyncio.Task[None] | None = None
         self.imported = 0
 
-    async def _commit(self, batch: list[Message], lines: list[int], event: bool) -> None:
-        await _insert(self._store, self._namespace, batch, lines)
-        self.imported += len(batch)
+    async def _commit(self, batch: _Batch, event: bool) -> None:
+        await _insert(self._store, self._namespace, batch)
+        self.imported += len(batch.messages)
         if event:
-            event_body = _event({"imported": self.imported, "gpos": batch[-1].global_position})
-            await asgi.send_chunk(self._send, event_body)
+            last = batch.messages[-1].global_position
+            await asgi.send_chunk(self._send, _event({"imported": self.imported, "gpos": last}))
 
-    async def submit(self, batch: list[Message], lines: list[int], *, event: bool) -> None:
+    async def submit(self, batch: _Batch, *, event: bool) -> None:
         """Start inserting ``batch`` once the previous one has committed.
 
         Raises:
             ImportFailure: the previous batch failed.
         """
         await self.settle()
-        self._pending = asyncio.ensure_future(self._commit(batch, lines, event))
+        self._pending = asyncio.ensure_future(self._commit(batch, event))
+        # Let it start now (hand the batch to the database) rather than at the parser's next
+        # wait for input, which may come only after the next batch has been parsed.
+        await asyncio.sleep(0)
 
     async def settle(self) -> None:
         """Wait for the batch in flight.
@@ -322,18 +349,16 @@ async def stream_import(
     started = time.perf_counter()
     await asgi.start_event_stream(send, _NO_PROXY_BUFFERING, asgi.SERVER)
     batches = _Batches(store, namespace, send)
-    batch: list[Message] = []
-    lines: list[int] = []
+    batch = _Batch()
     body = Body(receive, max_body_bytes)
     try:
         try:
             async with contextlib.aclosing(_lines(body)) as records:
                 async for line in records:
-                    batch.append(parse_record(line, store.max_message_bytes))
-                    lines.append(line.number)
-                    if len(batch) == BATCH_SIZE:
-                        await batches.submit(batch, lines, event=True)
-                        batch, lines = [], []
+                    batch.add(line, store.max_message_bytes)
+                    if len(batch.lines) == BATCH_SIZE:
+                        await batches.submit(batch, event=True)
+                        batch = _Batch()
         except _LineTooLong as exc:
             await batches.settle()  # an earlier failure is the one to report
             raise ImportFailure(
@@ -349,8 +374,8 @@ async def stream_import(
         except ImportFailure:
             await batches.settle()
             raise
-        if batch:
-            await batches.submit(batch, lines, event=False)
+        if batch.lines:
+            await batches.submit(batch, event=False)
         await batches.settle()
         elapsed = time.perf_counter() - started
         done = {"done": True, "imported": batches.imported, "elapsed": f"{elapsed:.1f}s"}

@@ -573,18 +573,38 @@ class Store(abc.ABC):
         """
         payloads: list[tuple[str, str | None]] = []
         for index, m in enumerate(messages):
-            # The same limits as writes, so both backends store (or refuse) the same records.
             try:
-                validation.check_imported_positions(m.position, m.global_position)
-                validation.check_stream_name(m.stream_name, "stream")
-                validation.check_message_type(m.type)
-                payloads.append(
-                    validation.encode_payload(m.data, m.metadata, self.max_message_bytes)
-                )
                 if ids.canonical_uuid(m.id) != m.id:
                     raise InvalidArgument("id must be a canonical lowercase UUID")
+                payloads.append(
+                    validation.check_imported(
+                        m.stream_name,
+                        m.type,
+                        m.position,
+                        m.global_position,
+                        m.data,
+                        m.metadata,
+                        self.max_message_bytes,
+                    )
+                )
             except InvalidArgument as exc:
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
+        await self.import_checked(namespace, messages, payloads)
+
+    async def import_checked(
+        self,
+        namespace: str,
+        messages: Sequence[Message],
+        payloads: Sequence[tuple[str, str | None]],
+    ) -> None:
+        """:meth:`import_messages` for records already checked: each message's id is
+        canonical and ``payloads`` holds what :func:`validation.check_imported` returned for
+        it (the import endpoint checks every record as it parses it, and names its line).
+
+        Raises:
+            PositionExists: as :meth:`import_messages`.
+            NamespaceNotFound: no such namespace.
+        """
         if messages:
             await self._import(namespace, messages, payloads)
             self.stats.messages_imported += len(messages)
