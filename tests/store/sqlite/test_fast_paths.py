@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 from eventodb.core import timefmt, tokens
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
-from eventodb.store.sqlite import SQLiteStore, migrate
+from eventodb.store.base import Message
+from eventodb.store.sqlite import SQLiteStore, migrate, statements
 from tests.store.fast_paths import (
     CATEGORY,
     GO_STREAMS,
@@ -232,3 +234,38 @@ async def test_the_server_migrates_older_messages_at_start_up_and_says_so(
     with sqlite3.connect(data / "cg.db") as check:
         unfilled = check.execute("SELECT count(*) FROM messages WHERE wire_json IS NULL")
         assert unfilled.fetchone()[0] == 0
+
+
+async def test_an_imported_batch_stores_what_the_sql_rendering_gives(tmp_path: Path) -> None:
+    """A batch of imported records goes in as one JSON array unpacked by SQLite: each row's
+    columns, wire_json and cardinal_id_hash must be those of one row inserted on its own
+    (the rendering of namespace migration 005 and the server's hash)."""
+    times = [T0 + 123_456, -1, 0, 1_500_000, T0]  # before 1970 too
+    records = [
+        Message(
+            str(uuid.UUID(int=i + 1)),
+            name,
+            "Imported ü",
+            0,
+            i + 1,
+            orjson.loads(PAYLOADS[i % len(PAYLOADS)]),
+            None if i % 2 else {"correlationStreamName": "x-1", "n": 10**30},
+            timefmt.from_micros(times[i % len(times)]),
+        )
+        for i, name in enumerate(dict.fromkeys(GO_STREAMS))
+    ]
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_namespace("cg", "hash-cg")
+        await store.import_messages("cg", records)
+        assert await store.get_category_messages("cg", "", batch_size=-1) == sorted(
+            records, key=lambda m: m.global_position
+        )
+    conn = sqlite3.connect(tmp_path / "cg.db", isolation_level=None)
+    rows = conn.execute(
+        f"SELECT stream_name, wire_json, {statements.RENDERED_WIRE_JSON}, cardinal_id_hash"
+        " FROM messages ORDER BY global_position"
+    ).fetchall()
+    assert [r[0] for r in rows] == [m.stream_name for m in records]
+    for stream, stored, rendered, hashed in rows:
+        assert stored == rendered, stream
+        assert hashed == cardinal_hash(stream), stream

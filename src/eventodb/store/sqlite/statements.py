@@ -63,11 +63,11 @@ def _render_wire_json(
     )
 
 
-_RENDER_WIRE_JSON = _render_wire_json(
+RENDERED_WIRE_JSON = _render_wire_json(
     "type", "position", "global_position", "data", "metadata", "time"
 )
 # Stored for everything the server writes; rendered for rows another program inserted.
-_WIRE_JSON = f"coalesce(wire_json, {_RENDER_WIRE_JSON})"
+_WIRE_JSON = f"coalesce(wire_json, {RENDERED_WIRE_JSON})"
 _CARDINAL_HASH = "coalesce(cardinal_id_hash, eventodb_cardinal_hash(stream_name))"
 _STREAM_ELEMENT = f"id || '\",' || {_WIRE_JSON}"
 _CATEGORY_ELEMENT = f"id || '\",' || json_quote(stream_name) || ',' || {_WIRE_JSON}"
@@ -150,13 +150,26 @@ IMPORT_ROWS = (
 )
 """One message with its own positions (the columns of :data:`COLUMNS`), stored with its
 fast-path columns in the same INSERT."""
+IMPORT_BATCH = (
+    "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
+    " time, cardinal_id_hash, wire_json)"
+    f" SELECT i, s, t, p, g, d, md, tm, h, {_render_wire_json('t', 'p', 'g', 'd', 'md', 'tm')}"
+    " FROM (SELECT value ->> 0 AS i, value ->> 1 AS s, value ->> 2 AS t, value ->> 3 AS p,"
+    " value ->> 4 AS g, value ->> 5 AS d, value ->> 6 AS md, value ->> 7 AS tm,"
+    " value ->> 8 AS h FROM json_each(?) ORDER BY key)"
+)
+"""Many messages in one statement: one JSON array of ``[id, stream, type, position,
+global_position, data, metadata, time, cardinal_id_hash]`` rows, ``data``/``metadata`` as JSON
+strings holding their text. SQLite unpacks and inserts them without calling back into Python,
+so the writer thread runs the whole batch without the GIL while the event loop parses the next
+one (one :data:`IMPORT_ROWS` per row needs the GIL for every row)."""
 
 UNFILLED_RANGE = (
     "SELECT min(global_position), max(global_position), count(*) FROM messages"
     " WHERE wire_json IS NULL"
 )
 FILL = (
-    f"UPDATE messages SET wire_json = {_RENDER_WIRE_JSON},"
+    f"UPDATE messages SET wire_json = {RENDERED_WIRE_JSON},"
     " cardinal_id_hash = eventodb_cardinal_hash(stream_name)"
     " WHERE global_position >= ? AND global_position < ? AND wire_json IS NULL"
 )

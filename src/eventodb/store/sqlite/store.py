@@ -522,29 +522,21 @@ class SQLiteStore(Store):
         messages: Sequence[Message],
         payloads: Sequence[tuple[str, str | None]],
     ) -> None:
-        rows = [
-            (
-                m.id,
-                m.stream_name,
-                m.type,
-                m.position,
-                m.global_position,
-                data,
-                metadata,
-                timefmt.to_micros(m.time),
-            )
-            for m, (data, metadata) in zip(messages, payloads, strict=True)
-        ]
+        rows = _import_rows(messages, payloads)
+        hashes: dict[str, int | None] = {}
+        for row, m in zip(rows, messages, strict=True):
+            stream = m.stream_name
+            if stream not in hashes:
+                hashes[stream] = cardinal_hash(stream)
+            row.append(hashes[stream])
+        batch = jsoncodec.dumps(rows).decode()
 
         def insert_all(c: sqlite3.Connection) -> None:
-            before = c.total_changes
             try:
-                c.executemany(statements.IMPORT_ROWS, rows)
-            except sqlite3.IntegrityError as exc:
-                # The rows before the failing one went in (the writer rolls the whole batch
-                # back): their count is the failing row's index.
-                index = c.total_changes - before
-                raise PositionExists(_collision_message(str(exc), messages[index]), index) from None
+                c.execute(statements.IMPORT_BATCH, (batch,))
+            except sqlite3.IntegrityError:
+                # The statement left nothing behind: row by row names the colliding record.
+                _insert_one_by_one(c, messages, payloads)
 
         handle = await self._handle(namespace)
         await handle.write(insert_all, "import messages")
@@ -689,6 +681,44 @@ def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
     )
     assert cur.lastrowid is not None
     return WriteResult(position, cur.lastrowid)
+
+
+def _import_rows(
+    messages: Sequence[Message], payloads: Sequence[tuple[str, str | None]]
+) -> list[list[Any]]:
+    """Each message's columns in the order of :data:`statements.IMPORT_ROWS`."""
+    return [
+        [
+            m.id,
+            m.stream_name,
+            m.type,
+            m.position,
+            m.global_position,
+            data,
+            metadata,
+            timefmt.to_micros(m.time),
+        ]
+        for m, (data, metadata) in zip(messages, payloads, strict=True)
+    ]
+
+
+def _insert_one_by_one(
+    c: sqlite3.Connection, messages: Sequence[Message], payloads: Sequence[tuple[str, str | None]]
+) -> None:
+    """Insert the messages one statement each, to find which one collides.
+
+    Raises:
+        PositionExists: naming the first colliding record (the rows before it went in; the
+            writer rolls the whole transaction back).
+    """
+    rows = _import_rows(messages, payloads)
+    before = c.total_changes
+    try:
+        c.executemany(statements.IMPORT_ROWS, rows)
+    except sqlite3.IntegrityError as exc:
+        # The rows before the failing one went in: their count is the failing row's index.
+        index = c.total_changes - before
+        raise PositionExists(_collision_message(str(exc), messages[index]), index) from None
 
 
 def _collision_message(error: str, m: Message) -> str:
