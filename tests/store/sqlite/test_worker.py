@@ -105,7 +105,8 @@ async def test_a_read_past_the_budget_finishes_on_a_read_thread(tmp_path: Path) 
         started = time.perf_counter()
         assert await pool.call(slow) == count
         assert slow.threads[0] == loop_thread
-        assert len(slow.threads) == 2 and slow.threads[1] != loop_thread
+        assert len(slow.threads) == 2
+        assert slow.threads[1] != loop_thread
         assert time.perf_counter() - started > INLINE_READ_SECONDS
         # The loop connection is usable again afterwards.
         quick = Attempts("SELECT count(*) FROM t")
@@ -127,7 +128,8 @@ async def test_a_read_that_finds_the_database_locked_waits_on_a_thread(tmp_path:
         assert not call.done()
         holder.execute("ROLLBACK")
         assert await asyncio.wait_for(call, 10) == 3
-        assert read.threads[0] == threading.get_ident() and read.threads[-1] != read.threads[0]
+        assert read.threads[0] == threading.get_ident()
+        assert read.threads[-1] != read.threads[0]
         pool.close()
     holder.close()
 
