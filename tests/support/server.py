@@ -86,6 +86,16 @@ class Server:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def lines_with(self, text: str, within: float = 10.0) -> list[str]:
+        """The output's lines containing ``text``, waiting until there is one: the server logs
+        a request after answering it, so the client may read the answer first."""
+        deadline = time.monotonic() + within
+        while not (lines := [line for line in self.output().splitlines() if text in line]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no line with {text!r} in the output:\n{self.output()}")
+            time.sleep(0.02)
+        return lines
+
     def banner_token(self) -> str:
         """The line after ``DEFAULT NAMESPACE TOKEN:`` in the output (or, with JSON logs, the
         ``token`` field of the banner line; the kept-token note when no token is shown)."""
