@@ -574,19 +574,18 @@ class Store(abc.ABC):
         payloads: list[tuple[str, str | None]] = []
         for index, m in enumerate(messages):
             try:
+                payload = validation.check_imported(
+                    m.stream_name,
+                    m.type,
+                    m.position,
+                    m.global_position,
+                    m.data,
+                    m.metadata,
+                    self.max_message_bytes,
+                )
                 if ids.canonical_uuid(m.id) != m.id:
                     raise InvalidArgument("id must be a canonical lowercase UUID")
-                payloads.append(
-                    validation.check_imported(
-                        m.stream_name,
-                        m.type,
-                        m.position,
-                        m.global_position,
-                        m.data,
-                        m.metadata,
-                        self.max_message_bytes,
-                    )
-                )
+                payloads.append(payload)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
         await self.import_checked(namespace, messages, payloads)

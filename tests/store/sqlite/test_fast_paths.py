@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventodb.core import timefmt, tokens
+from eventodb.core import timefmt, tokens, validation
 from eventodb.core.hashing import cardinal_hash
 from eventodb.store import migrations
 from eventodb.store.base import Message
@@ -238,8 +238,9 @@ async def test_the_server_migrates_older_messages_at_start_up_and_says_so(
 
 async def test_an_imported_batch_stores_what_the_sql_rendering_gives(tmp_path: Path) -> None:
     """A batch of imported records goes in as one JSON array unpacked by SQLite: each row's
-    columns, wire_json and cardinal_id_hash must be those of one row inserted on its own
-    (the rendering of namespace migration 005 and the server's hash)."""
+    columns keep their text and integer types, and wire_json and cardinal_id_hash are those
+    of one row inserted on its own (the rendering of namespace migration 004, the server's
+    hash)."""
     times = [T0 + 123_456, -1, 0, 1_500_000, T0]  # before 1970 too
     records = [
         Message(
@@ -262,10 +263,15 @@ async def test_an_imported_batch_stores_what_the_sql_rendering_gives(tmp_path: P
         )
     conn = sqlite3.connect(tmp_path / "cg.db", isolation_level=None)
     rows = conn.execute(
-        f"SELECT stream_name, wire_json, {statements.RENDERED_WIRE_JSON}, cardinal_id_hash"
+        f"SELECT stream_name, wire_json, {statements.RENDERED_WIRE_JSON}, cardinal_id_hash,"
+        " data, metadata, typeof(position) || typeof(global_position) || typeof(time)"
         " FROM messages ORDER BY global_position"
     ).fetchall()
     assert [r[0] for r in rows] == [m.stream_name for m in records]
-    for stream, stored, rendered, hashed in rows:
+    for m, (stream, stored, rendered, hashed, data, metadata, types) in zip(
+        records, rows, strict=True
+    ):
         assert stored == rendered, stream
         assert hashed == cardinal_hash(stream), stream
+        assert (data, metadata) == validation.encode_payload(m.data, m.metadata), stream
+        assert types == "integerintegerinteger", stream

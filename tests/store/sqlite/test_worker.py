@@ -7,13 +7,15 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from eventodb.core.errors import BackendError
-from eventodb.store.sqlite.worker import INLINE_READ_SECONDS, Connect, ReadPool, Writer
+from eventodb.store.sqlite import worker
+from eventodb.store.sqlite.worker import Connect, ReadPool, Writer
 
 
 def memory() -> sqlite3.Connection:
@@ -83,7 +85,16 @@ class Attempts:
         return int(conn.execute(self.sql).fetchone()[0])
 
 
-async def test_a_quick_read_runs_on_the_event_loop(tmp_path: Path) -> None:
+@pytest.fixture
+def roomy_budget(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to give reads a budget that a quick read cannot miss, even on a busy machine."""
+    return lambda: monkeypatch.setattr(worker, "INLINE_READ_SECONDS", 5.0)
+
+
+async def test_a_quick_read_runs_on_the_event_loop(
+    tmp_path: Path, roomy_budget: Callable[[], None]
+) -> None:
+    roomy_budget()
     with ThreadPoolExecutor(2) as executor:
         pool = ReadPool(file_database(tmp_path / "db"), executor)
         read = Attempts("SELECT sum(x) FROM t")
@@ -92,7 +103,9 @@ async def test_a_quick_read_runs_on_the_event_loop(tmp_path: Path) -> None:
         pool.close()
 
 
-async def test_a_read_past_the_budget_finishes_on_a_read_thread(tmp_path: Path) -> None:
+async def test_a_read_past_the_budget_finishes_on_a_read_thread(
+    tmp_path: Path, roomy_budget: Callable[[], None]
+) -> None:
     """Interrupted on the loop after INLINE_READ_SECONDS, run again in full on a thread."""
     count = 3_000_000
     slow = Attempts(
@@ -107,8 +120,9 @@ async def test_a_read_past_the_budget_finishes_on_a_read_thread(tmp_path: Path) 
         assert slow.threads[0] == loop_thread
         assert len(slow.threads) == 2
         assert slow.threads[1] != loop_thread
-        assert time.perf_counter() - started > INLINE_READ_SECONDS
+        assert time.perf_counter() - started > worker.INLINE_READ_SECONDS
         # The loop connection is usable again afterwards.
+        roomy_budget()
         quick = Attempts("SELECT count(*) FROM t")
         assert await pool.call(quick) == 3
         assert quick.threads == [loop_thread]
@@ -139,4 +153,56 @@ async def test_a_failing_inline_read_reports_its_verb(tmp_path: Path) -> None:
         pool = ReadPool(file_database(tmp_path / "db"), executor)
         with pytest.raises(BackendError, match="Failed to read things: no such table: nope"):
             await pool.call(Attempts("SELECT count(*) FROM nope"), verb="read things")
+        pool.close()
+
+
+async def test_closing_the_pool_closes_the_loop_connection(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        pool = ReadPool(file_database(tmp_path / "db"), executor)
+        assert await pool.call(Attempts("SELECT count(*) FROM t")) == 3
+        loop_conn = pool._loop_conn
+        assert loop_conn is not None
+        pool.close()
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            loop_conn.execute("SELECT 1")
+        with pytest.raises(BackendError, match="closed"):
+            await pool.call(Attempts("SELECT count(*) FROM t"))
+
+
+async def test_a_database_that_cannot_be_opened_is_reported_with_the_verb(tmp_path: Path) -> None:
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{tmp_path / 'missing.db'}?mode=rw", uri=True)
+
+    with ThreadPoolExecutor(1) as executor:
+        pool = ReadPool(connect, executor)
+        for _ in range(2):  # the loop's connection is tried again, and fails again the same way
+            with pytest.raises(BackendError, match="Failed to read things: unable to open"):
+                await pool.call(Attempts("SELECT 1"), verb="read things")
+        pool.close()
+
+
+async def test_reads_on_the_loop_let_other_tasks_run_between_them(
+    tmp_path: Path, roomy_budget: Callable[[], None]
+) -> None:
+    """A task reading page after page (a subscription catching up) must not starve others."""
+    roomy_budget()
+    with ThreadPoolExecutor(1) as executor:
+        pool = ReadPool(file_database(tmp_path / "db"), executor)
+        await pool.call(Attempts("SELECT 1"))  # the loop connection is open
+        ticks = 0
+
+        async def other() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        read = Attempts("SELECT count(*) FROM t")
+        for _ in range(20):
+            await pool.call(read)
+        ticker.cancel()
+        assert set(read.threads) == {threading.get_ident()}
+        assert ticks >= 20
         pool.close()

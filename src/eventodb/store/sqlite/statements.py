@@ -145,14 +145,6 @@ RESTART_GLOBAL_POSITIONS = "DELETE FROM sqlite_sequence WHERE name = 'messages'"
 IMPORT_ROWS = (
     "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
     " time, cardinal_id_hash, wire_json)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, eventodb_cardinal_hash(?2),"
-    f" {_render_wire_json('?3', '?4', '?5', '?6', '?7', '?8')})"
-)
-"""One message with its own positions (the columns of :data:`COLUMNS`), stored with its
-fast-path columns in the same INSERT."""
-IMPORT_BATCH = (
-    "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
-    " time, cardinal_id_hash, wire_json)"
     f" SELECT i, s, t, p, g, d, md, tm, h, {_render_wire_json('t', 'p', 'g', 'd', 'md', 'tm')}"
     " FROM (SELECT value ->> 0 AS i, value ->> 1 AS s, value ->> 2 AS t, value ->> 3 AS p,"
     " value ->> 4 AS g, value ->> 5 AS d, value ->> 6 AS md, value ->> 7 AS tm,"
@@ -162,7 +154,17 @@ IMPORT_BATCH = (
 global_position, data, metadata, time, cardinal_id_hash]`` rows, ``data``/``metadata`` as JSON
 strings holding their text. SQLite unpacks and inserts them without calling back into Python,
 so the writer thread runs the whole batch without the GIL while the event loop parses the next
-one (one :data:`IMPORT_ROWS` per row needs the GIL for every row)."""
+one (one :data:`IMPORT_ONE` per row needs the GIL for every row). ``ORDER BY key`` keeps the
+array's order and stops SQLite from folding the subquery into the outer SELECT, where every
+``->>`` would be evaluated once per use (the rendering uses most columns twice)."""
+IMPORT_ONE = (
+    "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
+    " time, cardinal_id_hash, wire_json)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, eventodb_cardinal_hash(?2),"
+    f" {_render_wire_json('?3', '?4', '?5', '?6', '?7', '?8')})"
+)
+"""One message with its own positions (the columns of :data:`COLUMNS`), stored with its
+fast-path columns in the same INSERT: what names the record that makes a batch collide."""
 
 UNFILLED_RANGE = (
     "SELECT min(global_position), max(global_position), count(*) FROM messages"

@@ -533,7 +533,7 @@ class SQLiteStore(Store):
 
         def insert_all(c: sqlite3.Connection) -> None:
             try:
-                c.execute(statements.IMPORT_BATCH, (batch,))
+                c.execute(statements.IMPORT_ROWS, (batch,))
             except sqlite3.IntegrityError:
                 # The statement left nothing behind: row by row names the colliding record.
                 _insert_one_by_one(c, messages, payloads)
@@ -686,7 +686,7 @@ def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
 def _import_rows(
     messages: Sequence[Message], payloads: Sequence[tuple[str, str | None]]
 ) -> list[list[Any]]:
-    """Each message's columns in the order of :data:`statements.IMPORT_ROWS`."""
+    """Each message's columns in the order of :data:`statements.IMPORT_ONE`."""
     return [
         [
             m.id,
@@ -714,7 +714,7 @@ def _insert_one_by_one(
     rows = _import_rows(messages, payloads)
     before = c.total_changes
     try:
-        c.executemany(statements.IMPORT_ROWS, rows)
+        c.executemany(statements.IMPORT_ONE, rows)
     except sqlite3.IntegrityError as exc:
         # The rows before the failing one went in: their count is the failing row's index.
         index = c.total_changes - before

@@ -1,10 +1,12 @@
-"""Threads that own SQLite connections, so database work never runs on the event loop.
+"""Threads that own SQLite connections, and the short database work let onto the event loop.
 
 Each namespace has one :class:`Writer` thread holding its only write connection: writes are
 serialised per namespace by construction, which makes "read version, check, insert" atomic.
 Writes that queue up while a transaction runs are committed together (group commit), each in
 its own savepoint so one failing write does not undo its neighbours. File-backed namespaces
-also get a :class:`ReadPool` so reads proceed while a write commits (WAL mode).
+also get a :class:`ReadPool` so reads proceed while a write commits (WAL mode). A small write
+that finds its writer idle, and a read that finishes within a budget, run on the event loop
+instead: a thread hand-off costs more than such work itself.
 """
 
 from __future__ import annotations
@@ -307,70 +309,94 @@ class _OverBudget:
         return 0
 
 
+class _HandOff(Exception):
+    """The read did not finish on the loop (over budget, or the database was busy)."""
+
+
 class ReadPool:
-    """Read connections to one database file, used from a shared executor's threads.
+    """Read connections to one database file, used from the event loop and from a shared
+    executor's threads.
 
     Fast path: a read first runs on the event loop, on a connection of its own that never
-    waits for a lock, and is interrupted once it has taken :data:`INLINE_READ_SECONDS` (or the
-    database is busy): it then runs again on a read thread. A thread hand-off, there and back,
-    costs more CPU than a typical read (a 100-message page) itself, so most reads never pay it,
-    while a long read holds the loop for at most the budget.
+    waits for a lock, and SQLite interrupts it once it has taken :data:`INLINE_READ_SECONDS`
+    (or finds the database busy): it then runs again on a read thread. A thread hand-off, there
+    and back, costs more CPU than a typical read (a 100-message page) itself, so most reads
+    never pay it; a long read costs the loop about the budget before it moves to a thread.
     """
 
     def __init__(
-        self,
-        connect: Connect,
-        executor: Executor,
-        stats: StoreStats | None = None,
-        *,
-        inline: bool = True,
+        self, connect: Connect, executor: Executor, stats: StoreStats | None = None
     ) -> None:
         self._connect = connect
         self._executor = executor
         self._stats = stats or StoreStats()
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
-        self._inline = inline
         self._loop_conn: sqlite3.Connection | None = None
+        self._adopting = threading.Lock()
         self._over_budget = _OverBudget()
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, verb: str = "read") -> T:
         if self._closed:
             raise BackendError(f"Failed to {verb}: the namespace database is closed")
+        loop = asyncio.get_running_loop()
         try:
-            if self._inline:
-                done, result = self._try_inline(fn, verb)
-                if done:
-                    return result  # type: ignore[return-value]  # done means fn returned it
-            loop = asyncio.get_running_loop()
+            conn = self._loop_conn or await loop.run_in_executor(
+                self._executor, self._open_for_loop
+            )
+            if conn is not None and not self._closed:
+                try:
+                    result = self._run_on_loop(conn, fn, verb)
+                except _HandOff:
+                    pass
+                else:
+                    # Let other tasks run between two reads (a long replay of pages, say), as
+                    # the hand-off to a thread used to.
+                    await asyncio.sleep(0)
+                    return result
             return await loop.run_in_executor(self._executor, self._run, fn, verb)
         except BackendError:
             self._stats.record_error()
             raise
 
-    def _try_inline(
-        self, fn: Callable[[sqlite3.Connection], T], verb: str
-    ) -> tuple[bool, T | None]:
-        """Run ``fn`` on the loop within the budget: ``(True, result)``, or ``(False, None)``
-        when it was interrupted or found the database busy (nothing is left behind)."""
-        conn = self._loop_conn
-        if conn is None:
-            try:
-                conn = self._loop_conn = self._connect()
-                conn.execute("PRAGMA busy_timeout = 0")
-            except sqlite3.Error:
-                self._loop_conn = None
-                self._inline = False  # the thread path reports the error, with its verb
-                return False, None
+    def _open_for_loop(self) -> sqlite3.Connection | None:
+        """On a read thread (opening may wait for a lock): the loop's connection, set never
+        to wait for one; ``None`` if it cannot be opened now (the read goes to a thread, which
+        reports any error, and the next read tries again)."""
+        try:
+            conn = self._connect()
+        except sqlite3.Error:
+            return None
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error:
+            conn.close()
+            return None
+        with self._adopting:
+            if self._closed or self._loop_conn is not None:
+                conn.close()
+                return self._loop_conn
+            self._loop_conn = conn
+        return conn
+
+    def _run_on_loop(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], verb: str
+    ) -> T:
+        """``fn(conn)`` within the budget.
+
+        Raises:
+            _HandOff: it was interrupted, or found the database busy (nothing is left behind).
+        """
         budget = self._over_budget
         budget.deadline = time.perf_counter() + INLINE_READ_SECONDS
         budget.fired = False
         conn.set_progress_handler(budget, _INLINE_READ_CHECK_EVERY)
         try:
-            return True, fn(conn)
+            return fn(conn)
         except sqlite3.OperationalError as exc:
-            if budget.fired or exc.sqlite_errorcode & 0xFF in _BUSY_CODES:
-                return False, None
+            code = getattr(exc, "sqlite_errorcode", None) or 0
+            if budget.fired or code & 0xFF in _BUSY_CODES:
+                raise _HandOff from None
             raise translate(exc, verb) from None
         except BaseException as exc:  # noqa: BLE001 - re-raised, translated
             raise translate(exc, verb) from None
@@ -398,10 +424,11 @@ class ReadPool:
                 self._idle.put(conn)
 
     def close(self) -> None:
-        self._closed = True
-        if self._loop_conn is not None:
-            self._loop_conn.close()
-            self._loop_conn = None
+        with self._adopting:
+            self._closed = True
+            conn, self._loop_conn = self._loop_conn, None
+        if conn is not None:
+            conn.close()
         while True:
             try:
                 self._idle.get_nowait().close()
