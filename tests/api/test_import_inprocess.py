@@ -4,9 +4,10 @@ error, client disconnects, and a clear that fails."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -151,5 +152,52 @@ async def test_failed_clear_is_a_json_500_before_any_event() -> None:
         assert error["code"] == "CLEAR_FAILED"
         assert "disk on fire" in error["message"]
         assert len(await store.get_category_messages(NS, "")) == 1
+    finally:
+        await store.close()
+
+
+class RoundTrips(SQLiteStore):
+    """A store whose import, like Postgres's, needs several turns of the event loop (one per
+    round trip of its transaction) before it commits. It stores nothing: only the endpoint's
+    scheduling is under test (a real insert would also wait for the GIL held by the parse)."""
+
+    import_needs_the_loop = True
+
+    def __init__(self, parsed: Callable[[], int]) -> None:
+        super().__init__(None)
+        self.parsed = parsed
+        self.finished_at: list[int] = []
+        """Records parsed when each batch had committed."""
+
+    async def _import(self, namespace: str, messages: Any, payloads: Any) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.finished_at.append(self.parsed())
+
+
+async def test_a_batch_in_flight_moves_on_while_the_next_one_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The body arrives at once, so parsing never waits for input: it must still give the
+    batch in flight its turns, or that batch commits only when the next one is handed over."""
+    parsed = 0
+    parse = imports.parse_record
+
+    def counting(*args: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return parse(*args)
+
+    monkeypatch.setattr(imports, "parse_record", counting)
+    store = RoundTrips(lambda: parsed)
+    await store.open()
+    try:
+        await store.create_namespace(NS, tokens.hash_token(tokens.TEST_TOKEN), "Default")
+        body = b"\n".join(line(g) for g in range(1, 3001)) + b"\n"
+        channel = Channel([body])
+        assert await run(store, channel) == 200
+        assert channel.events()[-1]["imported"] == 3000
+        # Committed within a few turns of the hand-over, not at the next one (record 2000).
+        assert imports.BATCH_SIZE <= store.finished_at[0] < imports.BATCH_SIZE + 500
     finally:
         await store.close()

@@ -26,6 +26,9 @@ from eventodb.store.base import Message, Store
 
 BATCH_SIZE = 1000
 """Records per transaction; a progress event follows every committed batch."""
+YIELD_EVERY = 20
+"""Records parsed between two turns given to the rest of the event loop, when the store's
+import needs them (:attr:`Store.import_needs_the_loop`)."""
 MAX_LINE_BYTES = 1024 * 1024
 """Longer lines end the import with ``READ_ERROR`` (upstream's scanner buffer)."""
 
@@ -350,6 +353,7 @@ async def stream_import(
     await asgi.start_event_stream(send, _NO_PROXY_BUFFERING, asgi.SERVER)
     batches = _Batches(store, namespace, send)
     batch = _Batch()
+    give_turns = store.import_needs_the_loop
     body = Body(receive, max_body_bytes)
     try:
         try:
@@ -359,6 +363,10 @@ async def stream_import(
                     if len(batch.lines) == BATCH_SIZE:
                         await batches.submit(batch, event=True)
                         batch = _Batch()
+                    elif give_turns and len(batch.lines) % YIELD_EVERY == 0:
+                        # Let the batch in flight move on: each step of its transaction (a
+                        # round trip to the database) waits for the loop, which parsing holds.
+                        await asyncio.sleep(0)
         except _LineTooLong as exc:
             await batches.settle()  # an earlier failure is the one to report
             raise ImportFailure(

@@ -307,6 +307,10 @@ class Store(abc.ABC):
 
     backend: str
     """Name reported by ``sys.health``: ``sqlite``, ``memory`` or ``postgres``."""
+    import_needs_the_loop = False
+    """Whether an import batch's transaction takes several round trips to a database server,
+    each waiting for a turn of the event loop: the import endpoint then gives the loop turns
+    while it parses the next batch (elsewhere those turns only slow the parse)."""
 
     def __init__(
         self,

@@ -181,6 +181,7 @@ class PostgresStore(Store):
     """
 
     backend = "postgres"
+    import_needs_the_loop = True  # BEGIN, LOCK, INSERT, setval, COMMIT
 
     def __init__(
         self,
