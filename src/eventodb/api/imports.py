@@ -22,7 +22,7 @@ from eventodb.api import asgi
 from eventodb.api.asgi import Body, BodyTooLarge, ClientGone, Receive, Send
 from eventodb.core import ids, jsoncodec, timefmt, validation
 from eventodb.core.errors import ErrorCode, EventoDBError, PositionExists
-from eventodb.store.base import Message, Store
+from eventodb.store.base import Message, Store, check_import
 
 BATCH_SIZE = 1000
 """Records per transaction; a progress event follows every committed batch."""
@@ -202,7 +202,7 @@ def parse_record(line: _Line, max_message_bytes: int) -> tuple[Message, tuple[st
         elif isinstance(value, bool) or not isinstance(value, int):
             raise wrong_type(key, "an integer")
         numbers[key] = value
-    try:  # before the fields below (check_imported repeats it, cheaply)
+    try:  # before the fields below (check_import repeats it, cheaply)
         validation.check_imported_positions(numbers["pos"], numbers["gpos"])
     except EventoDBError as exc:
         raise invalid(exc.message) from None
@@ -220,18 +220,6 @@ def parse_record(line: _Line, max_message_bytes: int) -> tuple[Message, tuple[st
         when = timefmt.parse_time(texts["time"])
     except ValueError as exc:
         raise invalid(str(exc)) from None
-    try:
-        payload = validation.check_imported(
-            texts["stream"],
-            texts["type"],
-            numbers["pos"],
-            numbers["gpos"],
-            data,
-            meta,
-            max_message_bytes,
-        )
-    except EventoDBError as exc:
-        raise invalid(exc.message) from None
     message = Message(
         message_id,
         texts["stream"],
@@ -242,7 +230,10 @@ def parse_record(line: _Line, max_message_bytes: int) -> tuple[Message, tuple[st
         meta,
         when,
     )
-    return message, payload
+    try:
+        return message, check_import(message, max_message_bytes)
+    except EventoDBError as exc:
+        raise invalid(exc.message) from None
 
 
 def _event(payload: dict[str, Any]) -> bytes:

@@ -81,27 +81,6 @@ def check_imported_positions(position: int, global_position: int) -> None:
             raise InvalidArgument(f"{field} must be at most {MAX_IMPORTED_POSITION}")
 
 
-def check_imported(
-    stream_name: str,
-    message_type: str,
-    position: int,
-    global_position: int,
-    data: Any,
-    metadata: Any,
-    max_bytes: int,
-) -> tuple[str, str | None]:
-    """An imported record's write rules (the same as ``stream.write``'s, plus its positions),
-    checked once for both the import endpoint and :meth:`Store.import_messages`.
-
-    Returns:
-        The JSON text of data and of metadata, as :func:`encode_payload` gives it.
-    """
-    check_imported_positions(position, global_position)
-    check_stream_name(stream_name, "stream")
-    check_message_type(message_type)
-    return encode_payload(data, metadata, max_bytes)
-
-
 def check_consumer_group(member: int, size: int) -> None:
     prefix = "options.consumerGroup"
     if member < 0:

@@ -60,6 +60,26 @@ class Message:
         )
 
 
+def check_import(message: Message, max_message_bytes: int) -> tuple[str, str | None]:
+    """An imported message's rules: those of a write (name, type, payload), its positions, a
+    canonical id; checked once for both the import endpoint and :meth:`Store.import_messages`.
+
+    Returns:
+        The JSON text of its data and of its metadata, as
+        :func:`~eventodb.core.validation.encode_payload` gives it.
+
+    Raises:
+        InvalidArgument: the first rule it breaks.
+    """
+    validation.check_imported_positions(message.position, message.global_position)
+    validation.check_stream_name(message.stream_name, "stream")
+    validation.check_message_type(message.type)
+    payload = validation.encode_payload(message.data, message.metadata, max_message_bytes)
+    if ids.canonical_uuid(message.id) != message.id:
+        raise InvalidArgument("id must be a canonical lowercase UUID")
+    return payload
+
+
 Located = tuple[str, int, int]
 """Where a message is: ``(stream name, position, global position)``."""
 
@@ -578,18 +598,7 @@ class Store(abc.ABC):
         payloads: list[tuple[str, str | None]] = []
         for index, m in enumerate(messages):
             try:
-                payload = validation.check_imported(
-                    m.stream_name,
-                    m.type,
-                    m.position,
-                    m.global_position,
-                    m.data,
-                    m.metadata,
-                    self.max_message_bytes,
-                )
-                if ids.canonical_uuid(m.id) != m.id:
-                    raise InvalidArgument("id must be a canonical lowercase UUID")
-                payloads.append(payload)
+                payloads.append(check_import(m, self.max_message_bytes))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
         await self.import_checked(namespace, messages, payloads)
@@ -600,9 +609,9 @@ class Store(abc.ABC):
         messages: Sequence[Message],
         payloads: Sequence[tuple[str, str | None]],
     ) -> None:
-        """:meth:`import_messages` for records already checked: each message's id is
-        canonical and ``payloads`` holds what :func:`validation.check_imported` returned for
-        it (the import endpoint checks every record as it parses it, and names its line).
+        """:meth:`import_messages` for records already checked: ``payloads`` holds what
+        :func:`check_import` returned for each message (the import endpoint checks every
+        record as it parses it, and names its line).
 
         Raises:
             PositionExists: as :meth:`import_messages`.
