@@ -162,6 +162,7 @@ class RoundTrips(SQLiteStore):
     scheduling is under test (a real insert would also wait for the GIL held by the parse)."""
 
     import_needs_the_loop = True
+    import_groups_per_transaction = 1
 
     def __init__(self, parsed: Callable[[], int]) -> None:
         super().__init__(None)
@@ -169,7 +170,7 @@ class RoundTrips(SQLiteStore):
         self.finished_at: list[int] = []
         """Records parsed when each batch had committed."""
 
-    async def _import(self, namespace: str, messages: Any, payloads: Any) -> None:
+    async def _import_groups(self, namespace: str, groups: Any) -> None:
         for _ in range(5):
             await asyncio.sleep(0)
         self.finished_at.append(self.parsed())
@@ -199,5 +200,72 @@ async def test_a_batch_in_flight_moves_on_while_the_next_one_is_parsed(
         assert channel.events()[-1]["imported"] == 3000
         # Committed within a few turns of the hand-over, not at the next one (record 2000).
         assert imports.BATCH_SIZE <= store.finished_at[0] < imports.BATCH_SIZE + 500
+    finally:
+        await store.close()
+
+
+class CountingGroups(SQLiteStore):
+    """A real SQLite store that records how many batches each import call carried."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.calls: list[int] = []
+
+    async def _import_groups(self, namespace: str, groups: Any) -> None:
+        self.calls.append(len(groups))
+        await super()._import_groups(namespace, groups)
+
+
+async def test_sqlite_commits_batches_parsed_meanwhile_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five batches of 1,000 go in one transaction (the store's import_groups_per_transaction),
+    the rest when the input ends; every batch still gets its progress event once committed."""
+    monkeypatch.setattr(imports, "GATHER_SECONDS", 60.0)  # only a full transaction or the end
+    store = CountingGroups()
+    await store.open()
+    try:
+        await store.create_namespace(NS, tokens.hash_token(tokens.TEST_TOKEN), "Default")
+        body = b"\n".join(line(g) for g in range(1, 7001)) + b"\n"
+        channel = Channel(pieces(body, 65536))
+        assert await run(store, channel) == 200
+        assert store.calls == [5, 2]
+        events = channel.events()
+        assert events[:-1] == [{"imported": k * 1000, "gpos": k * 1000} for k in range(1, 8)]
+        assert events[-1]["imported"] == 7000
+        assert len(await store.get_category_messages(NS, "", batch_size=-1)) == 7000
+    finally:
+        await store.close()
+
+
+async def test_a_batch_whose_input_stalls_is_committed_before_the_rest_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client sending slowly sees each batch committed and reported while it is still
+    sending, not only once five batches or the end have come."""
+    monkeypatch.setattr(imports, "GATHER_SECONDS", 0.01)
+    store = CountingGroups()
+    await store.open()
+    first = b"\n".join(line(g) for g in range(1, 1001)) + b"\n"
+    rest = b"\n".join(line(g) for g in range(1001, 1501)) + b"\n"
+    reported = asyncio.Event()
+
+    class Slow(Channel):
+        async def receive(self) -> dict[str, Any]:
+            if self.received == 1:  # the second chunk waits for the first batch's event
+                await asyncio.wait_for(reported.wait(), 10)
+            return await super().receive()
+
+        async def send(self, message: MutableMapping[str, Any]) -> None:
+            await super().send(message)
+            if b'"imported":1000' in message.get("body", b""):
+                reported.set()
+
+    try:
+        await store.create_namespace(NS, tokens.hash_token(tokens.TEST_TOKEN), "Default")
+        channel = Slow([first, rest])
+        assert await run(store, channel) == 200
+        assert store.calls == [1, 1]
+        assert channel.events()[-1]["imported"] == 1500
     finally:
         await store.close()

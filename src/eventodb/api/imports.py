@@ -3,8 +3,10 @@
 The app authenticates first (auth errors are its JSON 401/403) and then calls
 :func:`clear_if_forced` and :func:`stream_import`. Unlike upstream, which reads the whole body
 (up to 100 MiB) before starting, the body is consumed as it arrives: lines are parsed one by one
-and inserted in batches of 1000 records, each batch one :meth:`Store.import_checked` call (one
-transaction), so memory stays bounded by one batch and one line.
+and grouped in batches of 1,000 records (the Go server's), each imported all or nothing and
+reported by a progress event once committed. Batches go to :meth:`Store.import_groups` while
+the next ones are parsed; a store may commit several in one transaction. Memory stays bounded
+by a few batches and one line.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ from eventodb.api import asgi
 from eventodb.api.asgi import Body, BodyTooLarge, ClientGone, Receive, Send
 from eventodb.core import ids, jsoncodec, timefmt, validation
 from eventodb.core.errors import ErrorCode, EventoDBError, PositionExists
-from eventodb.store.base import Message, Store, check_import
+from eventodb.store.base import ImportGroup, ImportStopped, Message, Store, check_import
 
 BATCH_SIZE = 1000
-"""Records per transaction; a progress event follows every committed batch."""
+"""Records per batch: imported all or nothing, and reported by a progress event once committed
+(the last batch, when shorter, only by the done event)."""
+GATHER_SECONDS = 0.02
+"""Where a store commits several batches in one transaction, how long a parsed batch waits
+for the next one to join it (input that stalls longer is committed as it is)."""
+QUEUED_BYTES = 16 * 1024 * 1024
+"""Parsed batches waiting for the batches in flight to commit hold at most about this many
+bytes of input (and at most :attr:`Store.import_groups_per_transaction` batches); the parse
+waits for room beyond."""
 YIELD_EVERY = 20
 """Records parsed between two turns given to the rest of the event loop, when the store's
 import needs them (:attr:`Store.import_needs_the_loop`)."""
@@ -242,88 +252,151 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 @dataclass(slots=True)
 class _Batch:
-    """Parsed records waiting to be inserted together, with their line numbers."""
+    """Parsed records imported together, all or nothing, with their line numbers."""
 
     messages: list[Message] = field(default_factory=list)
     payloads: list[tuple[str, str | None]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    size: int = 0
+    """Bytes of input its lines took."""
 
     def add(self, line: _Line, max_message_bytes: int) -> None:
         message, payload = parse_record(line, max_message_bytes)
         self.messages.append(message)
         self.payloads.append(payload)
         self.lines.append(line.number)
+        self.size += len(line.text)
 
-
-async def _insert(store: Store, namespace: str, batch: _Batch) -> None:
-    """One batch in one transaction; store errors become the import's error event.
-
-    Raises:
-        ImportFailure: ``POSITION_EXISTS`` naming the offending record's line, or
-            ``IMPORT_FAILED`` (with the batch's last line) for any other failure.
-    """
-    lines = batch.lines
-    try:
-        await store.import_checked(namespace, batch.messages, batch.payloads)
-    except PositionExists as exc:
-        index = exc.index if 0 <= exc.index < len(lines) else len(lines) - 1
-        raise ImportFailure("POSITION_EXISTS", exc.message, lines[index]) from None
-    except EventoDBError as exc:
-        raise ImportFailure("IMPORT_FAILED", exc.message, lines[-1]) from None
-    except Exception:
-        # Never leave the client with a stream that ends without a result.
-        log.exception("import into %s failed", namespace)
-        raise ImportFailure("IMPORT_FAILED", "internal error", lines[-1]) from None
+    def failure(self, error: EventoDBError) -> ImportFailure:
+        """The error event of this batch failing with the store's ``error``: the line of the
+        offending record when the store names it, else the batch's last line."""
+        lines = self.lines
+        if isinstance(error, PositionExists):
+            index = error.index if 0 <= error.index < len(lines) else len(lines) - 1
+            return ImportFailure("POSITION_EXISTS", error.message, lines[index])
+        return ImportFailure("IMPORT_FAILED", error.message, lines[-1])
 
 
 class _Batches:
-    """Inserts batches one after the other, each while the next one is being parsed.
+    """Imports batches in input order while the next ones are parsed.
 
-    At most one batch is in flight, so batches still commit in order and one that fails stops
-    every later one. A batch's progress event is sent as soon as it commits; nothing else is
-    sent while a batch is in flight.
+    One :meth:`Store.import_groups` call is in flight at a time, and the next one takes the
+    batches parsed meanwhile. Where the store commits several batches in one transaction
+    (:attr:`~Store.import_groups_per_transaction`), the next call waits until that many are
+    parsed, unless the input stalls for :data:`GATHER_SECONDS` or ends. A batch's progress
+    event is sent once it is committed; a batch that fails ends the import and no later batch
+    is written.
     """
 
     def __init__(self, store: Store, namespace: str, send: Send) -> None:
         self._store = store
         self._namespace = namespace
         self._send = send
-        self._pending: asyncio.Task[None] | None = None
+        self._most = store.import_groups_per_transaction
+        self._queued: list[_Batch] = []
+        self._queued_bytes = 0
+        self._taken = asyncio.Event()
+        """Set when the writing task takes queued batches (room for more)."""
+        self._added = asyncio.Event()
+        """Set when a batch is queued or the input ended (the writing task may go on)."""
+        self._ended = False
+        self._writing: asyncio.Task[None] | None = None
         self.imported = 0
 
-    async def _commit(self, batch: _Batch, event: bool) -> None:
-        await _insert(self._store, self._namespace, batch)
-        self.imported += len(batch.messages)
-        if event:
-            last = batch.messages[-1].global_position
-            await asgi.send_chunk(self._send, _event({"imported": self.imported, "gpos": last}))
-
-    async def submit(self, batch: _Batch, *, event: bool) -> None:
-        """Start inserting ``batch`` once the previous one has committed.
+    async def submit(self, batch: _Batch) -> None:
+        """Queue ``batch``, waiting for room when enough is queued already.
 
         Raises:
-            ImportFailure: the previous batch failed.
+            ImportFailure: an earlier batch failed.
         """
-        await self.settle()
-        self._pending = asyncio.ensure_future(self._commit(batch, event))
-        # Let it start now (hand the batch to the database) rather than at the parser's next
-        # wait for input, which may come only after the next batch has been parsed.
-        await asyncio.sleep(0)
+        while self._writing is not None and not self._writing.done() and self._full():
+            self._taken.clear()
+            room = asyncio.ensure_future(self._taken.wait())
+            try:
+                await asyncio.wait({self._writing, room}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+        self._raise_failure()
+        self._queued.append(batch)
+        self._queued_bytes += batch.size
+        self._added.set()
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write_queued())
+            # Let it start now (hand the batch to the database) rather than at the parser's
+            # next wait for input, which may come only after the next batch has been parsed.
+            await asyncio.sleep(0)
+
+    def _full(self) -> bool:
+        return len(self._queued) >= self._most or self._queued_bytes >= QUEUED_BYTES
+
+    def _raise_failure(self) -> None:
+        writing = self._writing
+        if writing is not None and writing.done():
+            self._writing = None
+            writing.result()  # raises the ImportFailure that ended it
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            await self._gather()
+            batches = self._queued[: self._most]
+            del self._queued[: self._most]
+            self._queued_bytes -= sum(b.size for b in batches)
+            self._taken.set()
+            await self._commit(batches)
+
+    async def _gather(self) -> None:
+        """Wait until a transaction's worth of batches is queued, the input ends, or no batch
+        comes for :data:`GATHER_SECONDS`."""
+        while not self._full() and not self._ended:
+            self._added.clear()
+            try:
+                await asyncio.wait_for(self._added.wait(), GATHER_SECONDS)
+            except TimeoutError:
+                return
+
+    async def _commit(self, batches: list[_Batch]) -> None:
+        """Import ``batches`` and report the committed ones.
+
+        Raises:
+            ImportFailure: one of them failed (the ones before it are committed and reported).
+        """
+        groups = [ImportGroup(b.messages, b.payloads) for b in batches]
+        try:
+            await self._store.import_groups(self._namespace, groups)
+        except ImportStopped as exc:
+            await self._report(batches[: exc.committed])
+            raise batches[exc.committed].failure(exc.error) from None
+        except Exception:
+            # Never leave the client with a stream that ends without a result.
+            log.exception("import into %s failed", self._namespace)
+            raise ImportFailure("IMPORT_FAILED", "internal error", batches[0].lines[-1]) from None
+        await self._report(batches)
+
+    async def _report(self, batches: list[_Batch]) -> None:
+        for batch in batches:
+            self.imported += len(batch.messages)
+            if len(batch.messages) == BATCH_SIZE:
+                last = batch.messages[-1].global_position
+                event = _event({"imported": self.imported, "gpos": last})
+                await asgi.send_chunk(self._send, event)
 
     async def settle(self) -> None:
-        """Wait for the batch in flight.
+        """Wait until every queued batch is written.
 
         Raises:
-            ImportFailure: it failed.
+            ImportFailure: a batch failed.
         """
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
+        self._ended = True
+        self._added.set()
+        writing = self._writing
+        if writing is not None:
+            await asyncio.wait({writing})
+            self._raise_failure()
 
     def abandon(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        if self._writing is not None:
+            self._writing.cancel()
+            self._writing = None
 
 
 async def stream_import(
@@ -352,7 +425,7 @@ async def stream_import(
                 async for line in records:
                     batch.add(line, store.max_message_bytes)
                     if len(batch.lines) == BATCH_SIZE:
-                        await batches.submit(batch, event=True)
+                        await batches.submit(batch)
                         batch = _Batch()
                     elif give_turns and len(batch.lines) % YIELD_EVERY == 0:
                         # Let the batch in flight move on: each step of its transaction (a
@@ -374,7 +447,7 @@ async def stream_import(
             await batches.settle()
             raise
         if batch.lines:
-            await batches.submit(batch, event=False)
+            await batches.submit(batch)
         await batches.settle()
         elapsed = time.perf_counter() - started
         done = {"done": True, "imported": batches.imported, "elapsed": f"{elapsed:.1f}s"}

@@ -18,7 +18,12 @@ from datetime import datetime
 from typing import Any, Literal, Self
 
 from eventodb.core import ids, jsoncodec, validation
-from eventodb.core.errors import InvalidArgument, NamespaceNotFound, VersionConflict
+from eventodb.core.errors import (
+    EventoDBError,
+    InvalidArgument,
+    NamespaceNotFound,
+    VersionConflict,
+)
 from eventodb.core.stats import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from eventodb.core.timefmt import parse_time
 
@@ -62,7 +67,8 @@ class Message:
 
 def check_import(message: Message, max_message_bytes: int) -> tuple[str, str | None]:
     """An imported message's rules: those of a write (name, type, payload), its positions, a
-    canonical id; checked once for both the import endpoint and :meth:`Store.import_messages`.
+    canonical id; checked once for both the import endpoint (:meth:`Store.import_groups`) and
+    :meth:`Store.import_messages`.
 
     Returns:
         The JSON text of its data and of its metadata, as
@@ -78,6 +84,31 @@ def check_import(message: Message, max_message_bytes: int) -> tuple[str, str | N
     if ids.canonical_uuid(message.id) != message.id:
         raise InvalidArgument("id must be a canonical lowercase UUID")
     return payload
+
+
+@dataclass(frozen=True, slots=True)
+class ImportGroup:
+    """Records imported all or nothing, already checked: ``payloads`` holds what
+    :func:`check_import` returned for each message."""
+
+    messages: Sequence[Message]
+    payloads: Sequence[tuple[str, str | None]]
+
+
+class ImportStopped(Exception):
+    """A group of :meth:`Store.import_groups` failed: the groups before it are committed, it
+    and the groups after it are not.
+
+    Args:
+        committed: how many groups were committed (the index of the failing one).
+        error: why the group failed (:class:`~eventodb.core.errors.PositionExists` names the
+            record within it).
+    """
+
+    def __init__(self, committed: int, error: EventoDBError) -> None:
+        super().__init__(error.message)
+        self.committed = committed
+        self.error = error
 
 
 Located = tuple[str, int, int]
@@ -328,6 +359,10 @@ class Store(abc.ABC):
     backend: str
     """Name reported by ``sys.health``: ``sqlite``, ``memory`` or ``postgres``."""
     import_needs_the_loop = False
+    import_groups_per_transaction = 1
+    """How many groups of :meth:`import_groups` may share one transaction. One where a
+    transaction costs little more than its rows (a database server), more where each one has a
+    fixed cost worth sharing (SQLite)."""
     """Whether an import batch's transaction takes several round trips to a database server,
     each waiting for a turn of the event loop: the import endpoint then gives the loop turns
     while it parses the next batch (elsewhere those turns only slow the parse)."""
@@ -601,25 +636,35 @@ class Store(abc.ABC):
                 payloads.append(check_import(m, self.max_message_bytes))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"record {index}: {exc.message}") from None
-        await self.import_checked(namespace, messages, payloads)
-
-    async def import_checked(
-        self,
-        namespace: str,
-        messages: Sequence[Message],
-        payloads: Sequence[tuple[str, str | None]],
-    ) -> None:
-        """:meth:`import_messages` for records already checked: ``payloads`` holds what
-        :func:`check_import` returned for each message (the import endpoint checks every
-        record as it parses it, and names its line).
-
-        Raises:
-            PositionExists: as :meth:`import_messages`.
-            NamespaceNotFound: no such namespace.
-        """
         if messages:
             await self._import(namespace, messages, payloads)
             self.stats.messages_imported += len(messages)
+
+    async def import_groups(self, namespace: str, groups: Sequence[ImportGroup]) -> None:
+        """Import groups of checked records in order, each all or nothing, up to the first one
+        that fails; the import endpoint's groups are its batches of 1,000 records. A backend
+        may commit several groups in one transaction (:attr:`import_groups_per_transaction`);
+        what a failure leaves committed is the same either way.
+
+        Raises:
+            ImportStopped: a group failed (``committed`` says how many went in before it).
+        """
+        try:
+            await self._import_groups(namespace, groups)
+        except ImportStopped as exc:
+            self.stats.messages_imported += sum(len(g.messages) for g in groups[: exc.committed])
+            raise
+        except EventoDBError as exc:  # before any group (no such namespace, say)
+            raise ImportStopped(0, exc) from exc
+        self.stats.messages_imported += sum(len(g.messages) for g in groups)
+
+    async def _import_groups(self, namespace: str, groups: Sequence[ImportGroup]) -> None:
+        """Each group in a transaction of its own; backends that share one override this."""
+        for index, group in enumerate(groups):
+            try:
+                await self._import(namespace, group.messages, group.payloads)
+            except EventoDBError as exc:
+                raise ImportStopped(index, exc) from exc
 
     # -- reading -----------------------------------------------------------------------------
     #

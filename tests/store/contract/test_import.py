@@ -8,7 +8,7 @@ import pytest
 
 from eventodb.core import validation
 from eventodb.core.errors import InvalidArgument, PositionExists
-from eventodb.store.base import Message, Store
+from eventodb.store.base import ImportGroup, ImportStopped, Message, Store
 
 T0 = datetime(2025, 1, 15, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -63,6 +63,49 @@ async def test_a_colliding_record_aborts_the_whole_batch(
         await store.import_messages(ns, [_msg(5, "y-1", 0), clash])
     assert info.value.index == 1
     assert [m.global_position for m in await store.get_category_messages(ns, "")] == [1]
+
+
+def _group(*messages: Message) -> ImportGroup:
+    return ImportGroup(messages, [validation.encode_payload(m.data, m.metadata) for m in messages])
+
+
+async def test_groups_are_imported_in_order_up_to_the_first_that_fails(
+    store: Store, ns: str
+) -> None:
+    """A backend may commit several groups in one transaction; what a failing group leaves
+    behind is what separate transactions would: the groups before it, none of it or after."""
+    await store.import_groups(ns, [_group(_msg(1, "a-1", 0), _msg(2, "a-1", 1))])
+    groups = [
+        _group(_msg(3, "b-1", 0), _msg(4, "b-1", 1)),
+        _group(_msg(5, "c-1", 0)),
+        _group(_msg(6, "d-1", 0), _msg(2, "e-1", 0, uid=97)),  # global position 2 exists
+        _group(_msg(8, "f-1", 0)),
+    ]
+    with pytest.raises(ImportStopped) as info:
+        await store.import_groups(ns, groups)
+    assert info.value.committed == 2
+    assert isinstance(info.value.error, PositionExists)
+    assert info.value.error.index == 1  # within its group
+    assert info.value.error.message == "global position already exists: 2"
+    read = await store.get_category_messages(ns, "")
+    assert [m.global_position for m in read] == [1, 2, 3, 4, 5]
+
+
+async def test_a_group_colliding_with_an_earlier_group_of_the_same_call_stops_there(
+    store: Store, ns: str
+) -> None:
+    groups = [_group(_msg(1, "a-1", 0)), _group(_msg(2, "a-1", 0))]  # a-1@0 twice
+    with pytest.raises(ImportStopped) as info:
+        await store.import_groups(ns, groups)
+    assert info.value.committed == 1
+    assert "stream position already exists: a-1@0" in info.value.error.message
+    assert [m.global_position for m in await store.get_category_messages(ns, "")] == [1]
+
+
+async def test_groups_into_a_missing_namespace_stop_before_the_first(store: Store) -> None:
+    with pytest.raises(ImportStopped) as info:
+        await store.import_groups("nowhere", [_group(_msg(1, "a-1", 0))])
+    assert info.value.committed == 0
 
 
 async def test_an_empty_import_is_a_no_op(store: Store, ns: str) -> None:
