@@ -228,8 +228,10 @@ async def test_sqlite_commits_batches_parsed_meanwhile_together(
         await store.create_namespace(NS, tokens.hash_token(tokens.TEST_TOKEN), "Default")
         body = b"\n".join(line(g) for g in range(1, 7001)) + b"\n"
         channel = Channel(pieces(body, 65536))
+        commits = store.stats.write_batches.cumulative()[-1][1]
         assert await run(store, channel) == 200
         assert store.calls == [5, 2]
+        assert store.stats.write_batches.cumulative()[-1][1] - commits == 2  # transactions
         events = channel.events()
         assert events[:-1] == [{"imported": k * 1000, "gpos": k * 1000} for k in range(1, 8)]
         assert events[-1]["imported"] == 7000

@@ -456,6 +456,8 @@ async def stream_import(
         await asgi.send_chunk(send, _event(exc.event()))
         await body.drain()
     except ClientGone:
+        # Every complete batch received is written (as when batches went one by one); the
+        # partial one is dropped.
         with contextlib.suppress(ImportFailure):
             await batches.settle()
         log.info("import into %s: client went away after %d records", namespace, batches.imported)

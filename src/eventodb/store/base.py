@@ -359,13 +359,13 @@ class Store(abc.ABC):
     backend: str
     """Name reported by ``sys.health``: ``sqlite``, ``memory`` or ``postgres``."""
     import_needs_the_loop = False
+    """Whether an import batch's transaction takes several round trips to a database server,
+    each waiting for a turn of the event loop: the import endpoint then gives the loop turns
+    while it parses the next batch (elsewhere those turns only slow the parse)."""
     import_groups_per_transaction = 1
     """How many groups of :meth:`import_groups` may share one transaction. One where a
     transaction costs little more than its rows (a database server), more where each one has a
     fixed cost worth sharing (SQLite)."""
-    """Whether an import batch's transaction takes several round trips to a database server,
-    each waiting for a turn of the event loop: the import endpoint then gives the loop turns
-    while it parses the next batch (elsewhere those turns only slow the parse)."""
 
     def __init__(
         self,

@@ -10,13 +10,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from eventodb.core import tokens
-from eventodb.core.errors import BackendError
+from eventodb.core import tokens, validation
+from eventodb.core.errors import BackendError, PositionExists
 from eventodb.store import migrations
+from eventodb.store.base import ImportGroup, ImportStopped, Message
 from eventodb.store.sqlite import SQLiteStore
 from eventodb.store.sqlite.files import db_file_name
 from tests.store.storage_access import migrations_up_to
@@ -308,3 +310,43 @@ async def test_an_existing_directory_keeps_its_permissions(tmp_path: Path) -> No
         pass
     assert data.stat().st_mode & 0o777 == 0o755
     assert (data / "metadata.db").stat().st_mode & 0o777 == 0o600
+
+
+async def test_an_import_sharing_a_transaction_with_a_write_rolls_back_only_its_colliding_group(
+    tmp_path: Path,
+) -> None:
+    """The writer thread commits the jobs waiting for it together: an import whose second
+    group collides keeps its first group, and the write committed beside it stays."""
+
+    def group(*gpos: int) -> ImportGroup:
+        when = datetime(2025, 1, 15, tzinfo=UTC)
+        messages = [
+            Message(f"00000000-0000-4000-8000-{g:012d}", f"imp-{g}", "T", 0, g, {}, None, when)
+            for g in gpos
+        ]
+        return ImportGroup(messages, [validation.encode_payload({}, None)] * len(messages))
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.create_namespace("ns", tokens.hash_token(tokens.TEST_TOKEN), "")
+        handle = await store._handle("ns")
+        # Hold the writer thread so that the write and the import queue up behind it.
+        blocker = asyncio.ensure_future(handle.write(lambda c: time.sleep(0.3), "hold"))
+        await asyncio.sleep(0.05)
+        commits = store.stats.write_batches.cumulative()[-1][1]
+        write = asyncio.ensure_future(store.write_message("ns", "live-1", "T", {}))
+        imported = asyncio.ensure_future(store.import_groups("ns", [group(10, 11), group(12, 10)]))
+        await blocker
+        with pytest.raises(ImportStopped) as info:
+            await imported
+        await write
+        assert info.value.committed == 1
+        assert isinstance(info.value.error, PositionExists)
+        assert info.value.error.index == 1
+        # The hold, then the write and the import together.
+        assert store.stats.write_batches.cumulative()[-1][1] - commits == 2
+        stored = await store.get_category_messages("ns", "")
+        assert sorted(m.stream_name for m in stored) == ["imp-10", "imp-11", "live-1"]
+    finally:
+        await store.close()

@@ -23,7 +23,6 @@ from eventodb.core import ids, jsoncodec, timefmt
 from eventodb.core.errors import (
     BackendError,
     DuplicateMessageId,
-    EventoDBError,
     NamespaceExists,
     NamespaceNotFound,
     PositionExists,
@@ -58,7 +57,7 @@ from eventodb.store.sqlite.files import (
     registered_file_name,
     remove_db_files,
 )
-from eventodb.store.sqlite.worker import BUSY_TIMEOUT_MS, ReadPool, Writer, translate
+from eventodb.store.sqlite.worker import BUSY_TIMEOUT_MS, ReadPool, Writer
 
 INLINE_MAX_BYTES = 16 * 1024
 """Writes up to this payload size may run on the event loop (see ``Writer``)."""
@@ -547,15 +546,16 @@ class SQLiteStore(Store):
     async def _import_groups(self, namespace: str, groups: Sequence[ImportGroup]) -> None:
         """Every group in one transaction, inserted by one statement: each call into SQLite
         on the writer thread may wait for Python's global lock, held by the event loop while
-        it parses the next records, so the fewer the better. When the statement fails (it
-        leaves nothing behind), the groups are inserted again one by one, each in a savepoint:
-        the failing one is rolled back and the ones before it are committed, as if each had
-        had a transaction of its own."""
+        it parses the next records, so the fewer the better. When a record collides (the
+        statement then leaves nothing behind), the groups are inserted again one by one, each
+        in a savepoint: the colliding group is rolled back and the ones before it are
+        committed, as if each had had a transaction of its own. Any other failure rolls the
+        whole transaction back: then no group went in."""
         messages = [m for g in groups for m in g.messages]
         payloads = [p for g in groups for p in g.payloads]
         rows = _import_json(messages, payloads)
 
-        def insert_groups(c: sqlite3.Connection) -> tuple[int, BaseException] | None:
+        def insert_groups(c: sqlite3.Connection) -> ImportStopped | None:
             try:
                 c.execute(statements.IMPORT_ROWS, (rows,))
                 return None
@@ -565,22 +565,17 @@ class SQLiteStore(Store):
                 c.execute("SAVEPOINT import_group")
                 try:
                     _insert_one_by_one(c, group.messages, group.payloads)
-                except Exception as exc:  # noqa: BLE001 - reported once the rest is committed
+                except PositionExists as exc:
                     c.execute("ROLLBACK TO import_group")
                     c.execute("RELEASE import_group")
-                    return index, exc
+                    return ImportStopped(index, exc)
                 c.execute("RELEASE import_group")
             return None
 
         handle = await self._handle(namespace)
-        # A failure to commit raises here: then no group went in.
         stopped = await handle.write(insert_groups, "import messages")
         if stopped is not None:
-            index, error = stopped
-            translated = translate(error, "import messages")
-            if not isinstance(translated, EventoDBError):
-                raise translated
-            raise ImportStopped(index, translated) from error
+            raise stopped
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -762,8 +757,8 @@ def _insert_one_by_one(
     """Insert the messages one statement each, to find which one collides.
 
     Raises:
-        PositionExists: naming the first colliding record (the rows before it went in; the
-            writer rolls the whole transaction back).
+        PositionExists: naming the first colliding record (the rows before it went in: the
+            caller rolls them back, with the transaction or to a savepoint).
     """
     rows = _import_rows(messages, payloads)
     before = c.total_changes
