@@ -57,6 +57,73 @@ async def test_every_queued_job_settles_when_the_writer_stops() -> None:
             assert isinstance(call.exception(), BackendError)
 
 
+def small_disk(path: Path) -> Connect:
+    """A database that cannot grow past 20 pages, as on a full disk."""
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x BLOB)")
+        conn.execute("PRAGMA max_page_count = 20")
+        return conn
+
+    return connect
+
+
+def insert_blob(size: int) -> Callable[[sqlite3.Connection], int]:
+    return lambda c: int(c.execute("INSERT INTO t VALUES (zeroblob(?))", (size,)).lastrowid or 0)
+
+
+async def test_a_full_disk_fails_the_write_and_the_writer_goes_on(tmp_path: Path) -> None:
+    """SQLite may roll a transaction back itself when the disk is full; the writer's own
+    ROLLBACK then failed, which ended its thread and left every later write waiting forever."""
+    writer = Writer("test-writer", small_disk(tmp_path / "full.db"), inline=False)
+    try:
+        with pytest.raises(BackendError, match="database or disk is full"):
+            await asyncio.wait_for(writer.call(insert_blob(200_000)), 5)
+        assert await asyncio.wait_for(writer.call(insert_blob(10)), 5) == 1
+    finally:
+        await writer.stop()
+
+
+async def test_a_full_disk_in_a_shared_transaction_answers_every_write_truthfully(
+    tmp_path: Path,
+) -> None:
+    """Writes committed together: when one fills the disk, each gets an answer, and a write
+    answered as done is stored."""
+    writer = Writer("test-writer", small_disk(tmp_path / "full.db"), inline=False)
+    try:
+        hold = asyncio.ensure_future(writer.call(lambda c: time.sleep(0.2)))
+        await asyncio.sleep(0.05)  # the thread runs the hold; the next two queue together
+        small = asyncio.ensure_future(writer.call(insert_blob(10)))
+        big = asyncio.ensure_future(writer.call(insert_blob(200_000)))
+        await hold
+        _, pending = await asyncio.wait([small, big], timeout=5)
+        assert not pending, "a write was never answered"
+        assert isinstance(big.exception(), BackendError)
+        stored = await writer.call(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0])
+        assert stored == (0 if small.exception() is not None else 1)
+        assert await asyncio.wait_for(writer.call(insert_blob(10)), 5) == stored + 1
+    finally:
+        await writer.stop()
+
+
+async def test_an_unexpected_failure_answers_the_batch_and_the_writer_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer = Writer("test-writer", memory, inline=False)
+    try:
+        assert await writer.call(insert) == 1
+        original = Writer._run_writes
+        monkeypatch.setattr(Writer, "_run_writes", lambda *a, **k: 1 / 0)
+        with pytest.raises(BackendError, match="division by zero"):
+            await asyncio.wait_for(writer.call(insert), 5)
+        monkeypatch.setattr(Writer, "_run_writes", original)
+        assert await asyncio.wait_for(writer.call(insert), 5) == 2
+    finally:
+        await writer.stop()
+
+
 # -- reads: on the event loop within a budget, else on a read thread ---------------------------
 
 

@@ -12,6 +12,8 @@ instead: a thread hand-off costs more than such work itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -23,6 +25,8 @@ from typing import Any, TypeVar
 
 from eventodb.core.errors import BackendError, EventoDBError
 from eventodb.store.base import StoreStats
+
+log = logging.getLogger("eventodb.store.sqlite")
 
 T = TypeVar("T")
 
@@ -189,7 +193,11 @@ class Writer:
                         break
                     batch.append(nxt)
                 with self._lock:
-                    self._process(conn, batch)
+                    try:
+                        self._process(conn, batch)
+                    except Exception as exc:  # the thread must go on serving the namespace
+                        log.exception("the writer thread %s failed a batch", self._thread.name)
+                        _fail_unsettled(batch, exc)
                 if stop:
                     return
         finally:
@@ -258,11 +266,10 @@ class Writer:
             try:
                 result = job.fn(conn)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                if single:
-                    conn.execute("ROLLBACK")
-                    return [(None, translate(exc, job.verb))]
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
+                if single or not _roll_back_to_job(conn):
+                    # Alone, or the whole transaction is gone: every job of it failed.
+                    _roll_back(conn)
+                    return [(None, translate(exc, job.verb)) for job in jobs]
                 outcomes.append((None, translate(exc, job.verb)))
             else:
                 if not single:
@@ -271,15 +278,48 @@ class Writer:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _roll_back(conn)
             return [(None, translate(exc, job.verb)) for job in jobs]
         self._stats.record_write_batch(len(jobs))
         return outcomes
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """End the transaction, if SQLite has not already: after a full disk or an I/O error it
+    may roll the whole transaction back itself, and a ROLLBACK then fails."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # nothing more to do about it here
+            conn.execute("ROLLBACK")
+
+
+def _roll_back_to_job(conn: sqlite3.Connection) -> bool:
+    """Undo the failed job of a shared transaction; ``False`` when the transaction itself is
+    gone (SQLite rolled it back), which fails the other jobs too."""
+    if not conn.in_transaction:
+        return False
+    try:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+    except sqlite3.Error:
+        return False
+    return True
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _fail_unsettled(jobs: list[_Job], error: Exception) -> None:
+    """Answer the jobs of a batch that failed unexpectedly and were not answered yet."""
+    for job in jobs:
+        if job.loop is not None and job.future is not None:
+            failure = BackendError(f"Failed to {job.verb}: {error}")
+            job.loop.call_soon_threadsafe(_fail_if_pending, job.future, failure)
+
+
+def _fail_if_pending(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _set_outcome_threadsafe(job: _Job, result: Any, error: BaseException | None) -> None:
