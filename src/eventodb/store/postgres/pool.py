@@ -27,6 +27,11 @@ DEFAULT_MAX_POOL = 25
 CONNECT_TIMEOUT = 5.0
 IDLE_LIFETIME = 300.0
 """Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""
+KEPT_CONNECTIONS = 8
+"""Connections the store keeps checked out between statements (see :class:`Pool`)."""
+KEPT_IDLE_SECONDS = 10.0
+"""A kept connection unused this long goes back to asyncpg's pool (which closes it after
+:data:`IDLE_LIFETIME`)."""
 COMMAND_CONNECT_TIMEOUT = 10.0
 """Seconds the ``adopt`` and ``import`` commands wait for their own connection."""
 
@@ -81,8 +86,24 @@ async def connect(dsn: str) -> Any:
         raise BackendError(f"cannot connect to Postgres at {redact(dsn)}: {exc}") from None
 
 
+def _usable(conn: Any) -> bool:
+    """Whether a kept connection still works: when the server ends one, asyncpg notices the
+    socket close and takes the connection back itself (its methods then raise)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 class Pool:
     """The store's pooled connections, and :meth:`run`, through which every statement goes.
+
+    asyncpg's pool opens, replaces and closes the connections. Checking one out of it and back
+    costs more server CPU than a short query (its release starts a task and a timeout, to
+    survive cancellation): about a quarter of a 100-message read, measured. So a connection
+    that ends a statement cleanly is kept here, up to :data:`KEPT_CONNECTIONS`, and the next
+    statement takes it without asyncpg; anything unusual (an error, a cancellation, an open
+    transaction) hands it back to asyncpg's pool, which knows how to reset or replace it.
 
     Args:
         explain: asked about a statement on one namespace that failed in the database.
@@ -105,6 +126,11 @@ class Pool:
         self._stats = stats
         self._explain = explain
         self._pool: Any = None
+        self._kept: list[tuple[Any, float]] = []
+        """Connections out of asyncpg's pool, free, with when each was last used (newest
+        last: the next statement takes the newest, so the oldest can age out)."""
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self._trimming: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Raises: BackendError naming the database (without its password)."""
@@ -131,6 +157,11 @@ class Pool:
         pool, self._pool = self._pool, None
         if pool is None:
             return
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
+        await self._give_back(pool, [conn for conn, _ in self._kept])
+        self._kept.clear()
         try:
             await asyncio.wait_for(pool.close(), 5)
         except (TimeoutError, *CONNECTION_ERRORS, asyncpg.PostgresError):
@@ -140,7 +171,8 @@ class Pool:
         pool = self._pool
         if pool is None:
             return None
-        return PoolUsage(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
+        idle = pool.get_idle_size() + len(self._kept)
+        return PoolUsage(pool.get_size(), idle, pool.get_max_size())
 
     async def connect_listener(self) -> Any:
         """A connection outside the pool, for LISTEN; the driver's errors are the caller's."""
@@ -187,13 +219,9 @@ class Pool:
         namespace: str | None,
         attempts: int,
     ) -> T:
-        stats = self._stats
         for attempt in range(attempts):
             try:
-                asked = time.perf_counter()
-                async with pool.acquire() as conn:
-                    stats.record_pool_wait(time.perf_counter() - asked)
-                    return await work(conn)
+                return await self._on_a_connection(pool, work)
             except EventoDBError:
                 raise
             except CONNECTION_ERRORS as exc:
@@ -208,3 +236,64 @@ class Pool:
                     explained = BackendError(f"Failed to {verb}: {exc}")
                 raise explained from exc
         raise AssertionError("unreachable")
+
+    async def _on_a_connection(self, pool: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``work`` on a kept connection, else one from asyncpg's pool; kept afterwards if it
+        ended cleanly."""
+        kept = self._kept
+        conn = None
+        while kept and conn is None:
+            conn = kept.pop()[0]
+            if not _usable(conn):  # the server ended it while it was kept
+                await self._give_back(pool, [conn])
+                conn = None
+        if conn is not None:
+            self._stats.record_pool_wait(0.0)
+        else:
+            asked = time.perf_counter()
+            conn = await pool.acquire()
+            self._stats.record_pool_wait(time.perf_counter() - asked)
+        try:
+            result = await work(conn)
+        except CONNECTION_ERRORS:
+            # A connection that broke (a Postgres restart, say) suggests the kept ones did too.
+            stale = [conn, *(c for c, _ in kept)]
+            kept.clear()
+            await self._give_back(pool, stale)
+            raise
+        except BaseException:
+            await pool.release(conn)
+            raise
+        if len(kept) < KEPT_CONNECTIONS and not conn.is_in_transaction() and self._pool is pool:
+            kept.append((conn, time.monotonic()))
+            if self._trim_timer is None:
+                loop = asyncio.get_running_loop()
+                self._trim_timer = loop.call_later(KEPT_IDLE_SECONDS, self._trim)
+        else:
+            await pool.release(conn)
+        return result
+
+    def _trim(self) -> None:
+        """Hand back the kept connections unused for :data:`KEPT_IDLE_SECONDS`."""
+        self._trim_timer = None
+        pool = self._pool
+        if pool is None:
+            return
+        cutoff = time.monotonic() - KEPT_IDLE_SECONDS
+        old = [conn for conn, used in self._kept if used <= cutoff]
+        if old:
+            self._kept = [(conn, used) for conn, used in self._kept if used > cutoff]
+            task = asyncio.ensure_future(self._give_back(pool, old))
+            self._trimming.add(task)
+            task.add_done_callback(self._trimming.discard)
+        if self._kept:
+            self._trim_timer = asyncio.get_running_loop().call_later(KEPT_IDLE_SECONDS, self._trim)
+
+    @staticmethod
+    async def _give_back(pool: Any, connections: list[Any]) -> None:
+        """Return connections to asyncpg's pool (it resets or replaces them)."""
+        for conn in connections:
+            try:
+                await pool.release(conn)
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+                pass  # asyncpg has already terminated and will replace it

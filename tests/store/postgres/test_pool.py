@@ -1,0 +1,128 @@
+"""The store's pool: connections kept between statements (one fewer checkout from asyncpg's
+pool per statement), and everything unusual handed back to asyncpg's pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventodb.core.errors import BackendError
+from eventodb.store.base import StoreStats
+from eventodb.store.postgres import pool as pool_module
+from eventodb.store.postgres.pool import Pool
+
+pytestmark = pytest.mark.postgres
+
+
+async def _nothing_to_explain(namespace: str, verb: str, error: BaseException) -> None:
+    return None
+
+
+def _new_pool(dsn: str) -> Pool:
+    return Pool(
+        dsn, min_size=1, max_size=10, connect_timeout=5, stats=StoreStats(),
+        explain=_nothing_to_explain,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def pool(postgres_dsn: str) -> AsyncIterator[Pool]:
+    p = _new_pool(postgres_dsn)
+    await p.open()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def _pid(pool: Pool) -> int:
+    return int(await pool.run("read pid", lambda c: c.fetchval("SELECT pg_backend_pid()")))
+
+
+async def test_consecutive_statements_take_a_kept_connection_not_asyncpgs(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkouts = 0
+    acquire = asyncpg.Pool.acquire
+
+    def counting_acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal checkouts
+        checkouts += 1
+        return acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Pool, "acquire", counting_acquire)
+    first = await _pid(pool)
+    for _ in range(5):
+        assert await _pid(pool) == first
+    assert checkouts <= 1
+    usage = pool.usage()
+    assert usage is not None
+    assert usage.idle >= 1  # kept connections count as idle
+
+
+async def test_concurrent_statements_each_get_a_connection_of_their_own(pool: Pool) -> None:
+    async def slow(c: Any) -> int:
+        await c.execute("SELECT pg_sleep(0.1)")
+        return int(await c.fetchval("SELECT pg_backend_pid()"))
+
+    pids = await asyncio.gather(*(pool.run("sleep", slow) for _ in range(4)))
+    assert len(set(pids)) == 4
+
+
+async def test_a_connection_left_in_a_transaction_is_not_reused_as_it_is(pool: Pool) -> None:
+    async def leave_open(c: Any) -> int:
+        await c.execute("BEGIN")
+        return int(await c.fetchval("SELECT pg_backend_pid()"))
+
+    await pool.run("begin", leave_open)
+    # Whatever connection comes next, it is not inside that transaction.
+    in_transaction = await pool.run("check", lambda c: asyncio.sleep(0, c.is_in_transaction()))
+    assert in_transaction is False
+
+
+async def test_a_failing_statement_hands_its_connection_back(pool: Pool) -> None:
+    first = await _pid(pool)
+    with pytest.raises(BackendError, match="division by zero"):
+        await pool.run("divide", lambda c: c.fetchval("SELECT 1/0"))
+    # The kept connection went back to asyncpg's pool with the failure; it still works.
+    assert await pool.run("add", lambda c: c.fetchval("SELECT 1 + 1")) == 2
+    assert isinstance(first, int)
+
+
+async def test_kept_connections_ended_by_the_server_are_replaced(
+    pool: Pool, postgres_dsn: str
+) -> None:
+    pid = await _pid(pool)
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)  # the kept connection sees its socket close
+    finally:
+        await admin.close()
+    # Neither a read that may retry nor one that may not meets the dead connection.
+    assert await _pid(pool) != pid
+    assert await pool.run("add", lambda c: c.fetchval("SELECT 2 + 2"), retry=False) == 4
+
+
+async def test_idle_kept_connections_go_back_to_asyncpgs_pool(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "KEPT_IDLE_SECONDS", 0.05)
+    await _pid(pool)
+    inner: Any = pool._pool
+    idle_in_asyncpg = inner.get_idle_size()
+    await asyncio.sleep(0.3)
+    assert inner.get_idle_size() == idle_in_asyncpg + 1
+
+
+async def test_closing_gives_the_kept_connections_back_first(postgres_dsn: str) -> None:
+    p = _new_pool(postgres_dsn)
+    await p.open()
+    await _pid(p)
+    # asyncpg's close waits for checked-out connections: kept ones must not make it wait.
+    await asyncio.wait_for(p.close(), 3)
+    assert p.usage() is None
