@@ -85,27 +85,54 @@ async def test_a_connection_left_in_a_transaction_is_not_reused_as_it_is(pool: P
 
 
 async def test_a_failing_statement_hands_its_connection_back(pool: Pool) -> None:
-    first = await _pid(pool)
+    await _pid(pool)  # one connection kept
+    inner: Any = pool._pool
+    idle_in_asyncpg = inner.get_idle_size()
     with pytest.raises(BackendError, match="division by zero"):
         await pool.run("divide", lambda c: c.fetchval("SELECT 1/0"))
-    # The kept connection went back to asyncpg's pool with the failure; it still works.
+    # It took the kept connection and gave it back to asyncpg's pool, not to the kept ones.
+    assert inner.get_idle_size() == idle_in_asyncpg + 1
+    assert pool._kept == []
     assert await pool.run("add", lambda c: c.fetchval("SELECT 1 + 1")) == 2
-    assert isinstance(first, int)
 
 
 async def test_kept_connections_ended_by_the_server_are_replaced(
     pool: Pool, postgres_dsn: str
 ) -> None:
     pid = await _pid(pool)
+    [(kept, _)] = pool._kept
     admin = await asyncpg.connect(postgres_dsn)
     try:
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        await asyncio.sleep(0.2)  # the kept connection sees its socket close
     finally:
         await admin.close()
-    # Neither a read that may retry nor one that may not meets the dead connection.
-    assert await _pid(pool) != pid
+    for _ in range(100):  # until the kept connection has seen its socket close
+        if not pool_module._usable(kept):
+            break
+        await asyncio.sleep(0.05)
+    # A statement that may not retry does not meet the dead connection.
     assert await pool.run("add", lambda c: c.fetchval("SELECT 2 + 2"), retry=False) == 4
+    assert await _pid(pool) != pid
+
+
+async def test_trimming_while_a_statement_runs_loses_no_connection(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trim timer may fire while a statement holds a kept connection: that connection
+    must still be kept or returned afterwards, not forgotten while checked out."""
+    monkeypatch.setattr(pool_module, "KEPT_IDLE_SECONDS", 0.2)
+
+    async def pause(c: Any) -> None:
+        await c.execute("SELECT pg_sleep(0.1)")
+
+    await asyncio.gather(pool.run("pause", pause), pool.run("pause", pause))  # two kept
+    await asyncio.sleep(0.15)
+    await pool.run("sleep", lambda c: c.execute("SELECT pg_sleep(0.5)"))  # the trim fires
+    await asyncio.sleep(0.5)  # everything kept has aged out and gone back
+    inner: Any = pool._pool
+    assert pool._kept == []
+    assert inner.get_size() == inner.get_idle_size()  # nothing checked out of asyncpg's pool
+    await asyncio.wait_for(pool.close(), 1)
 
 
 async def test_idle_kept_connections_go_back_to_asyncpgs_pool(

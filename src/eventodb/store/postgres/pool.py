@@ -30,8 +30,9 @@ IDLE_LIFETIME = 300.0
 KEPT_CONNECTIONS = 8
 """Connections the store keeps checked out between statements (see :class:`Pool`)."""
 KEPT_IDLE_SECONDS = 10.0
-"""A kept connection unused this long goes back to asyncpg's pool (which closes it after
-:data:`IDLE_LIFETIME`)."""
+"""A kept connection unused this long goes back to asyncpg's pool (which closes idle ones
+above its minimum size after :data:`IDLE_LIFETIME`, and recycles a connection after many
+queries only when it is released: a kept one is recycled once it goes back)."""
 COMMAND_CONNECT_TIMEOUT = 10.0
 """Seconds the ``adopt`` and ``import`` commands wait for their own connection."""
 
@@ -130,7 +131,7 @@ class Pool:
         """Connections out of asyncpg's pool, free, with when each was last used (newest
         last: the next statement takes the newest, so the oldest can age out)."""
         self._trim_timer: asyncio.TimerHandle | None = None
-        self._trimming: set[asyncio.Task[None]] = set()
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Raises: BackendError naming the database (without its password)."""
@@ -160,8 +161,11 @@ class Pool:
         if self._trim_timer is not None:
             self._trim_timer.cancel()
             self._trim_timer = None
-        await self._give_back(pool, [conn for conn, _ in self._kept])
-        self._kept.clear()
+        kept = [conn for conn, _ in self._kept]
+        self._kept.clear()  # before the first await: no statement may take one now
+        await _give_back(pool, kept)
+        if self._giving_back:
+            await asyncio.wait(self._giving_back)
         try:
             await asyncio.wait_for(pool.close(), 5)
         except (TimeoutError, *CONNECTION_ERRORS, asyncpg.PostgresError):
@@ -239,13 +243,13 @@ class Pool:
 
     async def _on_a_connection(self, pool: Any, work: Callable[[Any], Awaitable[T]]) -> T:
         """``work`` on a kept connection, else one from asyncpg's pool; kept afterwards if it
-        ended cleanly."""
-        kept = self._kept
+        ended cleanly. ``self._kept`` is only changed in place, never replaced, and never with
+        an await between looking at it and changing it."""
         conn = None
-        while kept and conn is None:
-            conn = kept.pop()[0]
+        while self._kept and conn is None:
+            conn = self._kept.pop()[0]
             if not _usable(conn):  # the server ended it while it was kept
-                await self._give_back(pool, [conn])
+                self._give_back_later(pool, [conn])
                 conn = None
         if conn is not None:
             self._stats.record_pool_wait(0.0)
@@ -257,13 +261,15 @@ class Pool:
             result = await work(conn)
         except CONNECTION_ERRORS:
             # A connection that broke (a Postgres restart, say) suggests the kept ones did too.
-            stale = [conn, *(c for c, _ in kept)]
-            kept.clear()
-            await self._give_back(pool, stale)
-            raise
-        except BaseException:
+            self._give_back_later(pool, [c for c, _ in self._kept])
+            self._kept.clear()
             await pool.release(conn)
             raise
+        except BaseException:
+            # As asyncpg's own context manager does: its release survives cancellation.
+            await pool.release(conn)
+            raise
+        kept = self._kept
         if len(kept) < KEPT_CONNECTIONS and not conn.is_in_transaction() and self._pool is pool:
             kept.append((conn, time.monotonic()))
             if self._trim_timer is None:
@@ -274,26 +280,38 @@ class Pool:
         return result
 
     def _trim(self) -> None:
-        """Hand back the kept connections unused for :data:`KEPT_IDLE_SECONDS`."""
+        """Hand back the kept connections unused for :data:`KEPT_IDLE_SECONDS` (the list is
+        oldest first), and look again when the oldest left will have been."""
         self._trim_timer = None
         pool = self._pool
         if pool is None:
             return
-        cutoff = time.monotonic() - KEPT_IDLE_SECONDS
-        old = [conn for conn, used in self._kept if used <= cutoff]
+        kept = self._kept
+        now = time.monotonic()
+        old = 0
+        while old < len(kept) and kept[old][1] <= now - KEPT_IDLE_SECONDS:
+            old += 1
         if old:
-            self._kept = [(conn, used) for conn, used in self._kept if used > cutoff]
-            task = asyncio.ensure_future(self._give_back(pool, old))
-            self._trimming.add(task)
-            task.add_done_callback(self._trimming.discard)
-        if self._kept:
-            self._trim_timer = asyncio.get_running_loop().call_later(KEPT_IDLE_SECONDS, self._trim)
+            self._give_back_later(pool, [conn for conn, _ in kept[:old]])
+            del kept[:old]
+        if kept:
+            wait = kept[0][1] + KEPT_IDLE_SECONDS - now
+            self._trim_timer = asyncio.get_running_loop().call_later(wait, self._trim)
 
-    @staticmethod
-    async def _give_back(pool: Any, connections: list[Any]) -> None:
-        """Return connections to asyncpg's pool (it resets or replaces them)."""
-        for conn in connections:
-            try:
-                await pool.release(conn)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError):
-                pass  # asyncpg has already terminated and will replace it
+    def _give_back_later(self, pool: Any, connections: list[Any]) -> None:
+        """Return connections to asyncpg's pool in a task of their own, which a cancellation
+        of the caller cannot interrupt halfway (a connection left out would stay checked out
+        of asyncpg's pool for good)."""
+        if connections:
+            task = asyncio.ensure_future(_give_back(pool, connections))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+
+
+async def _give_back(pool: Any, connections: list[Any]) -> None:
+    """Return connections to asyncpg's pool (it resets or replaces them)."""
+    for conn in connections:
+        try:
+            await pool.release(conn)
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+            pass  # asyncpg has already terminated and will replace it
