@@ -64,6 +64,25 @@ async def test_consecutive_statements_take_a_kept_connection_not_asyncpgs(
     assert usage.idle >= 1  # kept connections count as idle
 
 
+async def test_a_kept_connection_goes_back_through_asyncpg_now_and_then(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that asyncpg's own upkeep (replacing a connection after many queries) applies."""
+    monkeypatch.setattr(pool_module, "KEPT_USES", 3)
+    releases = 0
+    release = asyncpg.Pool.release
+
+    async def counting_release(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal releases
+        releases += 1
+        return await release(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Pool, "release", counting_release)
+    for _ in range(9):
+        await _pid(pool)
+    assert releases == 3
+
+
 async def test_concurrent_statements_each_get_a_connection_of_their_own(pool: Pool) -> None:
     async def slow(c: Any) -> int:
         await c.execute("SELECT pg_sleep(0.1)")
@@ -100,7 +119,7 @@ async def test_kept_connections_ended_by_the_server_are_replaced(
     pool: Pool, postgres_dsn: str
 ) -> None:
     pid = await _pid(pool)
-    [(kept, _)] = pool._kept
+    [(kept, _, _)] = pool._kept
     admin = await asyncpg.connect(postgres_dsn)
     try:
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)

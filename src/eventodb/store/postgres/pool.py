@@ -29,6 +29,10 @@ IDLE_LIFETIME = 300.0
 """Seconds an idle pooled connection is kept (upstream: 5 min lifetime)."""
 KEPT_CONNECTIONS = 8
 """Connections the store keeps checked out between statements (see :class:`Pool`)."""
+KEPT_USES = 1000
+"""Statements a kept connection runs before it goes back through asyncpg's pool once, which
+then applies its own upkeep (it replaces a connection after 50,000 queries, which bounds the
+memory of the server process behind it)."""
 KEPT_IDLE_SECONDS = 10.0
 """A kept connection unused this long goes back to asyncpg's pool (which closes idle ones
 above its minimum size after :data:`IDLE_LIFETIME`, and recycles a connection after many
@@ -127,9 +131,10 @@ class Pool:
         self._stats = stats
         self._explain = explain
         self._pool: Any = None
-        self._kept: list[tuple[Any, float]] = []
+        self._kept: list[tuple[Any, float, int]] = []
         """Connections out of asyncpg's pool, free, with when each was last used (newest
-        last: the next statement takes the newest, so the oldest can age out)."""
+        last: the next statement takes the newest, so the oldest can age out) and how many
+        statements it ran since it left asyncpg's pool."""
         self._trim_timer: asyncio.TimerHandle | None = None
         self._giving_back: set[asyncio.Task[None]] = set()
 
@@ -161,7 +166,7 @@ class Pool:
         if self._trim_timer is not None:
             self._trim_timer.cancel()
             self._trim_timer = None
-        kept = [conn for conn, _ in self._kept]
+        kept = [conn for conn, _, _ in self._kept]
         self._kept.clear()  # before the first await: no statement may take one now
         await _give_back(pool, kept)
         if self._giving_back:
@@ -246,8 +251,9 @@ class Pool:
         ended cleanly. ``self._kept`` is only changed in place, never replaced, and never with
         an await between looking at it and changing it."""
         conn = None
+        uses = 0
         while self._kept and conn is None:
-            conn = self._kept.pop()[0]
+            conn, _, uses = self._kept.pop()
             if not _usable(conn):  # the server ended it while it was kept
                 self._give_back_later(pool, [conn])
                 conn = None
@@ -261,7 +267,7 @@ class Pool:
             result = await work(conn)
         except CONNECTION_ERRORS:
             # A connection that broke (a Postgres restart, say) suggests the kept ones did too.
-            self._give_back_later(pool, [c for c, _ in self._kept])
+            self._give_back_later(pool, [c for c, _, _ in self._kept])
             self._kept.clear()
             await pool.release(conn)
             raise
@@ -270,8 +276,14 @@ class Pool:
             await pool.release(conn)
             raise
         kept = self._kept
-        if len(kept) < KEPT_CONNECTIONS and not conn.is_in_transaction() and self._pool is pool:
-            kept.append((conn, time.monotonic()))
+        uses += 1
+        if (
+            uses < KEPT_USES
+            and len(kept) < KEPT_CONNECTIONS
+            and not conn.is_in_transaction()
+            and self._pool is pool
+        ):
+            kept.append((conn, time.monotonic(), uses))
             if self._trim_timer is None:
                 loop = asyncio.get_running_loop()
                 self._trim_timer = loop.call_later(KEPT_IDLE_SECONDS, self._trim)
@@ -292,7 +304,7 @@ class Pool:
         while old < len(kept) and kept[old][1] <= now - KEPT_IDLE_SECONDS:
             old += 1
         if old:
-            self._give_back_later(pool, [conn for conn, _ in kept[:old]])
+            self._give_back_later(pool, [conn for conn, _, _ in kept[:old]])
             del kept[:old]
         if kept:
             wait = kept[0][1] + KEPT_IDLE_SECONDS - now
