@@ -115,7 +115,12 @@ async def test_an_unexpected_failure_answers_the_batch_and_the_writer_goes_on(
     try:
         assert await writer.call(insert) == 1
         original = Writer._run_writes
-        monkeypatch.setattr(Writer, "_run_writes", lambda *a, **k: 1 / 0)
+
+        def fail_in_a_transaction(self: Writer, conn: sqlite3.Connection, *a: object) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            raise ZeroDivisionError("division by zero")
+
+        monkeypatch.setattr(Writer, "_run_writes", fail_in_a_transaction)
         with pytest.raises(BackendError, match="division by zero"):
             await asyncio.wait_for(writer.call(insert), 5)
         monkeypatch.setattr(Writer, "_run_writes", original)

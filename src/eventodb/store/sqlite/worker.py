@@ -197,6 +197,8 @@ class Writer:
                         self._process(conn, batch)
                     except Exception as exc:  # the thread must go on serving the namespace
                         log.exception("the writer thread %s failed a batch", self._thread.name)
+                        if conn is not None:
+                            _roll_back(conn)  # or every later BEGIN would fail
                         _fail_unsettled(batch, exc)
                 if stop:
                     return
