@@ -531,17 +531,10 @@ class SQLiteStore(Store):
         messages: Sequence[Message],
         payloads: Sequence[tuple[str, str | None]],
     ) -> None:
-        rows = _import_json(messages, payloads)
-
-        def insert_all(c: sqlite3.Connection) -> None:
-            try:
-                c.execute(statements.IMPORT_ROWS, (rows,))
-            except sqlite3.IntegrityError:
-                # The statement left nothing behind: row by row names the colliding record.
-                _insert_one_by_one(c, messages, payloads)
-
-        handle = await self._handle(namespace)
-        await handle.write(insert_all, "import messages")
+        try:
+            await self._import_groups(namespace, [ImportGroup(messages, payloads)])
+        except ImportStopped as exc:
+            raise exc.error from None
 
     async def _import_groups(self, namespace: str, groups: Sequence[ImportGroup]) -> None:
         """Every group in one transaction, inserted by one statement: each call into SQLite

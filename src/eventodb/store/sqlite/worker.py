@@ -55,7 +55,7 @@ class _Job:
 def _set_outcome(
     future: asyncio.Future[Any] | None, result: Any, error: BaseException | None
 ) -> None:
-    if future is None or future.cancelled():
+    if future is None or future.done():  # cancelled, or answered already
         return
     if error is not None:
         future.set_exception(error)
@@ -312,16 +312,10 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 
 def _fail_unsettled(jobs: list[_Job], error: Exception) -> None:
-    """Answer the jobs of a batch that failed unexpectedly and were not answered yet."""
+    """Answer the jobs of a batch that failed unexpectedly and were not answered yet (an
+    answer already on its way arrives first and wins)."""
     for job in jobs:
-        if job.loop is not None and job.future is not None:
-            failure = BackendError(f"Failed to {job.verb}: {error}")
-            job.loop.call_soon_threadsafe(_fail_if_pending, job.future, failure)
-
-
-def _fail_if_pending(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+        _set_outcome_threadsafe(job, None, BackendError(f"Failed to {job.verb}: {error}"))
 
 
 def _set_outcome_threadsafe(job: _Job, result: Any, error: BaseException | None) -> None:
