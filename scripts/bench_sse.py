@@ -9,8 +9,9 @@ figures for docs/PERFORMANCE.md. Usage::
 
 Latency is measured from the moment the write's RPC response has been read (write
 acknowledged) to the moment the poke for it has been read by the subscriber, over real sockets
-on this machine; the server publishes a poke as soon as the write commits, so a poke can beat
-the RPC response (a negative figure). With many subscribers the figure includes this client's
+on this machine, both timed as their bytes are read (raw asyncio protocols, no HTTP library);
+the server publishes a poke as soon as the write commits, so a poke can beat the RPC response
+(a negative figure). With many subscribers the figure includes this client's
 own time to read every socket (one Python process reads them all).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -82,10 +84,38 @@ class ServerProcess:
         self.log.close()
 
 
+class Arrivals:
+    """When each (stream, position) poke was read, by any subscriber; a waiter is woken once a
+    poke has reached every subscriber (no polling: a polling loop would take the CPU the server
+    needs, and uvloop runs a sub-millisecond sleep as a busy loop)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, int], list[float]] = {}
+        self._waiting: dict[tuple[str, int], tuple[int, asyncio.Future[None]]] = {}
+
+    def record(self, key: tuple[str, int], when: float) -> None:
+        times = self.times.setdefault(key, [])
+        times.append(when)
+        waiting = self._waiting.get(key)
+        if waiting is not None and len(times) >= waiting[0] and not waiting[1].done():
+            waiting[1].set_result(None)
+
+    async def wait(self, key: tuple[str, int], count: int) -> None:
+        """Until ``count`` subscribers have read the poke of ``key``."""
+        if len(self.times.get(key, ())) >= count:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[key] = (count, future)
+        try:
+            await future
+        finally:
+            del self._waiting[key]
+
+
 class Subscriber(asyncio.Protocol):
     """A raw SSE reader: records when each (stream, position) poke arrived."""
 
-    def __init__(self, arrivals: dict[tuple[str, int], list[float]] | None) -> None:
+    def __init__(self, arrivals: Arrivals | None) -> None:
         self.arrivals = arrivals
         self.ready = asyncio.get_running_loop().create_future()
         self.buffer = b""
@@ -120,7 +150,7 @@ class Subscriber(asyncio.Protocol):
             self.buffer = self.buffer[end + 1 :]
             self.pokes += 1
             if self.arrivals is not None:
-                self.arrivals.setdefault((poke["stream"], poke["position"]), []).append(now)
+                self.arrivals.record((poke["stream"], poke["position"]), now)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -128,11 +158,56 @@ class Subscriber(asyncio.Protocol):
             self.ready.set_exception(ConnectionError("closed before ready"))
 
 
+class Writer(asyncio.Protocol):
+    """A raw keep-alive HTTP/1.1 client for ``POST /rpc``: one request at a time, answered
+    with the time its last byte was read (in ``data_received``, like a poke's arrival, so that
+    both figures are taken the same way rather than after an HTTP library's own processing)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer: asyncio.Future[tuple[float, bytes]] | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.answer is None:
+            return
+        head = self.buffer[:end].lower()
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        if not head.startswith(b"http/1.1 200"):
+            self.answer.set_exception(RuntimeError(head.decode("latin-1") + body.decode()))
+        else:
+            self.answer.set_result((now, body))
+
+    async def rpc(self, *request: Any) -> tuple[float, Any]:
+        """(time the answer was read, decoded result)."""
+        assert self.transport is not None
+        body = orjson.dumps(list(request))
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(
+            b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        answered, raw = await self.answer
+        return answered, orjson.loads(raw)
+
+
 async def open_subscriptions(
     port: int,
     query: str,
     count: int,
-    arrivals: dict[tuple[str, int], list[float]] | None,
+    arrivals: Arrivals | None,
     batch: int = 200,
 ) -> list[Subscriber]:
     loop = asyncio.get_running_loop()
@@ -168,37 +243,35 @@ async def latency(
     server: ServerProcess, subscribers: int, writes: int, writer: ServerProcess | None = None
 ) -> dict[str, Any]:
     """Subscribers on ``server``; writes through ``writer`` (another process) when given."""
-    arrivals: dict[tuple[str, int], list[float]] = {}
+    arrivals = Arrivals()
     stream = f"lat{subscribers}x{os.getpid()}{time.monotonic_ns() % 10_000}-1"
     subs = await open_subscriptions(server.port, f"stream={stream}", subscribers, arrivals)
     samples: list[float] = []
     write_port = (writer or server).port
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{write_port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(Writer, "127.0.0.1", write_port)
+    try:
         for _ in range(20):  # warm up the connection and the code paths
-            await client.post("/rpc", json=["stream.write", f"warm-{subscribers}", {"type": "T"}])
+            await client.rpc("stream.write", f"warm-{subscribers}", {"type": "T", "data": {}})
         acks: dict[int, float] = {}
         sent_at: dict[int, float] = {}
         for _ in range(writes):
             sent = time.perf_counter()
-            response = await client.post(
-                "/rpc", json=["stream.write", stream, {"type": "T", "data": {}}]
-            )
-            acked = time.perf_counter()
-            acks[response.json()["position"]] = acked
-            sent_at[response.json()["position"]] = sent
+            acked, result = await client.rpc("stream.write", stream, {"type": "T", "data": {}})
+            position = result["position"]
+            acks[position] = acked
+            sent_at[position] = sent
             # Let every subscriber read this poke before the next write.
-            deadline = acked + 5
-            position = response.json()["position"]
-            while len(arrivals.get((stream, position), ())) < subscribers:
-                if time.perf_counter() > deadline:
-                    break
-                await asyncio.sleep(0.0005)
+            # (A poke that never comes shows as a missing one in "pokes received".)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await arrivals.wait((stream, position), subscribers)
             await asyncio.sleep(0.005)
+    finally:
+        transport.close()
     from_sent: list[float] = []
     for position, acked in acks.items():
-        got = arrivals.get((stream, position), [])
+        got = arrivals.times.get((stream, position), [])
         samples += [(t - acked) * 1000 for t in got]
         from_sent += [(t - sent_at[position]) * 1000 for t in got]
     expected = writes * subscribers
