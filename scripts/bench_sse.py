@@ -183,23 +183,29 @@ class Writer(asyncio.Protocol):
             return
         body = self.buffer[end + 4 : end + 4 + length]
         self.buffer = self.buffer[end + 4 + length :]
+        answer, self.answer = self.answer, None
         if not head.startswith(b"http/1.1 200"):
-            self.answer.set_exception(RuntimeError(head.decode("latin-1") + body.decode()))
+            answer.set_exception(RuntimeError(head.decode("latin-1") + body.decode()))
         else:
-            self.answer.set_result((now, body))
+            answer.set_result((now, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(ConnectionError(f"the server closed the connection: {exc}"))
 
     async def rpc(self, *request: Any) -> tuple[float, Any]:
         """(time the answer was read, decoded result)."""
         assert self.transport is not None
         body = orjson.dumps(list(request))
-        self.answer = asyncio.get_running_loop().create_future()
+        answer = self.answer = asyncio.get_running_loop().create_future()
         self.transport.write(
             b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
             + TOKEN.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
             + body
         )
-        answered, raw = await self.answer
+        async with asyncio.timeout(30):
+            answered, raw = await answer
         return answered, orjson.loads(raw)
 
 

@@ -12,12 +12,14 @@ Postgres: a fresh database ``bench_mdb_<random>`` on ``--pg-url`` holds, side by
 * schema ``message_store``: Message DB 1.3.0's own table, indexes and functions as Message DB
   publishes them, with no NOTIFY (``tests/fixtures/message_db_1_3_0.sql``).
 
-Both are filled with the same data. For every workload and connection count the script runs, in
-alternating rounds, wrk against ``POST /rpc`` and the "direct" client: one Python process with N
-asyncpg connections (on uvloop) calling ``message_store.write_message`` /
-``get_stream_messages`` / ``get_category_messages`` in a loop and fetching the rows. Medians of
-``--repeat`` rounds; ``ratio`` = HTTP req/s ÷ direct req/s; ``cpu us`` = server CPU per HTTP
-request. The database is dropped at the end.
+Both are filled with the same data, and both tables are analyzed before each workload (as
+autovacuum would; this keeps the reads of later workloads from paying for plans made without
+statistics). For every workload and connection count the script runs, in alternating rounds,
+wrk against ``POST /rpc`` and the "direct" client: one Python process with N asyncpg connections
+(on uvloop) calling ``message_store.write_message`` / ``get_stream_messages`` /
+``get_category_messages`` in a loop and fetching the rows. Medians of ``--repeat`` rounds;
+``ratio`` = HTTP req/s ÷ direct req/s; ``cpu us`` = server CPU per HTTP request. The database
+is dropped at the end.
 
 SQLite: the server on a data directory of SQLite files; HTTP writes and 100-message reads.
 
@@ -232,6 +234,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
             )
             _header(f"{'direct/s':>10}{'ratio':>7}")
             for workload in workloads:
+                asyncio.run(_analyze(dsn))
                 for c in connections:
                     https, directs = [], []
                     for _ in range(args.repeat):
@@ -281,6 +284,25 @@ async def _install_fixture(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(FIXTURE.read_text())
+    finally:
+        await conn.close()
+
+
+async def _analyze(dsn: str) -> None:
+    """Fresh statistics for both sides' tables, as autovacuum keeps them on a default Postgres.
+
+    Without them (autovacuum off, or behind after the write workloads grew the tables) the
+    planner prices the server's prepared reads as if a stream held 0.5 % of the table and plans
+    every execution anew, about 0.1 ms of its CPU per read (see docs/DEPLOYMENT.md).
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        schemas = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = 'message_store'"
+            " OR nspname LIKE 'eventodb\\_%' AND nspname <> 'eventodb_store'"
+        )
+        for (schema,) in schemas:
+            await conn.execute(f'ANALYZE "{schema}".messages')
     finally:
         await conn.close()
 
