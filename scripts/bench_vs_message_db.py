@@ -5,6 +5,7 @@ Not a test: it prints the figures of docs/PERFORMANCE.md. Usage::
     .venv/bin/python scripts/bench_vs_message_db.py                     # everything, ~15 min
     .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --connections 8
     .venv/bin/python scripts/bench_vs_message_db.py --workloads stream.get --duration 3
+    .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --preload 250000
 
 Postgres: a fresh database ``bench_mdb_<random>`` on ``--pg-url`` holds, side by side,
 
@@ -12,7 +13,9 @@ Postgres: a fresh database ``bench_mdb_<random>`` on ``--pg-url`` holds, side by
 * schema ``message_store``: Message DB 1.3.0's own table, indexes and functions as Message DB
   publishes them, with no NOTIFY (``tests/fixtures/message_db_1_3_0.sql``).
 
-Both are filled with the same data, and both tables are analyzed before each workload (as
+Both are filled with the same data (``--preload N`` first writes N messages of 20 other
+categories on both sides, so that the categories read start deep into the table, as in a store
+that has been in use), and both tables are analyzed before each workload (as
 autovacuum would; this keeps the reads of later workloads from paying for plans made without
 statistics). For every workload and connection count the script runs, in alternating rounds,
 wrk against ``POST /rpc`` and the "direct" client: one Python process with N asyncpg connections
@@ -226,6 +229,8 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
         server = Server(["--db-url", dsn], workdir)
         try:
             token = _namespace(server)
+            if args.preload:
+                asyncio.run(_preload(dsn, args.preload))
             fill_http(server, token)
             asyncio.run(fill_direct(dsn))
             print(
@@ -288,6 +293,50 @@ async def _install_fixture(dsn: str) -> None:
         await conn.close()
 
 
+_SCHEMAS = (
+    "SELECT nspname FROM pg_namespace WHERE nspname = 'message_store'"
+    " OR nspname LIKE 'eventodb\\_%' AND nspname <> 'eventodb_store'"
+)
+"""Both sides' schemas: Message DB's and the server's namespaces (the registry's excluded)."""
+
+
+PRELOAD_CATEGORIES = 20
+PRELOAD_STREAMS = 1000
+"""Streams per category of ``--preload``'s messages."""
+
+
+async def _preload(dsn: str, count: int) -> None:
+    """``count`` messages in 20 other categories on both sides, before the workloads' data.
+
+    Messages of a category are spread through a real store's table; with the preload, the
+    categories the reads ask for start deep into the table instead of at its first rows.
+    Written with SQL (the same rows on both sides); the server's rows get the columns its
+    writes fill in (``wire_json``, ``cardinal_id_hash``), as they would through the server.
+    """
+    spread = PRELOAD_CATEGORIES * PRELOAD_STREAMS
+    rows = (
+        f" SELECT 'pre' || (g % {PRELOAD_CATEGORIES}) || '-' || (g / {PRELOAD_CATEGORIES}"
+        f" % {PRELOAD_STREAMS}), g / {spread}, 'Bench', '{_payload(0)}'::jsonb"
+        " FROM generate_series(0, $1 - 1) AS g"
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        for (schema,) in await conn.fetch(_SCHEMAS):
+            if schema == "eventodb_default":
+                continue  # the server's default namespace; the workloads use their own
+            table = f'"{schema}".messages'
+            columns = "(stream_name, position, type, data)"
+            await conn.execute(f"INSERT INTO {table} {columns}{rows}", count)
+            if schema != "message_store":
+                await conn.execute(
+                    f'UPDATE {table} SET wire_json = "{schema}".message_json_tail(type, position,'
+                    " global_position, data::text, metadata::text, time), cardinal_id_hash ="
+                    f' "{schema}".hash_64("{schema}".cardinal_id(stream_name))'
+                )
+    finally:
+        await conn.close()
+
+
 async def _analyze(dsn: str) -> None:
     """Fresh statistics for both sides' tables, as autovacuum keeps them on a default Postgres.
 
@@ -297,11 +346,7 @@ async def _analyze(dsn: str) -> None:
     """
     conn = await asyncpg.connect(dsn)
     try:
-        schemas = await conn.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname = 'message_store'"
-            " OR nspname LIKE 'eventodb\\_%' AND nspname <> 'eventodb_store'"
-        )
-        for (schema,) in schemas:
+        for (schema,) in await conn.fetch(_SCHEMAS):
             await conn.execute(f'ANALYZE "{schema}".messages')
     finally:
         await conn.close()
@@ -324,6 +369,12 @@ def main() -> None:
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--duration", type=int, default=5, help="seconds per round")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per side")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="Postgres: messages of other categories written before the workloads' data",
+    )
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

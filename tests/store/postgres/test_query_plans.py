@@ -1,0 +1,106 @@
+"""The server's category reads read the category's index range, whichever plan Postgres picks.
+
+The store prepares each statement once per connection; Postgres then runs it either with one
+generic plan, made without the parameters' values, or with a plan per execution. With
+``category = $n ORDER BY global_position``, the generic plan walked the primary key and kept the
+rows of the category: every message written before the category's first one was read (a
+consumer-group read of 100 messages behind 260,000 others took 160 ms instead of 0.4 ms), and
+when Postgres priced that plan too high it planned every execution instead (0.1-0.4 ms of its
+CPU per read). Both plans must scan ``messages_category`` from (category, position) on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventodb.store.postgres.statements import NamespaceSQL, schema_name
+from tests.support.postgres import open_postgres_store
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+NS = "plans"
+EARLIER = 30_000
+"""Messages of twenty other categories, written before the category read."""
+LATE = "late"
+
+
+@pytest.fixture
+async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
+    """A SQL connection on a namespace whose category ``late`` follows 30,000 other messages."""
+    async with open_postgres_store(postgres_dsn) as store:
+        await store.create_namespace(NS, "hash")
+        s = NamespaceSQL(schema_name(NS)).messages
+        schema = schema_name(NS)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(
+                f"INSERT INTO {s} (id, stream_name, position, type, data, metadata)"
+                " SELECT gen_random_uuid(), 'other' || (g % 20) || '-' || (g / 20 % 500),"
+                " g / 10000, 'T', '{}', NULL FROM generate_series(0, $1 - 1) g",
+                EARLIER,
+            )
+            await conn.execute(
+                f"INSERT INTO {s} (id, stream_name, position, type, data, metadata)"
+                f" SELECT gen_random_uuid(), '{LATE}-' || (g % 40), g / 40, 'T', '{{}}',"
+                """ '{"correlationStreamName": "origin-1"}' FROM generate_series(0, 399) g"""
+            )
+            await conn.execute(
+                f'UPDATE {s} SET cardinal_id_hash = "{schema}".hash_64('
+                f'"{schema}".cardinal_id(stream_name))'
+            )
+            await conn.execute(f"ANALYZE {s}")
+            yield conn
+        finally:
+            await conn.close()
+
+
+def _arguments(correlation: bool, consumer_group: bool) -> list[str]:
+    """position, limit, category, then correlation and (size, member) where the read has them."""
+    args = ["1", "100", f"'{LATE}'"]
+    if correlation:
+        args.append("'origin'")
+    if consumer_group:
+        args += ["4", "0"]
+    return args
+
+
+READS = [
+    (positions_only, correlation, consumer_group)
+    for positions_only, correlation, consumer_group in itertools.product((False, True), repeat=3)
+    if not (positions_only and correlation)  # positions are read without a correlation
+]
+
+
+async def test_category_reads_scan_the_category_index(sql: Any) -> None:
+    statements = NamespaceSQL(schema_name(NS))
+    wrong = []
+    for plan_mode in ("force_generic_plan", "force_custom_plan"):
+        await sql.execute(f"SET plan_cache_mode = {plan_mode}")
+        for positions_only, correlation, consumer_group in READS:
+            if positions_only:
+                statement = statements.category_positions(True, consumer_group)
+            else:
+                statement = statements.read_category(True, correlation, consumer_group)
+            plan = await _plan(sql, statement, _arguments(correlation, consumer_group))
+            if "messages_category" not in plan or "messages_pkey" in plan or "Seq Scan" in plan:
+                read = f"positions={positions_only} correlation={correlation}"
+                wrong.append(f"{plan_mode}, {read} group={consumer_group}:\n{plan}")
+    assert not wrong, "\n\n".join(wrong)
+
+
+async def _plan(sql: Any, statement: str, arguments: list[str]) -> str:
+    """EXPLAIN ANALYZE of ``statement`` prepared, executed with ``arguments`` (SQL literals)."""
+    await sql.execute(f"PREPARE category_read AS {statement}")
+    try:
+        rows = await sql.fetch(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)"
+            f" EXECUTE category_read({', '.join(arguments)})"
+        )
+    finally:
+        await sql.execute("DEALLOCATE category_read")
+    return "\n".join(row[0] for row in rows)
