@@ -124,14 +124,22 @@ def _category_order(category: bool) -> str:
 
     The store prepares each statement once per connection; Postgres then runs it with one
     generic plan, made without the parameters' values, or plans every execution anew, whichever
-    its estimates favour. With ``category = $n ORDER BY global_position`` the generic plan walks
-    the primary key and keeps the category's rows: when Postgres chose it, a read of a category
-    far into the table read every row before it (a consumer-group read behind 260,000 messages:
-    160 ms instead of 0.4), and when it did not, every read paid 0.1-0.4 ms of planning.
-    Ordering by (category, global_position), with the category bounded by a range holding that
-    one value (the same rows as ``=``: text comparisons tie only on equal strings), leaves the
-    category index as the only plan that yields the order without a sort, so every plan reads
-    one index range from (category, position) on (tests/store/postgres/test_query_plans.py).
+    its estimates favour. Both kinds of plan must read the category's index range from
+    (category, position) on and stop after ``LIMIT`` matches; two shapes of the query kept
+    them from it (tests/store/postgres/test_query_plans.py):
+
+    * ``category = $n ORDER BY global_position``: the generic plan walks the primary key and
+      keeps the category's rows, so a read of a category far into the table read every row
+      before it (a consumer-group read behind 260,000 messages: 160 ms instead of 0.4). Hence
+      the order by (category, global_position), with the category as a range holding its one
+      value (the same rows as ``=``: text comparisons tie only on equal strings), which only
+      the category index yields without a sort.
+    * An equality on an expression without statistics (the consumer-group hash, the type of
+      the correlation) is estimated to keep 0.5 % of the rows, two of them 0.0025 %; a plan
+      made for given values then expected fewer rows than the ``LIMIT`` and read the
+      category's whole remaining range and sorted it (10-260 ms instead of about 1 ms for 100
+      messages read from the middle of a big category). Inside one function call,
+      ``booleq(<tests>, true)`` (the same tests), Postgres estimates them to keep a third.
     """
     if category:
         return f"ORDER BY {_CATEGORY}, global_position"
@@ -317,18 +325,19 @@ class NamespaceSQL:
             n += 1
             # A range that holds one value rather than "=": see _category_order.
             where.append(f"{_CATEGORY} >= ${n} AND {_CATEGORY} <= ${n}")
+        # Tests on expressions without statistics, in one call: see _category_order.
+        unestimated: list[str] = []
         if correlation:
             n += 1
             # Only string values count: SQLite's ->> yields numbers and booleans as non-text,
             # which never equal a correlation (a correlation is the category of a stream name).
-            where.append(
-                "jsonb_typeof(metadata -> 'correlationStreamName') = 'string'"
-                f" AND split_part(metadata ->> 'correlationStreamName', '-', 1) = ${n}"
-            )
+            unestimated.append("jsonb_typeof(metadata -> 'correlationStreamName') = 'string'")
+            # The category index holds this one (with statistics): a plain "=".
+            where.append(f"split_part(metadata ->> 'correlationStreamName', '-', 1) = ${n}")
         if consumer_group:
             # The hash stored at write time; computed for rows that predate it.
-            where.append(
-                f"mod(@ coalesce(cardinal_id_hash, {s}.hash_64({s}.cardinal_id(stream_name))),"
-                f" ${n + 1}) = ${n + 2}"
-            )
+            stored_hash = f"coalesce(cardinal_id_hash, {s}.hash_64({s}.cardinal_id(stream_name)))"
+            unestimated.append(f"mod(@ {stored_hash}, ${n + 1}) = ${n + 2}")
+        if unestimated:
+            where.append(f"booleq({' AND '.join(unestimated)}, true)")
         return " AND ".join(where)
