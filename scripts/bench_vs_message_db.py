@@ -310,14 +310,13 @@ async def _preload(dsn: str, count: int) -> None:
 
     Messages of a category are spread through a real store's table; with the preload, the
     categories the reads ask for start deep into the table instead of at its first rows.
-    Written with SQL (the same rows on both sides); the server's rows get the columns its
+    Written with SQL (the same messages on both sides); the server's rows get the columns its
     writes fill in (``wire_json``, ``cardinal_id_hash``), as they would through the server.
     """
     spread = PRELOAD_CATEGORIES * PRELOAD_STREAMS
-    rows = (
-        f" SELECT 'pre' || (g % {PRELOAD_CATEGORIES}) || '-' || (g / {PRELOAD_CATEGORIES}"
-        f" % {PRELOAD_STREAMS}), g / {spread}, 'Bench', '{_payload(0)}'::jsonb"
-        " FROM generate_series(0, $1 - 1) AS g"
+    stream = (
+        f"'pre' || (i % {PRELOAD_CATEGORIES}) || '-' || (i / {PRELOAD_CATEGORIES}"
+        f" % {PRELOAD_STREAMS})"
     )
     conn = await asyncpg.connect(dsn)
     try:
@@ -325,16 +324,26 @@ async def _preload(dsn: str, count: int) -> None:
             if schema == "eventodb_default":
                 continue  # the server's default namespace; the workloads use their own
             table = f'"{schema}".messages'
-            columns = "(stream_name, position, type, data)"
-            await conn.execute(f"INSERT INTO {table} {columns}{rows}", count)
-            if schema != "message_store":
+            if schema == "message_store":
                 await conn.execute(
-                    f'UPDATE {table} SET wire_json = "{schema}".message_json_tail(type, position,'
-                    " global_position, data::text, metadata::text, time), cardinal_id_hash ="
-                    f' "{schema}".hash_64("{schema}".cardinal_id(stream_name))'
+                    f"INSERT INTO {table} (stream_name, position, type, data)"
+                    f" SELECT {stream}, i / {spread}, 'Bench', '{_payload(0)}'::jsonb"
+                    " FROM generate_series(0, $1 - 1) AS i",
+                    count,
                 )
-                # The update left a dead row per message: gone, as on Message DB's side.
-                await conn.execute(f"VACUUM {table}")
+                continue
+            # A subquery whose global position and time are drawn once per row (volatile).
+            await conn.execute(
+                f"INSERT INTO {table} (stream_name, position, global_position, type, data, time,"
+                " wire_json, cardinal_id_hash)"
+                " SELECT s, p, g, 'Bench', d::jsonb, t,"
+                f" \"{schema}\".message_json_tail('Bench', p, g, d, NULL, t),"
+                f' "{schema}".hash_64("{schema}".cardinal_id(s))'
+                f" FROM (SELECT {stream} AS s, i / {spread} AS p, '{_payload(0)}' AS d,"
+                f" nextval('\"{schema}\".messages_global_position_seq') AS g,"
+                " now() AT TIME ZONE 'utc' AS t FROM generate_series(0, $1 - 1) AS i) r",
+                count,
+            )
     finally:
         await conn.close()
 

@@ -1,12 +1,12 @@
-"""The server's category reads read the category's index range, whichever plan Postgres picks.
+"""The server's category reads scan the category's index range instead of the whole table.
 
-The store prepares each statement once per connection; Postgres then runs it either with one
-generic plan, made without the parameters' values, or with a plan per execution. Either must
-read ``messages_category`` from (category, position) on and stop after the ``LIMIT``: not walk
-the primary key keeping the category's rows (a consumer-group read behind 260,000 messages took
-160 ms instead of 0.4 ms), nor read the rest of the category and sort it (15-260 ms instead of
-about 1 ms from the middle of a big category). See ``_category_order`` in
-``eventodb.store.postgres.statements``.
+The store prepares each statement once per connection; Postgres plans the first executions for
+their values, then keeps one generic plan made without them. Neither may walk the primary key
+keeping the category's rows (a consumer-group read behind 260,000 messages took 160 ms instead
+of 0.4 ms) or read the rest of a big category and sort it (6-450 ms instead of about 1 ms from
+its middle). A plan made for a read that starts close to the table's end may still scan the end
+of the table and sort it (see ``_category_order`` in ``eventodb.store.postgres.statements``),
+so that case is checked for the generic plan only.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ EARLIER = 30_000
 LATE = "late"
 LATE_COUNT = 20_000
 """Messages of the category read (500 streams), all with a correlation."""
-POSITIONS = (1, EARLIER + LATE_COUNT // 2)
-"""Where the reads start: the table's start, the middle of the category read."""
+POSITIONS = (1, EARLIER + LATE_COUNT // 2, EARLIER + LATE_COUNT - 2_000)
+"""Where the reads start: the table's start, the middle of the category read, near the end."""
+NEAR_THE_END = POSITIONS[2]
 
 
 @pytest.fixture
@@ -90,13 +91,18 @@ async def test_category_reads_scan_the_category_index(sql: Any) -> None:
         for (positions_only, correlation, consumer_group), position in itertools.product(
             READS, POSITIONS
         ):
+            if plan_mode == "force_custom_plan" and position == NEAR_THE_END:
+                continue  # such a plan may scan the table's end: see the module's docstring
             if positions_only:
                 statement = statements.category_positions(True, consumer_group)
             else:
                 statement = statements.read_category(True, correlation, consumer_group)
             plan = await _plan(sql, statement, _arguments(position, correlation, consumer_group))
+            # A sort of the rows read by category (Postgres 16 may add a harmless one of the
+            # page by global position, for string_agg's ORDER BY).
             if "messages_category" not in plan or any(
-                wrong_turn in plan for wrong_turn in ("messages_pkey", "Seq Scan", "Sort Key")
+                wrong_turn in plan
+                for wrong_turn in ("messages_pkey", "Seq Scan", "Sort Key: (split_part")
             ):
                 read = f"positions={positions_only} correlation={correlation}"
                 wrong.append(f"{plan_mode}, {read} group={consumer_group} from {position}:\n{plan}")

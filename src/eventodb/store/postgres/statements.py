@@ -122,24 +122,31 @@ _CATEGORY = "split_part(stream_name, '-', 1)"
 def _category_order(category: bool) -> str:
     """The ORDER BY of a category read: the messages_category index's own order.
 
-    The store prepares each statement once per connection; Postgres then runs it with one
-    generic plan, made without the parameters' values, or plans every execution anew, whichever
-    its estimates favour. Both kinds of plan must read the category's index range from
-    (category, position) on and stop after ``LIMIT`` matches; two shapes of the query kept
-    them from it (tests/store/postgres/test_query_plans.py):
+    The store prepares each statement once per connection; Postgres plans its first five
+    executions for their values, then keeps one generic plan, made without them, unless the
+    generic plan looks costlier. A category read should scan the category's index range from
+    (category, position) and stop after ``LIMIT`` matches; two shapes of the query kept plans
+    from it (tests/store/postgres/test_query_plans.py):
 
     * ``category = $n ORDER BY global_position``: the generic plan walks the primary key and
       keeps the category's rows, so a read of a category far into the table read every row
       before it (a consumer-group read behind 260,000 messages: 160 ms instead of 0.4). Hence
       the order by (category, global_position), with the category as a range holding its one
       value (the same rows as ``=``: text comparisons tie only on equal strings), which only
-      the category index yields without a sort.
+      the category index yields without a sort: the generic plan scans it, in every case tried.
     * An equality on an expression without statistics (the consumer-group hash, the type of
       the correlation) is estimated to keep 0.5 % of the rows, two of them 0.0025 %; a plan
       made for given values then expected fewer rows than the ``LIMIT`` and read the
-      category's whole remaining range and sorted it (10-260 ms instead of about 1 ms for 100
+      category's whole remaining range and sorted it (6-450 ms instead of about 1 ms for 100
       messages read from the middle of a big category). Inside one function call,
       ``booleq(<tests>, true)`` (the same tests), Postgres estimates them to keep a third.
+
+    What remains: Postgres prices a scan of a range of categories as reading all of it, so a
+    plan made for the values of a read that starts close to the end of the table may still
+    scan the table's end by primary key and sort it (7-112 ms instead of 1-21 ms in a
+    reviewer's runs, with a correlation). Only the first executions of a statement on a
+    connection are planned that way, or all of them under ``plan_cache_mode =
+    force_custom_plan``.
     """
     if category:
         return f"ORDER BY {_CATEGORY}, global_position"
