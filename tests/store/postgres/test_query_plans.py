@@ -40,8 +40,8 @@ async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
     messages of other categories; statistics are up to date."""
     async with open_postgres_store(postgres_dsn) as store:
         await store.create_namespace(NS, "hash")
-        schema = schema_name(NS)
-        table = NamespaceSQL(schema).messages
+        statements = NamespaceSQL(schema_name(NS))
+        table = statements.messages
         conn = await asyncpg.connect(postgres_dsn)
         try:
             await conn.execute(
@@ -56,10 +56,8 @@ async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
                 """ '{"correlationStreamName": "origin-1"}' FROM generate_series(0, $1 - 1) g""",
                 LATE_COUNT,
             )
-            await conn.execute(
-                f'UPDATE {table} SET cardinal_id_hash = "{schema}".hash_64('
-                f'"{schema}".cardinal_id(stream_name))'
-            )
+            # The columns the server's writes fill in, as its upgrade fills them for older rows.
+            await conn.execute(statements.fill, 1, EARLIER + LATE_COUNT + 1)
             await conn.execute(f"ANALYZE {table}")
             yield conn
         finally:
