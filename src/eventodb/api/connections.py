@@ -24,6 +24,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from eventodb import __version__
+from eventodb.api.coalesce import CoalescingTransport
 from eventodb.config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -159,6 +160,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         guard = self.guard
+        loop = guard.loop or asyncio.get_running_loop()
+        transport = CoalescingTransport(transport, loop)  # a response's head and body: one send
         self._raw: asyncio.Transport = transport
         guard.transports.add(transport)
         super().connection_made(transport)
@@ -171,7 +174,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._dropped = 0
         self._eof = False
-        loop = guard.loop or asyncio.get_running_loop()
         self.head_since = loop.time()  # a new connection owes us a request line in time
         if len(guard.open) >= guard.limits.max_connections:
             log.warning(
