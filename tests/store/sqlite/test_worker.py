@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventodb.core.errors import BackendError
+from eventodb.store.base import StoreStats
 from eventodb.store.sqlite import worker
 from eventodb.store.sqlite.worker import Connect, ReadPool, Writer
 
@@ -57,17 +58,24 @@ async def test_every_queued_job_settles_when_the_writer_stops() -> None:
             assert isinstance(call.exception(), BackendError)
 
 
-def small_disk(path: Path) -> Connect:
-    """A database that cannot grow past 20 pages, as on a full disk."""
+def wal_database(path: Path, table: str, *pragmas: str) -> Connect:
+    """Connections to a WAL database file holding ``table`` (its definition)."""
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS t (x BLOB)")
-        conn.execute("PRAGMA max_page_count = 20")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+        for pragma in pragmas:
+            conn.execute(pragma)
         return conn
 
     return connect
+
+
+def small_disk(path: Path) -> Connect:
+    """A database that cannot grow past 20 pages, as on a full disk."""
+    return wal_database(path, "t (x BLOB)", "PRAGMA max_page_count = 20")
 
 
 def insert_blob(size: int) -> Callable[[sqlite3.Connection], int]:
@@ -126,6 +134,120 @@ async def test_an_unexpected_failure_answers_the_batch_and_the_writer_goes_on(
         monkeypatch.setattr(Writer, "_run_writes", original)
         assert await asyncio.wait_for(writer.call(insert), 5) == 2
     finally:
+        await writer.stop()
+
+
+# -- small writes: committed together on the event loop ------------------------------------
+
+
+def unique_table(path: Path) -> Connect:
+    """A table whose ``x`` is unique (a statement that fails)."""
+    return wal_database(path, "t (x INTEGER UNIQUE)")
+
+
+class Inserts:
+    """Small write jobs inserting given values; records the thread each ran on."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __call__(self, x: int) -> Callable[[sqlite3.Connection], int]:
+        def insert(conn: sqlite3.Connection) -> int:
+            self.threads.append(threading.get_ident())
+            return int(conn.execute("INSERT INTO t VALUES (?)", (x,)).lastrowid or 0)
+
+        return insert
+
+
+async def thread_lets_go() -> None:
+    """The writer thread answers a job before it lets go of the connection; a small write
+    arriving in between goes to the thread too. Wait until it has."""
+    await asyncio.sleep(0.2)
+
+
+def stored(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("SELECT x FROM t ORDER BY x")]
+    finally:
+        conn.close()
+
+
+async def test_small_writes_of_one_turn_are_committed_together_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    stats = StoreStats()
+    writer = Writer("test-writer", unique_table(tmp_path / "db"), stats=stats)
+    inserts = Inserts()
+    try:
+        await writer.call(inserts(0), small=True)  # the thread and its connection are up
+        await thread_lets_go()
+        inserts.threads.clear()
+        before = stats.write_batches.cumulative()[-1][1]
+        calls = [writer.call(inserts(x), small=True) for x in range(1, 6)]
+        assert await asyncio.gather(*calls) == [2, 3, 4, 5, 6]
+        assert set(inserts.threads) == {threading.get_ident()}
+        assert stats.write_batches.cumulative()[-1][1] == before + 1  # one transaction
+        assert stored(tmp_path / "db") == [0, 1, 2, 3, 4, 5]
+    finally:
+        await writer.stop()
+
+
+async def test_a_failing_small_write_leaves_nothing_and_its_neighbours_commit(
+    tmp_path: Path,
+) -> None:
+    """Small writes share a transaction without savepoints: SQLite's undo of the failing
+    statement is all that stands between its neighbours and a partial write."""
+    writer = Writer("test-writer", unique_table(tmp_path / "db"))
+    inserts = Inserts()
+    try:
+        await writer.call(inserts(7), small=True)
+        calls = [writer.call(inserts(x), small=True) for x in (1, 7, 2)]
+        first, duplicate, last = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(duplicate, BackendError)
+        assert "UNIQUE" in duplicate.message
+        assert not isinstance(first, BaseException)
+        assert not isinstance(last, BaseException)
+        assert stored(tmp_path / "db") == [1, 2, 7]
+    finally:
+        await writer.stop()
+
+
+async def test_small_writes_do_not_wait_on_the_loop_for_a_lock_held_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Another process's transaction: the loop is not held while it lasts; the writes wait
+    for it on the thread, and the loop's connection still does not wait for locks after."""
+    connect = unique_table(tmp_path / "db")
+    writer = Writer("test-writer", connect)
+    inserts = Inserts()
+    holder = connect()
+    try:
+        await writer.call(inserts(0), small=True)
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.perf_counter()
+        calls = asyncio.ensure_future(
+            asyncio.gather(*(writer.call(inserts(x), small=True) for x in (1, 2)))
+        )
+        await asyncio.sleep(0.3)
+        assert time.perf_counter() - started < 0.5  # the loop went on
+        assert not calls.done()
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(calls, 5) == [2, 3]
+        assert inserts.threads[-1] != threading.get_ident()  # they ran on the thread
+        await thread_lets_go()
+        assert (await writer.call(inserts(3), small=True)) == 4
+        assert inserts.threads[-1] == threading.get_ident()  # the loop again
+        holder.execute("BEGIN IMMEDIATE")
+        writer_conn = writer._conn
+        assert writer_conn is not None
+        tried = time.perf_counter()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            writer_conn.execute("BEGIN IMMEDIATE")
+        assert time.perf_counter() - tried < 1  # busy timeout 0: at once, not after 5 s
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
         await writer.stop()
 
 

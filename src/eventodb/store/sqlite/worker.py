@@ -2,11 +2,11 @@
 
 Each namespace has one :class:`Writer` thread holding its only write connection: writes are
 serialised per namespace by construction, which makes "read version, check, insert" atomic.
-Writes that queue up while a transaction runs are committed together (group commit), each in
-its own savepoint so one failing write does not undo its neighbours. File-backed namespaces
-also get a :class:`ReadPool` so reads proceed while a write commits (WAL mode). A small write
-that finds its writer idle, and a read that finishes within a budget, run on the event loop
-instead: a thread hand-off costs more than such work itself.
+Writes that queue up while a transaction runs are committed together (group commit), in a way
+that one failing write does not undo its neighbours. File-backed namespaces also get a
+:class:`ReadPool` so reads proceed while a write commits (WAL mode). Small writes (message
+inserts) and a read that finishes within a budget run on the event loop instead: a thread
+hand-off costs more than such work itself.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ Connect = Callable[[], sqlite3.Connection]
 MAX_GROUP = 256
 """Most writes committed in one transaction."""
 
+INLINE_GROUP = 64
+"""Most small writes committed together on the event loop (a few milliseconds at most); the
+others of the same turn go to the writer thread."""
+
 BUSY_TIMEOUT_MS = 5000
 
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -48,6 +52,7 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     write: bool
     verb: str
+    small: bool
     future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop | None
 
@@ -63,6 +68,10 @@ def _set_outcome(
         future.set_result(result)
 
 
+def _closed_error(verb: str) -> BackendError:
+    return BackendError(f"Failed to {verb}: the namespace database is closed")
+
+
 def translate(error: BaseException, verb: str) -> BaseException:
     """Driver errors become :class:`BackendError`; our own errors pass through."""
     if isinstance(error, EventoDBError):
@@ -75,11 +84,13 @@ def translate(error: BaseException, verb: str) -> BaseException:
 class Writer:
     """A thread with one connection running jobs in submission order.
 
-    Fast path: a small write that finds the writer idle runs right away on the caller's
-    thread (the event loop) under the connection lock, because a thread hand-off (there and
-    back) costs more than the insert itself. It never waits there: it gives up
-    on a held lock or a busy database and queues instead, and the caller bounds the payload
-    size, so the loop is never held for long. Checkpoints run on the writer thread.
+    Fast path: the small writes that arrive in one turn of the event loop are committed
+    together at the end of that turn, on the loop, under the connection lock, because a thread
+    hand-off (there and back) costs more than the inserts themselves. They never wait there:
+    on a held lock, a busy database or jobs queued for the thread they queue instead, and the
+    caller bounds each payload and :data:`INLINE_GROUP` their number, so the loop is never
+    held for long. The connection's busy timeout is therefore 0 except while the thread runs
+    a batch. Checkpoints run on the writer thread.
     """
 
     def __init__(
@@ -93,7 +104,7 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._inline = inline
         self._inline_commits = 0
-        self._arriving = 0
+        self._gathered: list[_Job] = []
         self._open_error: BaseException | None = None
         self._closed = False
         self._thread.start()
@@ -109,53 +120,73 @@ class Writer:
         """Run ``fn(connection)`` on the thread; a write runs inside a transaction.
 
         Args:
-            small: the job is a quick write that may take the inline fast path.
+            small: the job is a quick write that changes at most one row, with one statement,
+                after checks that change nothing (a message insert): it may run on the event
+                loop, committed with the small writes that arrive in the same turn, and needs
+                no savepoint of its own.
         """
         if self._closed:
-            raise BackendError(f"Failed to {verb}: the namespace database is closed")
+            raise _closed_error(verb)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job = _Job(fn, write, verb, future, loop)
+        job = _Job(fn, write, verb, small and write, future, loop)
         try:
-            if small and write and self._inline:
-                # Let concurrent writers show up first: if there are any, the thread commits
-                # them together (group commit), which beats running them one by one here.
-                self._arriving += 1
-                await asyncio.sleep(0)
-                self._arriving -= 1
-                if self._closed:
-                    # stop() ran meanwhile: its end-of-work marker is queued, nothing after
-                    # it would ever run.
-                    raise BackendError(f"Failed to {verb}: the namespace database is closed")
-                if self._arriving == 0 and self._try_inline(job):
-                    return await future
-            # No await since the last check of _closed: this job is queued before any marker.
-            self._jobs.put(job)
+            if job.small and self._inline:
+                # Commit on the loop, together with the small writes that arrive in the same
+                # turn of the loop (group commit without a thread hand-off).
+                self._gathered.append(job)
+                if len(self._gathered) == 1:
+                    loop.call_soon(self._commit_gathered)
+            else:
+                self._jobs.put(job)
             return await future
         except BackendError:
             self._stats.record_error()
             raise
 
-    def _try_inline(self, job: _Job) -> bool:
+    def _commit_gathered(self) -> None:
+        """Commit the small writes gathered in this turn of the loop together, on the loop;
+        hand them to the thread instead when it has work queued (order), the database is
+        locked, or there are more than :data:`INLINE_GROUP` (the loop would be held too long)."""
+        jobs, self._gathered = self._gathered, []
+        if self._closed:
+            # stop() ran meanwhile: its end-of-work marker is queued, nothing after it would
+            # ever run.
+            for job in jobs:
+                _set_outcome(job.future, None, _closed_error(job.verb))
+            return
+        inline, rest = jobs[:INLINE_GROUP], jobs[INLINE_GROUP:]
+        try:
+            committed = self._try_inline(inline)
+        except Exception as exc:  # noqa: BLE001 - a callback: its callers must hear of it
+            for job in inline:
+                _set_outcome(job.future, None, translate(exc, job.verb))
+            committed = True
+        for job in rest if committed else jobs:
+            self._jobs.put(job)
+
+    def _try_inline(self, jobs: list[_Job]) -> bool:
         conn = self._conn
         if conn is None or not self._jobs.empty() or not self._lock.acquire(blocking=False):
             return False
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")  # the busy timeout is 0 outside the thread
             except sqlite3.OperationalError:
                 return False  # another process writes: wait for it on the thread instead
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            [(result, error)] = self._run_writes(conn, [job], begun=True)
+            try:
+                outcomes = self._run_writes(conn, jobs, begun=True)
+            except BaseException:
+                _roll_back(conn)
+                raise
             self._inline_commits += 1
             if self._inline_commits >= CHECKPOINT_EVERY:
                 self._inline_commits = 0
-                self._jobs.put(_Job(_checkpoint, False, "checkpoint", None, None))
+                self._jobs.put(_Job(_checkpoint, False, "checkpoint", False, None, None))
         finally:
             self._lock.release()
-        _set_outcome(job.future, result, error)
+        for job, (result, error) in zip(jobs, outcomes, strict=True):
+            _set_outcome(job.future, result, error)
         return True
 
     async def stop(self) -> None:
@@ -172,6 +203,8 @@ class Writer:
             if self._inline:
                 # Commits on the loop must not checkpoint: the thread does it (see _try_inline).
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
+                # Nor wait for a lock: only the thread does (see _process).
+                conn.execute("PRAGMA busy_timeout = 0")
         except BaseException as exc:  # noqa: BLE001 - reported to every caller instead
             self._open_error = exc
             conn = None
@@ -217,8 +250,7 @@ class Writer:
             except queue.Empty:
                 return
             if job is not None:
-                closed = BackendError(f"Failed to {job.verb}: the namespace database is closed")
-                _set_outcome_threadsafe(job, None, closed)
+                _set_outcome_threadsafe(job, None, _closed_error(job.verb))
 
     def _process(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
         if conn is None:
@@ -226,6 +258,15 @@ class Writer:
             for job in batch:
                 _set_outcome_threadsafe(job, None, failure)
             return
+        if self._inline:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            self._run_jobs(conn, batch)
+        finally:
+            if self._inline:
+                conn.execute("PRAGMA busy_timeout = 0")
+
+    def _run_jobs(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         i = 0
         while i < len(batch):
             if not batch[i].write:
@@ -251,9 +292,12 @@ class Writer:
     def _run_writes(
         self, conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
     ) -> list[tuple[Any, BaseException | None]]:
-        """Run write jobs in one transaction, each in a savepoint; outcomes after COMMIT.
+        """Run write jobs in one transaction; outcomes after COMMIT.
 
         Results are released only after COMMIT: an acknowledged write is a committed write.
+        A failing job must not undo the others: each runs in a savepoint, except small ones,
+        which change at most one row with one statement after checks that change nothing, so
+        SQLite's own undo of a failed statement leaves nothing of them behind.
         """
         if not begun:
             try:
@@ -263,18 +307,20 @@ class Writer:
         single = len(jobs) == 1
         outcomes: list[tuple[Any, BaseException | None]] = []
         for job in jobs:
-            if not single:
+            savepoint = not single and not job.small
+            if savepoint:
                 conn.execute("SAVEPOINT job")
             try:
                 result = job.fn(conn)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                if single or not _roll_back_to_job(conn):
+                undone = conn.in_transaction and (not savepoint or _roll_back_to_job(conn))
+                if single or not undone:
                     # Alone, or the whole transaction is gone: every job of it failed.
                     _roll_back(conn)
                     return [(None, translate(exc, job.verb)) for job in jobs]
                 outcomes.append((None, translate(exc, job.verb)))
             else:
-                if not single:
+                if savepoint:
                     conn.execute("RELEASE job")
                 outcomes.append((result, None))
         try:
@@ -374,7 +420,7 @@ class ReadPool:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, verb: str = "read") -> T:
         if self._closed:
-            raise BackendError(f"Failed to {verb}: the namespace database is closed")
+            raise _closed_error(verb)
         loop = asyncio.get_running_loop()
         try:
             conn = self._loop_conn or await loop.run_in_executor(
@@ -441,7 +487,7 @@ class ReadPool:
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], verb: str) -> T:
         if self._closed:  # closed while this waited for a thread: open nothing
-            raise BackendError(f"Failed to {verb}: the namespace database is closed")
+            raise _closed_error(verb)
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
