@@ -251,6 +251,32 @@ async def test_small_writes_do_not_wait_on_the_loop_for_a_lock_held_elsewhere(
         await writer.stop()
 
 
+def file_sizes(path: Path) -> tuple[int, int]:
+    """Bytes in the database file and in its WAL."""
+    return path.stat().st_size, Path(f"{path}-wal").stat().st_size
+
+
+@pytest.mark.parametrize("small", [True, False])
+async def test_the_wal_stays_small_under_sustained_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: bool
+) -> None:
+    """The writer's connection does not checkpoint by itself (commits on the loop must not):
+    the thread does, every CHECKPOINT_EVERY commits, wherever they ran. Writes that all went
+    through the thread used to be left out, and the WAL grew by every page they wrote."""
+    monkeypatch.setattr(worker, "CHECKPOINT_EVERY", 10)
+    path = tmp_path / "db"
+    writer = Writer("test-writer", wal_database(path, "t (x BLOB)"))
+    try:
+        for _ in range(300):  # about 1.2 MB of pages
+            await writer.call(insert_blob(4000), small=small)
+        await writer.call(lambda c: None, write=False)  # the queued checkpoints have run
+        database, wal = file_sizes(path)
+        assert wal < 400_000
+        assert database > 1_000_000  # the pages reached the database file
+    finally:
+        await writer.stop()
+
+
 # -- reads: on the event loop within a budget, else on a read thread ---------------------------
 
 

@@ -44,7 +44,8 @@ BUSY_TIMEOUT_MS = 5000
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 CHECKPOINT_EVERY = 200
-"""Inline commits between two checkpoints queued to the writer thread."""
+"""Commits between two checkpoints run by the writer thread (writers of a WAL file with the
+inline fast path, whose connection does not checkpoint by itself)."""
 
 
 @dataclass(slots=True)
@@ -103,7 +104,9 @@ class Writer:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._inline = inline
-        self._inline_commits = 0
+        self._commits = 0
+        self._wal = False
+        self._checkpointer: sqlite3.Connection | None = None
         self._gathered: list[_Job] = []
         self._open_error: BaseException | None = None
         self._closed = False
@@ -179,10 +182,6 @@ class Writer:
             except BaseException:
                 _roll_back(conn)
                 raise
-            self._inline_commits += 1
-            if self._inline_commits >= CHECKPOINT_EVERY:
-                self._inline_commits = 0
-                self._jobs.put(_Job(_checkpoint, False, "checkpoint", False, None, None))
         finally:
             self._lock.release()
         for job, (result, error) in zip(jobs, outcomes, strict=True):
@@ -201,10 +200,11 @@ class Writer:
         try:
             conn = self._connect()
             if self._inline:
-                # Commits on the loop must not checkpoint: the thread does it (see _try_inline).
+                # Commits on the loop must not checkpoint: the thread does it (_checkpoint).
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
                 # Nor wait for a lock: only the thread does (see _process).
                 conn.execute("PRAGMA busy_timeout = 0")
+                self._wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         except BaseException as exc:  # noqa: BLE001 - reported to every caller instead
             self._open_error = exc
             conn = None
@@ -225,14 +225,13 @@ class Writer:
                         stop = True
                         break
                     batch.append(nxt)
-                with self._lock:
-                    try:
-                        self._process(conn, batch)
-                    except Exception as exc:  # the thread must go on serving the namespace
-                        log.exception("the writer thread %s failed a batch", self._thread.name)
-                        if conn is not None:
-                            _roll_back(conn)  # or every later BEGIN would fail
-                        _fail_unsettled(batch, exc)
+                checkpoint = any(job is _CHECKPOINT for job in batch)
+                if checkpoint:
+                    batch = [job for job in batch if job is not _CHECKPOINT]
+                if batch:
+                    self._run_batch(conn, batch)
+                if checkpoint:
+                    self._checkpoint()
                 if stop:
                     return
         finally:
@@ -240,7 +239,34 @@ class Writer:
             if conn is not None:
                 with self._lock:
                     conn.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._fail_leftovers()
+
+    def _run_batch(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+        with self._lock:
+            try:
+                self._process(conn, batch)
+            except Exception as exc:  # the thread must go on serving the namespace
+                log.exception("the writer thread %s failed a batch", self._thread.name)
+                if conn is not None:
+                    _roll_back(conn)  # or every later BEGIN would fail
+                _fail_unsettled(batch, exc)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, on a connection of its own and without the
+        writer's lock, so that writes go on meanwhile (a checkpoint fsyncs both files); then
+        copy what they added meanwhile holding the lock, so that the next write starts the
+        WAL over (while writes keep coming, the first part never catches up and the file
+        would grow without end)."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = self._connect()
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._lock:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # the next one will try again
+            log.warning("checkpoint of %s failed: %s", self._thread.name, exc)
 
     def _fail_leftovers(self) -> None:
         """Settle jobs still queued when the thread ends, so no caller waits forever."""
@@ -329,6 +355,10 @@ class Writer:
             _roll_back(conn)
             return [(None, translate(exc, job.verb)) for job in jobs]
         self._stats.record_write_batch(len(jobs))
+        self._commits += 1
+        if self._wal and self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            self._jobs.put(_CHECKPOINT)
         return outcomes
 
 
@@ -353,8 +383,8 @@ def _roll_back_to_job(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+_CHECKPOINT = _Job(lambda conn: None, False, "checkpoint", False, None, None)
+"""Queued for the writer thread: run a checkpoint (:meth:`Writer._checkpoint`)."""
 
 
 def _fail_unsettled(jobs: list[_Job], error: Exception) -> None:
