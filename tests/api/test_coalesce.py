@@ -1,5 +1,5 @@
-"""One send per response: the writes a connection gets in one turn of the event loop leave in
-one call of the socket's transport (uvicorn writes a response's head and body separately)."""
+"""One send per response: uvicorn writes a response's head and body separately; they reach the
+socket's transport in one call."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from eventodb.api.coalesce import CoalescingTransport
+from eventodb.api.coalesce import COPY_LIMIT, CoalescingTransport
 from eventodb.api.connections import ConnectionGuard, ConnectionLimits
 
 
@@ -57,6 +57,15 @@ async def test_writes_of_one_turn_leave_together() -> None:
     assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
     await asyncio.sleep(0)
     assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # nothing left over
+
+
+async def test_a_big_body_is_not_copied_to_go_with_the_head() -> None:
+    raw = Recording()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    body = b"x" * (COPY_LIMIT + 1)
+    transport.write(b"head")
+    transport.write(body)
+    assert raw.writes == [b"head", body]
 
 
 async def test_a_lone_write_leaves_at_the_end_of_the_turn() -> None:

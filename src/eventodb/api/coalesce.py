@@ -1,10 +1,9 @@
-"""One send per response: the writes a connection gets in one turn of the event loop leave in
-one system call.
+"""One send per response: a response's head and body leave in one system call.
 
 uvicorn writes a response's head and its body with two ``transport.write`` calls, and the
 event loop sends each at once: two system calls, and on a local network two packets for the
-client to read. :class:`CoalescingTransport` holds a write until the end of the loop's turn (or
-until the next write, which takes it along), so the head and body of a response go out together.
+client to read. :class:`CoalescingTransport` holds a connection's first write of a turn of the
+event loop until the next write, which takes it along, or until the end of the turn.
 """
 
 from __future__ import annotations
@@ -12,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+COPY_LIMIT = 64 * 1024
+"""Bytes up to which a write is copied to go out with the held one."""
+
 
 class CoalescingTransport(asyncio.Transport):
-    """Wraps a transport; holds the first write of a turn and sends it with the next one, or
-    at the end of the turn.
+    """Wraps a transport; holds a write and sends it with the next one, or at the end of the
+    event loop's turn (writes pair up: a third write in the same turn is held again).
 
     Everything that ends or inspects the connection (``close``, ``write_eof``,
     ``get_write_buffer_size``) sees the held bytes as written.
@@ -34,7 +36,11 @@ class CoalescingTransport(asyncio.Transport):
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held + bytes(data))
+            if len(data) > COPY_LIMIT:  # a big body: a second system call costs less than a copy
+                self._transport.write(held)
+                self._transport.write(data)
+            else:
+                self._transport.write(held + bytes(data))
             return
         self._held = bytes(data)
         if not self._flush_due:
@@ -51,10 +57,6 @@ class CoalescingTransport(asyncio.Transport):
             self._held = None
             if not self._transport.is_closing():
                 self._transport.write(held)
-
-    def flush(self) -> None:
-        """Send what is held now."""
-        self._flush()
 
     def close(self) -> None:
         self._flush()

@@ -45,7 +45,9 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 CHECKPOINT_EVERY = 200
 """Commits between two checkpoints run by the writer thread (writers of a WAL file with the
-inline fast path, whose connection does not checkpoint by itself)."""
+inline fast path, whose connection does not checkpoint by itself)..."""
+CHECKPOINT_ROWS = 1000
+"""... or rows written, whichever comes first (a commit may hold an import's thousands)."""
 
 
 @dataclass(slots=True)
@@ -56,6 +58,10 @@ class _Job:
     small: bool
     future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop | None
+
+
+_Answer = tuple[_Job, Any, BaseException | None]
+"""A job, and its result or the error its caller gets."""
 
 
 def _set_outcome(
@@ -105,9 +111,11 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._inline = inline
         self._commits = 0
+        self._checkpointed_changes = 0
         self._wal = False
         self._checkpointer: sqlite3.Connection | None = None
         self._gathered: list[_Job] = []
+        self._commit_due = False
         self._open_error: BaseException | None = None
         self._closed = False
         self._thread.start()
@@ -138,7 +146,8 @@ class Writer:
                 # Commit on the loop, together with the small writes that arrive in the same
                 # turn of the loop (group commit without a thread hand-off).
                 self._gathered.append(job)
-                if len(self._gathered) == 1:
+                if not self._commit_due:
+                    self._commit_due = True
                     loop.call_soon(self._commit_gathered)
             else:
                 self._jobs.put(job)
@@ -151,12 +160,9 @@ class Writer:
         """Commit the small writes gathered in this turn of the loop together, on the loop;
         hand them to the thread instead when it has work queued (order), the database is
         locked, or there are more than :data:`INLINE_GROUP` (the loop would be held too long)."""
+        self._commit_due = False
         jobs, self._gathered = self._gathered, []
-        if self._closed:
-            # stop() ran meanwhile: its end-of-work marker is queued, nothing after it would
-            # ever run.
-            for job in jobs:
-                _set_outcome(job.future, None, _closed_error(job.verb))
+        if not jobs:  # stop() handed them to the thread
             return
         inline, rest = jobs[:INLINE_GROUP], jobs[INLINE_GROUP:]
         try:
@@ -193,6 +199,9 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        gathered, self._gathered = self._gathered, []
+        for job in gathered:  # small writes not committed yet: the thread finishes them
+            self._jobs.put(job)
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -236,22 +245,29 @@ class Writer:
                     return
         finally:
             self._conn = None
-            if conn is not None:
-                with self._lock:
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                if conn is not None:
                     conn.close()
-            if self._checkpointer is not None:
-                self._checkpointer.close()
+            self._close_checkpointer()
             self._fail_leftovers()
 
     def _run_batch(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+        """Run ``batch`` under the lock; answer its callers once the lock is free again (an
+        answered caller often writes again at once, and should find the way free)."""
+        answers: list[_Answer] = []
+        failure: Exception | None = None
         with self._lock:
             try:
-                self._process(conn, batch)
+                self._process(conn, batch, answers)
             except Exception as exc:  # the thread must go on serving the namespace
                 log.exception("the writer thread %s failed a batch", self._thread.name)
                 if conn is not None:
                     _roll_back(conn)  # or every later BEGIN would fail
-                _fail_unsettled(batch, exc)
+                failure = exc
+        for job, result, error in answers:
+            _set_outcome_threadsafe(job, result, error)
+        if failure is not None:
+            _fail_unsettled(batch, failure)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file, on a connection of its own and without the
@@ -265,8 +281,15 @@ class Writer:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with self._lock:
                 self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:  # the next one will try again
-            log.warning("checkpoint of %s failed: %s", self._thread.name, exc)
+        except Exception as exc:  # the thread must go on; the next checkpoint reconnects
+            log.warning("checkpoint of %s failed: %s", self._thread.name, exc, exc_info=True)
+            self._close_checkpointer()
+
+    def _close_checkpointer(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                checkpointer.close()
 
     def _fail_leftovers(self) -> None:
         """Settle jobs still queued when the thread ends, so no caller waits forever."""
@@ -278,25 +301,29 @@ class Writer:
             if job is not None:
                 _set_outcome_threadsafe(job, None, _closed_error(job.verb))
 
-    def _process(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+    def _process(
+        self, conn: sqlite3.Connection | None, batch: list[_Job], answers: list[_Answer]
+    ) -> None:
+        """Run the batch's jobs in order, appending each job's answer to ``answers``."""
         if conn is None:
             failure = BackendError(f"Failed to open database: {self._open_error}")
-            for job in batch:
-                _set_outcome_threadsafe(job, None, failure)
+            answers.extend((job, None, failure) for job in batch)
             return
         if self._inline:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         try:
-            self._run_jobs(conn, batch)
+            self._run_jobs(conn, batch, answers)
         finally:
             if self._inline:
                 conn.execute("PRAGMA busy_timeout = 0")
 
-    def _run_jobs(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_jobs(
+        self, conn: sqlite3.Connection, batch: list[_Job], answers: list[_Answer]
+    ) -> None:
         i = 0
         while i < len(batch):
             if not batch[i].write:
-                self._run_read(conn, batch[i])
+                answers.append(_run_read(conn, batch[i]))
                 i += 1
                 continue
             j = i
@@ -304,16 +331,8 @@ class Writer:
                 j += 1
             jobs = batch[i:j]
             for job, outcome in zip(jobs, self._run_writes(conn, jobs), strict=True):
-                _set_outcome_threadsafe(job, *outcome)
+                answers.append((job, *outcome))
             i = j
-
-    @staticmethod
-    def _run_read(conn: sqlite3.Connection, job: _Job) -> None:
-        try:
-            result, error = job.fn(conn), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            result, error = None, translate(exc, job.verb)
-        _set_outcome_threadsafe(job, result, error)
 
     def _run_writes(
         self, conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
@@ -336,10 +355,14 @@ class Writer:
             savepoint = not single and not job.small
             if savepoint:
                 conn.execute("SAVEPOINT job")
+            changes = conn.total_changes
             try:
                 result = job.fn(conn)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                undone = conn.in_transaction and (not savepoint or _roll_back_to_job(conn))
+                if savepoint:
+                    undone = _roll_back_to_job(conn)
+                else:  # a statement that failed changed nothing; one that ran stays
+                    undone = conn.in_transaction and conn.total_changes == changes
                 if single or not undone:
                     # Alone, or the whole transaction is gone: every job of it failed.
                     _roll_back(conn)
@@ -356,10 +379,21 @@ class Writer:
             return [(None, translate(exc, job.verb)) for job in jobs]
         self._stats.record_write_batch(len(jobs))
         self._commits += 1
-        if self._wal and self._commits >= CHECKPOINT_EVERY:
+        if self._wal and (
+            self._commits >= CHECKPOINT_EVERY
+            or conn.total_changes - self._checkpointed_changes >= CHECKPOINT_ROWS
+        ):
             self._commits = 0
+            self._checkpointed_changes = conn.total_changes
             self._jobs.put(_CHECKPOINT)
         return outcomes
+
+
+def _run_read(conn: sqlite3.Connection, job: _Job) -> _Answer:
+    try:
+        return job, job.fn(conn), None
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+        return job, None, translate(exc, job.verb)
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:
