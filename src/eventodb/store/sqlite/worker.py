@@ -223,20 +223,7 @@ class Writer:
                 job = self._jobs.get()
                 if job is None:
                     return
-                batch = [job]
-                stop = False
-                while len(batch) < MAX_GROUP:
-                    try:
-                        nxt = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                checkpoint = any(job is _CHECKPOINT for job in batch)
-                if checkpoint:
-                    batch = [job for job in batch if job is not _CHECKPOINT]
+                batch, checkpoint, stop = self._take_batch(job)
                 if batch:
                     self._run_batch(conn, batch)
                 if checkpoint:
@@ -250,6 +237,25 @@ class Writer:
                     conn.close()
             self._close_checkpointer()
             self._fail_leftovers()
+
+    def _take_batch(self, first: _Job) -> tuple[list[_Job], bool, bool]:
+        """``first`` and the jobs queued behind it (up to :data:`MAX_GROUP`), whether a
+        checkpoint was asked for among them, and whether the end-of-work marker came next."""
+        batch: list[_Job] = []
+        checkpoint = False
+        job: _Job | None = first
+        while job is not None:
+            if job is _CHECKPOINT:
+                checkpoint = True
+            else:
+                batch.append(job)
+            if len(batch) >= MAX_GROUP:
+                return batch, checkpoint, False
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return batch, checkpoint, False
+        return batch, checkpoint, True
 
     def _run_batch(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
         """Run ``batch`` under the lock; answer its callers once the lock is free again (an
