@@ -123,14 +123,14 @@ class LogOutput:
             return jsoncodec.dumps_str(entry) + "\n"
         line = f"{stamp} {level.upper():<5} {logger}: {msg}"
         if fields:
-            line += "".join(f" {k}={_console_value(v)}" for k, v in fields.items() if v is not None)
+            line += "".join(f" {k}={console_value(v)}" for k, v in fields.items() if v is not None)
         return line + "\n"
 
 
 _PLAIN = re.compile(r'[^\s"=]+')
 
 
-def _console_value(value: Any) -> str:
+def console_value(value: Any) -> str:
     """The value as is, or quoted (JSON string syntax) when it has blanks, quotes or ``=``."""
     text = value if type(value) is str else str(value)
     return text if _PLAIN.fullmatch(text) else jsoncodec.dumps_str(text)

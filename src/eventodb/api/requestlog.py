@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from eventodb.logs import LogOutput
+from eventodb.logs import LogOutput, console_value
 
 log = logging.getLogger("eventodb.http")
 
@@ -46,22 +46,30 @@ class RequestLog:
             return
         message = f"{method} {path} {status} {millis:.2f}ms"
         output = self.output
-        fields: dict[str, object]
         if output is not None and not output.json:
-            # The console message already says method, path, status and duration.
-            fields = {"rpc": rpc, "ns": namespace, "id": request_id, "error": error}
-        else:
-            fields = {
-                "method": method,
-                "path": path,
-                "rpc": rpc,
-                "status": status,
-                "duration_ms": round(millis, 2),
-                "namespace": namespace,
-                "request_id": request_id,
-            }
+            # The console message already says method, path, status and duration; the other
+            # fields follow as key=value pairs, written straight into the line (no mapping of
+            # fields per request: this runs for every request).
+            if rpc is not None:
+                message += f" rpc={console_value(rpc)}"
+            if namespace is not None:
+                message += f" ns={console_value(namespace)}"
+            message += f" id={console_value(request_id)}"
             if error is not None:
-                fields["error"] = error
+                message += f" error={console_value(error)}"
+            output.emit(time.time(), level, "eventodb.http", message, batch=level == "info")
+            return
+        fields: dict[str, object] = {
+            "method": method,
+            "path": path,
+            "rpc": rpc,
+            "status": status,
+            "duration_ms": round(millis, 2),
+            "namespace": namespace,
+            "request_id": request_id,
+        }
+        if error is not None:
+            fields["error"] = error
         if output is None:
             log.log(_LOGGING_LEVELS[level], message, extra={"fields": fields})
         else:

@@ -164,6 +164,10 @@ def stored(path: Path) -> list[int]:
         conn.close()
 
 
+def transactions(stats: StoreStats) -> int:
+    return stats.write_batches.cumulative()[-1][1]
+
+
 async def test_small_writes_of_one_turn_are_committed_together_on_the_event_loop(
     tmp_path: Path,
 ) -> None:
@@ -173,12 +177,37 @@ async def test_small_writes_of_one_turn_are_committed_together_on_the_event_loop
     try:
         await writer.call(inserts(0), small=True)  # the thread and its connection are up
         inserts.threads.clear()
-        before = stats.write_batches.cumulative()[-1][1]
+        before = transactions(stats)
         calls = [writer.call(inserts(x), small=True) for x in range(1, 6)]
         assert await asyncio.gather(*calls) == [2, 3, 4, 5, 6]
         assert set(inserts.threads) == {threading.get_ident()}
-        assert stats.write_batches.cumulative()[-1][1] == before + 1  # one transaction
+        assert transactions(stats) == before + 1  # one transaction
         assert stored(tmp_path / "db") == [0, 1, 2, 3, 4, 5]
+    finally:
+        await writer.stop()
+
+
+@pytest.mark.parametrize(("last_group", "commits"), [(3, 1), (1, 2)])
+async def test_after_a_bigger_group_a_commit_waits_a_turn_for_writes_on_their_way(
+    tmp_path: Path, last_group: int, commits: int
+) -> None:
+    """After a group of three, a lone write waits one turn of the loop and a write arriving
+    then joins it; after a group of one (a lone writer), it is committed without waiting."""
+    stats = StoreStats()
+    writer = Writer("test-writer", unique_table(tmp_path / "db"), stats=stats)
+    inserts = Inserts()
+
+    async def a_turn_later() -> int:
+        await asyncio.sleep(0)
+        return await writer.call(inserts(2), small=True)
+
+    try:
+        first = range(10, 10 + last_group)
+        await asyncio.gather(*(writer.call(inserts(x), small=True) for x in first))
+        before = transactions(stats)
+        await asyncio.gather(writer.call(inserts(1), small=True), a_turn_later())
+        assert transactions(stats) == before + commits
+        assert stored(tmp_path / "db") == [1, 2, *first]
     finally:
         await writer.stop()
 
