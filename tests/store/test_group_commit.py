@@ -153,3 +153,35 @@ async def test_a_caller_that_goes_away_does_not_break_its_batch() -> None:
     assert await stays == 40
     assert gone.cancelled()
     assert run.batches == [[0], [2, 4]]  # the write itself still happened
+
+
+async def test_batches_that_form_while_one_runs_follow_in_its_task_at_once() -> None:
+    """The next batch goes out in the step that answers the previous one: no new task, whose
+    first turn would come after whatever else the event loop has queued."""
+    held: list[tuple[list[int], asyncio.Event]] = []
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        release = asyncio.Event()
+        held.append((list(items), release))
+        tasks.append(asyncio.current_task())
+        await release.wait()
+        return [i * 10 for i in items]
+
+    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    first = asyncio.create_task(commit.submit(0))
+    await asyncio.sleep(0)
+    second = [asyncio.create_task(commit.submit(i)) for i in (2, 4)]
+    await asyncio.sleep(0)
+    held[0][1].set()
+    assert await first == 0
+    await asyncio.sleep(0)
+    third = [asyncio.create_task(commit.submit(i)) for i in (6, 8)]
+    await asyncio.sleep(0)
+    held[1][1].set()
+    assert await asyncio.gather(*second) == [20, 40]
+    assert [items for items, _ in held] == [[0], [2, 4], [6, 8]]  # sent before they resumed
+    held[2][1].set()
+    assert await asyncio.gather(*third) == [60, 80]
+    assert tasks[1] is tasks[2] is not tasks[0]
+    assert not commit._tasks

@@ -74,29 +74,44 @@ class GroupCommit(Generic[T, R]):
 
     def _start_waiting(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            self._in_flight += 1
-            task = asyncio.create_task(self._flush(batch))
+            task = asyncio.create_task(self._flush(self._take()))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """The next batch off the waiting writes, counted in flight."""
+        batch = self._waiting[: self._max_batch]
+        del self._waiting[: self._max_batch]
+        self._in_flight += 1
+        return batch
+
     async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        try:
-            outcomes = await self._execute([item for item, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
-            outcomes = [exc] * len(batch)
-        finally:
+        """Run ``batch``, then, in this same task, the batches that form while it runs: the
+        next one goes to the database as soon as this one's answer arrives, instead of after
+        a new task's first turn of the event loop (under load, the work already queued in that
+        turn keeps the database idle meanwhile)."""
+        while batch:
+            try:
+                outcomes = await self._execute([item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                self._in_flight -= 1
+                self._start_waiting()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+                outcomes = [exc] * len(batch)
             self._in_flight -= 1
-            self._start_waiting()
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():  # the caller went away; the write still happened
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            _answer(batch, outcomes)
+            more = self._waiting and self._in_flight < self._max_in_flight
+            batch = self._take() if more else []
+
+
+def _answer(batch: list[tuple[T, asyncio.Future[R]]], outcomes: list[R | BaseException]) -> None:
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():  # the caller went away; the write still happened
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
