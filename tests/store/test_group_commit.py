@@ -117,13 +117,20 @@ async def test_each_caller_gets_its_own_items_outcome() -> None:
         await commit.submit(5)  # alone: its exception is raised too
 
 
-async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other() -> None:
+@pytest.mark.parametrize(("answers", "error"), [(True, RuntimeError), (False, ValueError)])
+async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other(
+    answers: bool, error: type[Exception]
+) -> None:
+    """A ``run`` that raises, or that returns the wrong number of outcomes (which ends its
+    flush task): the batch's callers get the error, the writes waiting behind it still go."""
     gate = asyncio.Event()
 
     async def run(items: list[int]) -> list[int | BaseException]:
         await gate.wait()
         if 13 in items:
-            raise RuntimeError("batch failed")
+            if answers:
+                raise RuntimeError("batch failed")
+            return []
         return list(items)
 
     commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1, max_batch=2)
@@ -134,8 +141,9 @@ async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other() -> Non
     gate.set()
     outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
     assert outcomes[0] == 1
-    assert [type(o) for o in outcomes[1:3]] == [RuntimeError, RuntimeError]
+    assert [type(o) for o in outcomes[1:3]] == [error, error]
     assert outcomes[3] == 15
+    assert await commit.submit(16) == 16
 
 
 async def test_a_caller_that_goes_away_does_not_break_its_batch() -> None:
@@ -180,7 +188,7 @@ async def test_batches_that_form_while_one_runs_follow_in_its_task_at_once() -> 
     await asyncio.sleep(0)
     held[1][1].set()
     assert await asyncio.gather(*second) == [20, 40]
-    assert [items for items, _ in held] == [[0], [2, 4], [6, 8]]  # sent before they resumed
+    assert [items for items, _ in held] == [[0], [2, 4], [6, 8]]
     held[2][1].set()
     assert await asyncio.gather(*third) == [60, 80]
     assert tasks[1] is tasks[2] is not tasks[0]

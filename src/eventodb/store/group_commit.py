@@ -92,17 +92,23 @@ class GroupCommit(Generic[T, R]):
         turn keeps the database idle meanwhile)."""
         while batch:
             try:
-                outcomes = await self._execute([item for item, _ in batch])
-            except asyncio.CancelledError:
-                for _, future in batch:
-                    future.cancel()
-                self._in_flight -= 1
+                try:
+                    outcomes = await self._execute([item for item, _ in batch])
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+                    outcomes = [exc] * len(batch)
+                finally:
+                    self._in_flight -= 1
+                _answer(batch, outcomes)
+            except BaseException as exc:
+                # This task ends here: its callers hear why, and a task of its own takes the
+                # writes waiting behind it (left waiting, they would hold up every later one).
+                _fail_unanswered(batch, exc)
                 self._start_waiting()
                 raise
-            except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
-                outcomes = [exc] * len(batch)
-            self._in_flight -= 1
-            _answer(batch, outcomes)
             more = self._waiting and self._in_flight < self._max_in_flight
             batch = self._take() if more else []
 
@@ -115,3 +121,9 @@ def _answer(batch: list[tuple[T, asyncio.Future[R]]], outcomes: list[R | BaseExc
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+def _fail_unanswered(batch: list[tuple[T, asyncio.Future[R]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -29,18 +29,25 @@ def insert(conn: sqlite3.Connection) -> int:
     return int(conn.execute("INSERT INTO t VALUES (1)").lastrowid or 0)
 
 
-@pytest.mark.parametrize("small", [True, False])
-async def test_a_write_submitted_before_the_writer_stops_is_finished(small: bool) -> None:
+@pytest.mark.parametrize(
+    ("small", "first_group", "turns"), [(True, 1, 1), (False, 1, 1), (True, 3, 2)]
+)
+async def test_a_write_submitted_before_the_writer_stops_is_finished(
+    small: bool, first_group: int, turns: int
+) -> None:
     """stop() finishes what was submitted before it: queued jobs, and small writes gathered
-    for a commit on the loop at the end of the turn (stop() ran before that end came)."""
+    for a commit on the loop at the end of the turn (stop() ran before that end came, or,
+    after a bigger group, while the commit waited one more turn)."""
     writer = Writer("test-writer", memory)
-    assert await writer.call(insert, small=small) == 1  # the thread and its connection are up
+    calls = (writer.call(insert, small=small) for _ in range(first_group))
+    assert await asyncio.gather(*calls)  # the thread and its connection are up
     call = asyncio.ensure_future(writer.call(insert, small=small))
-    await asyncio.sleep(0)  # the call is now waiting for its answer
+    for _ in range(turns):
+        await asyncio.sleep(0)  # the call is now waiting for its answer
     await writer.stop()
     done, _ = await asyncio.wait([call], timeout=5)
     assert done, "the write was never answered"
-    assert call.result() == 2
+    assert call.result() == first_group + 1
 
 
 async def test_every_queued_job_settles_when_the_writer_stops() -> None:
@@ -208,6 +215,27 @@ async def test_after_a_bigger_group_a_commit_waits_a_turn_for_writes_on_their_wa
         await asyncio.gather(writer.call(inserts(1), small=True), a_turn_later())
         assert transactions(stats) == before + commits
         assert stored(tmp_path / "db") == [1, 2, *first]
+    finally:
+        await writer.stop()
+
+
+async def test_the_wait_after_a_bigger_group_is_for_one_commit_only(tmp_path: Path) -> None:
+    """A lone writer after a burst waits one turn, once: its commit is a group of one, and the
+    next lone write is committed without waiting for a write a turn behind it."""
+    stats = StoreStats()
+    writer = Writer("test-writer", unique_table(tmp_path / "db"), stats=stats)
+    inserts = Inserts()
+
+    async def a_turn_later(x: int) -> int:
+        await asyncio.sleep(0)
+        return await writer.call(inserts(x), small=True)
+
+    try:
+        await asyncio.gather(*(writer.call(inserts(x), small=True) for x in (10, 11, 12)))
+        await writer.call(inserts(1), small=True)  # waits a turn, then goes alone
+        before = transactions(stats)
+        await asyncio.gather(writer.call(inserts(2), small=True), a_turn_later(3))
+        assert transactions(stats) == before + 2
     finally:
         await writer.stop()
 

@@ -121,7 +121,7 @@ class Writer:
         self._waited = False
         """The gathered writes waited one turn already (see _commit_gathered)."""
         self._last_group = 1
-        """Writes of the last group committed on the loop."""
+        """Writes of the last group gathered on the loop (committed there or by the thread)."""
         self._open_error: BaseException | None = None
         self._closed = False
         self._thread.start()
@@ -170,7 +170,7 @@ class Writer:
         Fewer writes than the last group held mean that the other writers are still on their
         way: under load, their next requests have often been received in this turn already,
         and run after this callback. Waiting one more turn of the loop, once, lets them join:
-        groups of 8 concurrent writers grow from about 4 writes to about 8 and a write costs
+        groups of 8 concurrent writers grow from about 4 writes to about 7 and a write costs
         about 15 % less CPU, because every commit rewrites each page it touches. A lone
         writer (a last group of one) is never kept waiting.
         """
