@@ -121,11 +121,14 @@ class LogOutput:
             if fields:
                 entry.update(fields)
             return jsoncodec.dumps_str(entry) + "\n"
-        line = f"{stamp} {level.upper():<5} {logger}: {msg}"
+        line = f"{stamp} {_LEVEL_TEXT.get(level) or f'{level.upper():<5}'} {logger}: {msg}"
         if fields:
             line += "".join(f" {k}={console_value(v)}" for k, v in fields.items() if v is not None)
         return line + "\n"
 
+
+_LEVEL_TEXT = {name: f"{name.upper():<5}" for name in ("debug", "info", "warning", "error")}
+"""The console's level column, formatted once."""
 
 _PLAIN = re.compile(r'[^\s"=]+')
 

@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from eventodb.api.metrics import RequestMetrics
+from eventodb.api.requestlog import RequestLog
 from eventodb.api.server import StartupError, bind
 from eventodb.core.stats import Histogram
 from eventodb.logs import FLUSH_INTERVAL, LogOutput
@@ -104,6 +105,24 @@ def test_console_lines_quote_values_that_need_it() -> None:
     assert stream.getvalue() == (
         '1970-01-01T00:00:00.000Z ERROR eventodb.http: POST /rpc 500 id=a1 error="X: y z"\n'
     )
+
+
+async def test_request_lines_on_the_console_quote_what_needs_it_every_time() -> None:
+    stream = io.StringIO()
+    output = LogOutput(stream, "console")
+    request_log = RequestLog(output)
+    for namespace in ("a b", "a b", "plain"):
+        request_log("POST", "/rpc", 200, 1.5, "stream.write", namespace, "r=1", None)
+    request_log("POST", "/rpc", 500, 2.0, "unknown", "a b", "r2", "X: y z")
+    output.flush()
+    messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert messages == [
+        'POST /rpc 200 1.50ms rpc=stream.write ns="a b" id="r=1"',
+        'POST /rpc 200 1.50ms rpc=stream.write ns="a b" id="r=1"',
+        'POST /rpc 200 1.50ms rpc=stream.write ns=plain id="r=1"',
+        'POST /rpc 500 2.00ms rpc=unknown ns="a b" id=r2 error="X: y z"',
+    ]
+    assert " ERROR eventodb.http: " in stream.getvalue().splitlines()[-1]
 
 
 def test_binding_a_port_in_use_says_so_in_one_line() -> None:

@@ -15,6 +15,8 @@ from eventodb.logs import LogOutput, console_value
 
 log = logging.getLogger("eventodb.http")
 
+QUOTED_LIMIT = 1024
+
 
 class RequestLog:
     """Records request lines.
@@ -28,6 +30,7 @@ class RequestLog:
     def __init__(self, output: LogOutput | None = None, *, enabled: bool = True) -> None:
         self.output = output
         self.enabled = enabled
+        self._quoted: dict[str, str] = {}
 
     def __call__(
         self,
@@ -51,9 +54,9 @@ class RequestLog:
             # fields follow as key=value pairs, written straight into the line (no mapping of
             # fields per request: this runs for every request).
             if rpc is not None:
-                message += f" rpc={console_value(rpc)}"
+                message += f" rpc={self._console_text(rpc)}"
             if namespace is not None:
-                message += f" ns={console_value(namespace)}"
+                message += f" ns={self._console_text(namespace)}"
             message += f" id={console_value(request_id)}"
             if error is not None:
                 message += f" error={console_value(error)}"
@@ -74,6 +77,16 @@ class RequestLog:
             log.log(_LOGGING_LEVELS[level], message, extra={"fields": fields})
         else:
             output.emit(time.time(), level, "eventodb.http", message, fields, batch=level == "info")
+
+    def _console_text(self, value: str) -> str:
+        """``value`` as the console shows it, remembered: RPC method names and namespaces repeat
+        from request to request (at most :data:`QUOTED_LIMIT` are kept)."""
+        text = self._quoted.get(value)
+        if text is None:
+            if len(self._quoted) >= QUOTED_LIMIT:
+                self._quoted.clear()
+            text = self._quoted[value] = console_value(value)
+        return text
 
     def flush(self) -> None:
         """Write pending lines now (at shutdown)."""
