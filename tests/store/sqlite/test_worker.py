@@ -175,6 +175,12 @@ def transactions(stats: StoreStats) -> int:
     return stats.write_batches.cumulative()[-1][1]
 
 
+async def a_turn_later(writer: Writer, insert: Callable[[sqlite3.Connection], int]) -> int:
+    """A small write submitted one turn of the event loop after the caller's own."""
+    await asyncio.sleep(0)
+    return await writer.call(insert, small=True)
+
+
 async def test_small_writes_of_one_turn_are_committed_together_on_the_event_loop(
     tmp_path: Path,
 ) -> None:
@@ -203,16 +209,11 @@ async def test_after_a_bigger_group_a_commit_waits_a_turn_for_writes_on_their_wa
     stats = StoreStats()
     writer = Writer("test-writer", unique_table(tmp_path / "db"), stats=stats)
     inserts = Inserts()
-
-    async def a_turn_later() -> int:
-        await asyncio.sleep(0)
-        return await writer.call(inserts(2), small=True)
-
     try:
         first = range(10, 10 + last_group)
         await asyncio.gather(*(writer.call(inserts(x), small=True) for x in first))
         before = transactions(stats)
-        await asyncio.gather(writer.call(inserts(1), small=True), a_turn_later())
+        await asyncio.gather(writer.call(inserts(1), small=True), a_turn_later(writer, inserts(2)))
         assert transactions(stats) == before + commits
         assert stored(tmp_path / "db") == [1, 2, *first]
     finally:
@@ -225,16 +226,11 @@ async def test_the_wait_after_a_bigger_group_is_for_one_commit_only(tmp_path: Pa
     stats = StoreStats()
     writer = Writer("test-writer", unique_table(tmp_path / "db"), stats=stats)
     inserts = Inserts()
-
-    async def a_turn_later(x: int) -> int:
-        await asyncio.sleep(0)
-        return await writer.call(inserts(x), small=True)
-
     try:
         await asyncio.gather(*(writer.call(inserts(x), small=True) for x in (10, 11, 12)))
         await writer.call(inserts(1), small=True)  # waits a turn, then goes alone
         before = transactions(stats)
-        await asyncio.gather(writer.call(inserts(2), small=True), a_turn_later(3))
+        await asyncio.gather(writer.call(inserts(2), small=True), a_turn_later(writer, inserts(3)))
         assert transactions(stats) == before + 2
     finally:
         await writer.stop()
