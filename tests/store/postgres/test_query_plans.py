@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
 
+from eventodb.store.postgres.pool import SESSION_SETTINGS
 from eventodb.store.postgres.statements import NamespaceSQL, schema_name
 from tests.support.postgres import open_postgres_store
 
@@ -38,26 +40,35 @@ NEAR_THE_END = POSITIONS[2]
 async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
     """A SQL connection on a namespace whose category ``late`` (20,000 messages) follows 30,000
     messages of other categories; statistics are up to date."""
-    async with open_postgres_store(postgres_dsn) as store:
+    async with _namespace(postgres_dsn, EARLIER, LATE_COUNT) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def _namespace(dsn: str, earlier: int, late: int) -> AsyncIterator[Any]:
+    """A SQL connection, set up as the store's own, on a namespace holding ``earlier`` messages
+    of twenty other categories, then ``late`` messages of category ``late`` (500 streams), all
+    with a correlation; statistics are up to date."""
+    async with open_postgres_store(dsn) as store:
         await store.create_namespace(NS, "hash")
         statements = NamespaceSQL(schema_name(NS))
         table = statements.messages
-        conn = await asyncpg.connect(postgres_dsn)
+        conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
         try:
             await conn.execute(
                 f"INSERT INTO {table} (id, stream_name, position, type, data, metadata)"
                 " SELECT gen_random_uuid(), 'other' || (g % 20) || '-' || (g / 20 % 500),"
                 " g / 10000, 'T', '{}', NULL FROM generate_series(0, $1 - 1) g",
-                EARLIER,
+                earlier,
             )
             await conn.execute(
                 f"INSERT INTO {table} (id, stream_name, position, type, data, metadata)"
                 f" SELECT gen_random_uuid(), '{LATE}-' || (g % 500), g / 500, 'T', '{{}}',"
                 """ '{"correlationStreamName": "origin-1"}' FROM generate_series(0, $1 - 1) g""",
-                LATE_COUNT,
+                late,
             )
             # The columns the server's writes fill in, as its upgrade fills them for older rows.
-            await conn.execute(statements.fill, 1, EARLIER + LATE_COUNT + 1)
+            await conn.execute(statements.fill, 1, earlier + late + 1)
             await conn.execute(f"ANALYZE {table}")
             yield conn
         finally:
@@ -96,15 +107,43 @@ async def test_category_reads_scan_the_category_index(sql: Any) -> None:
             else:
                 statement = statements.read_category(True, correlation, consumer_group)
             plan = await _plan(sql, statement, _arguments(position, correlation, consumer_group))
-            # Sorting what was read by (category, position) means the scan did not stop after
-            # the page (a sort of the page alone, for string_agg's ORDER BY, would be harmless).
-            if "messages_category" not in plan or any(
-                wrong_turn in plan
-                for wrong_turn in ("messages_pkey", "Seq Scan", "Sort Key: (split_part")
-            ):
+            if _wrong_turn(plan):
                 read = f"positions={positions_only} correlation={correlation}"
                 wrong.append(f"{plan_mode}, {read} group={consumer_group} from {position}:\n{plan}")
     assert not wrong, "\n\n".join(wrong)
+
+
+@pytest.mark.parametrize(("earlier", "late"), [(300, 2_000), (2_000, 20_000)])
+async def test_reads_of_a_category_holding_most_of_the_table_stop_after_the_page(
+    postgres_dsn: str, earlier: int, late: int
+) -> None:
+    # Expecting a handful of matches, the generic plan of such a read once scanned the whole
+    # category with a bitmap and sorted it (see SESSION_SETTINGS).
+    statements = NamespaceSQL(schema_name(NS))
+    wrong = []
+    async with _namespace(postgres_dsn, earlier, late) as sql:
+        await sql.execute("SET plan_cache_mode = force_generic_plan")
+        for positions_only, correlation, consumer_group in READS:
+            if positions_only:
+                statement = statements.category_positions(True, consumer_group)
+            else:
+                statement = statements.read_category(True, correlation, consumer_group)
+            plan = await _plan(sql, statement, _arguments(1, correlation, consumer_group))
+            if _wrong_turn(plan) or "Bitmap" in plan:
+                read = f"positions={positions_only} correlation={correlation}"
+                wrong.append(f"{read} group={consumer_group}:\n{plan}")
+    assert not wrong, "\n\n".join(wrong)
+
+
+def _wrong_turn(plan: str) -> bool:
+    """The plan does not read the category's index range in order, stopping after the page.
+
+    Sorting what was read by (category, position) means the scan did not stop after the page
+    (a sort of the page alone, for string_agg's ORDER BY, would be harmless).
+    """
+    return "messages_category" not in plan or any(
+        wrong_turn in plan for wrong_turn in ("messages_pkey", "Seq Scan", "Sort Key: (split_part")
+    )
 
 
 async def _plan(sql: Any, statement: str, arguments: list[str]) -> str:

@@ -39,6 +39,18 @@ above its minimum size after :data:`IDLE_LIFETIME`, and recycles a connection af
 queries only when it is released: a kept one is recycled once it goes back)."""
 COMMAND_CONNECT_TIMEOUT = 10.0
 """Seconds the ``adopt`` and ``import`` commands wait for their own connection."""
+SESSION_SETTINGS = {"application_name": "eventodb", "enable_bitmapscan": "off"}
+"""Settings of the store's pooled connections.
+
+Bitmap scans off: the server's statements are prepared once per connection and run with one
+generic plan, made without the values of the read. With a category holding most of a small
+table (2,000 of 2,300 messages), that plan expected a category read to match a handful of rows
+and chose a bitmap scan of the category's whole index range, sorted, over the ordered index
+scan that stops after the page: a consumer-group member's 100-message read took 0.9 ms instead
+of 0.5, and the server answered half as many per second. The plan lasts until the table's
+statistics change. None of the server's statements needs a bitmap scan: they read a stream's
+or a category's index range in order, or probe unique indexes."""
+
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -149,7 +161,7 @@ class Pool:
                 timeout=self.connect_timeout,
                 statement_cache_size=512,
                 reset=_keep_session,
-                server_settings={"application_name": "eventodb"},
+                server_settings=SESSION_SETTINGS,
             )
         except (*CONNECTION_ERRORS, asyncpg.PostgresError, ValueError) as exc:
             where = redact(self.dsn)
