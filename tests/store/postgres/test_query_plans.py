@@ -6,12 +6,14 @@ keeping the category's rows (a consumer-group read behind 260,000 messages took 
 of 0.4 ms) or read the rest of a big category and sort it (6-450 ms instead of about 1 ms from
 its middle). A plan made for a read that starts close to the table's end may still scan the end
 of the table and sort it (see ``_category_order`` in ``eventodb.store.postgres.statements``),
-so that case is checked for the generic plan only.
+so that case is checked for the generic plan only. The check an import makes after a collision
+probes the indexes too.
 """
 
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -144,6 +146,30 @@ def _wrong_turn(plan: str) -> bool:
     return "messages_category" not in plan or any(
         wrong_turn in plan for wrong_turn in ("messages_pkey", "Seq Scan", "Sort Key: (split_part")
     )
+
+
+async def test_the_import_collision_check_probes_indexes(sql: Any) -> None:
+    # Conditions joined with OR on three different keys were checked against every row.
+    statements = NamespaceSQL(schema_name(NS))
+    keys = (
+        [5, 99_999_999],
+        [uuid.uuid4()],
+        [f"{LATE}-1", "none-1"],
+        [0, 0],
+    )
+    rows = await sql.fetch(statements.collisions, *keys)
+    found = sorted((r[0], r[2], r[3]) for r in rows)
+    assert found == [(5, "other4-0", 0), (EARLIER + 2, f"{LATE}-1", 0)]
+    literals = [
+        "ARRAY[5, 99999999]::bigint[]",
+        f"ARRAY['{keys[1][0]}']::uuid[]",
+        f"ARRAY['{LATE}-1', 'none-1']",
+        "ARRAY[0, 0]::bigint[]",
+    ]
+    for plan_mode in ("force_generic_plan", "force_custom_plan"):
+        await sql.execute(f"SET plan_cache_mode = {plan_mode}")
+        plan = await _plan(sql, statements.collisions, literals)
+        assert "Seq Scan" not in plan, plan
 
 
 async def _plan(sql: Any, statement: str, arguments: list[str]) -> str:

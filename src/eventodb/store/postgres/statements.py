@@ -282,10 +282,16 @@ class NamespaceSQL:
             " WHERE $1::bigint >= CASE WHEN is_called THEN last_value::numeric + 1"
             " ELSE last_value END"
         )
+        # The rows an import collides with: one index probe per key, not one test per row
+        # of the table (the three conditions joined with OR were read by scanning it all).
+        found = (
+            f"SELECT m.global_position, m.id::text, m.stream_name, m.position FROM {s}.messages m"
+        )
         self.collisions = (
-            f"SELECT global_position, id::text, stream_name, position FROM {s}.messages"
-            " WHERE global_position = ANY($1::bigint[]) OR id = ANY($2::uuid[])"
-            " OR (stream_name, position) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))"
+            f"{found} WHERE m.global_position = ANY($1::bigint[])"
+            f" UNION ALL {found} WHERE m.id = ANY($2::uuid[])"
+            f" UNION ALL {found} JOIN unnest($3::text[], $4::bigint[]) AS k(s, p)"
+            " ON m.stream_name = k.s AND m.position = k.p"
         )
         # Fills the fast-path columns of rows written before migration 004, a range at a time.
         self.unfilled_range = (
