@@ -172,3 +172,21 @@ async def test_closing_gives_the_kept_connections_back_first(postgres_dsn: str) 
     # asyncpg's close waits for checked-out connections: kept ones must not make it wait.
     await asyncio.wait_for(p.close(), 3)
     assert p.usage() is None
+
+
+async def test_every_connection_runs_without_bitmap_scans(pool: Pool) -> None:
+    # Set when a connection opens, and kept while it is handed around (see SESSION_SETUP).
+    async def setting(c: Any) -> str:
+        return str(await c.fetchval("SHOW enable_bitmapscan"))
+
+    async def held(seconds: float) -> str:
+        async def work(c: Any) -> str:
+            await asyncio.sleep(seconds)
+            return await setting(c)
+
+        return await pool.run("hold a connection", work)
+
+    # More at once than the pool keeps: some come fresh out of asyncpg's pool.
+    settings = await asyncio.gather(*(held(0.05) for _ in range(pool_module.KEPT_CONNECTIONS + 2)))
+    settings.append(await pool.run("show", setting))
+    assert settings == ["off"] * (pool_module.KEPT_CONNECTIONS + 3)

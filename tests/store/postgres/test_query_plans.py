@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from eventodb.store.postgres.pool import SESSION_SETTINGS
+from eventodb.store.postgres.pool import SESSION_SETUP
 from eventodb.store.postgres.statements import NamespaceSQL, schema_name
 from tests.support.postgres import open_postgres_store
 
@@ -55,8 +55,9 @@ async def _namespace(dsn: str, earlier: int, late: int) -> AsyncIterator[Any]:
         await store.create_namespace(NS, "hash")
         statements = NamespaceSQL(schema_name(NS))
         table = statements.messages
-        conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
+        conn = await asyncpg.connect(dsn)
         try:
+            await conn.execute(SESSION_SETUP)
             await conn.execute(
                 f"INSERT INTO {table} (id, stream_name, position, type, data, metadata)"
                 " SELECT gen_random_uuid(), 'other' || (g % 20) || '-' || (g / 20 % 500),"
@@ -120,7 +121,7 @@ async def test_reads_of_a_category_holding_most_of_the_table_stop_after_the_page
     postgres_dsn: str, earlier: int, late: int
 ) -> None:
     # Expecting a handful of matches, the generic plan of such a read once scanned the whole
-    # category with a bitmap and sorted it (see SESSION_SETTINGS).
+    # category with a bitmap and sorted it (see SESSION_SETUP).
     statements = NamespaceSQL(schema_name(NS))
     wrong = []
     async with _namespace(postgres_dsn, earlier, late) as sql:
@@ -151,18 +152,24 @@ def _wrong_turn(plan: str) -> bool:
 async def test_the_import_collision_check_probes_indexes(sql: Any) -> None:
     # Conditions joined with OR on three different keys were checked against every row.
     statements = NamespaceSQL(schema_name(NS))
+    taken_id = await sql.fetchval(f"SELECT id FROM {statements.messages} WHERE global_position = 7")
     keys = (
         [5, 99_999_999],
-        [uuid.uuid4()],
+        [taken_id, uuid.uuid4()],
         [f"{LATE}-1", "none-1"],
         [0, 0],
     )
     rows = await sql.fetch(statements.collisions, *keys)
-    found = sorted((r[0], r[2], r[3]) for r in rows)
-    assert found == [(5, "other4-0", 0), (EARLIER + 2, f"{LATE}-1", 0)]
+    found = sorted((r[0], r[1], r[2], r[3]) for r in rows)
+    assert [(g, s, p) for g, _, s, p in found] == [
+        (5, "other4-0", 0),
+        (7, "other6-0", 0),
+        (EARLIER + 2, f"{LATE}-1", 0),
+    ]
+    assert found[1][1] == str(taken_id)
     literals = [
         "ARRAY[5, 99999999]::bigint[]",
-        f"ARRAY['{keys[1][0]}']::uuid[]",
+        f"ARRAY['{taken_id}', '{keys[1][1]}']::uuid[]",
         f"ARRAY['{LATE}-1', 'none-1']",
         "ARRAY[0, 0]::bigint[]",
     ]

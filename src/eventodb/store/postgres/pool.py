@@ -39,17 +39,20 @@ above its minimum size after :data:`IDLE_LIFETIME`, and recycles a connection af
 queries only when it is released: a kept one is recycled once it goes back)."""
 COMMAND_CONNECT_TIMEOUT = 10.0
 """Seconds the ``adopt`` and ``import`` commands wait for their own connection."""
-SESSION_SETTINGS = {"application_name": "eventodb", "enable_bitmapscan": "off"}
-"""Settings of the store's pooled connections.
+SESSION_SETUP = "SET enable_bitmapscan = off"
+"""Run on each of the store's pooled connections when it opens (a ``SET``, not a parameter of
+the connection's start-up: PgBouncer refuses parameters it does not know).
 
-Bitmap scans off: the server's statements are prepared once per connection and run with one
-generic plan, made without the values of the read. With a category holding most of a small
-table (2,000 of 2,300 messages), that plan expected a category read to match a handful of rows
-and chose a bitmap scan of the category's whole index range, sorted, over the ordered index
-scan that stops after the page: a consumer-group member's 100-message read took 0.9 ms instead
-of 0.5, and the server answered half as many per second. The plan lasts until the table's
-statistics change. None of the server's statements needs a bitmap scan: they read a stream's
-or a category's index range in order, or probe unique indexes."""
+Bitmap scans off: the server's statements are prepared once per connection, and after their
+first executions Postgres usually keeps one generic plan, made without the values of the read.
+With a category holding most of a small table (2,000 of 2,300 messages), that plan expected a
+category read to match a handful of rows and chose a bitmap scan of the category's whole index
+range, sorted, over the ordered index scan that stops after the page: a consumer-group member's
+100-message read took 0.9 ms instead of 0.5, and the server answered half as many per second,
+until the table's statistics changed. The server's reads and writes take one index range in
+order or probe unique indexes, which needs no bitmap; its listings and counts read the whole
+table either way, and so now does its one check of two unique keys at once (whether a new
+namespace's id or schema is taken), on the registry's few rows."""
 
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -84,8 +87,14 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+async def _set_up_session(conn: Any) -> None:
+    """Pool init hook: :data:`SESSION_SETUP` on each new connection."""
+    await conn.execute(SESSION_SETUP)
+
+
 async def _keep_session(conn: Any) -> None:
-    """Pool reset hook: our connections keep no session state, so skip asyncpg's reset query.
+    """Pool reset hook: our connections keep no session state but :data:`SESSION_SETUP`'s,
+    which must stay, so skip asyncpg's reset query (it would undo it).
 
     (asyncpg still rolls back an open transaction on release.) Saves a round trip per request.
     """
@@ -160,8 +169,9 @@ class Pool:
                 max_inactive_connection_lifetime=IDLE_LIFETIME,
                 timeout=self.connect_timeout,
                 statement_cache_size=512,
+                init=_set_up_session,
                 reset=_keep_session,
-                server_settings=SESSION_SETTINGS,
+                server_settings={"application_name": "eventodb"},
             )
         except (*CONNECTION_ERRORS, asyncpg.PostgresError, ValueError) as exc:
             where = redact(self.dsn)
