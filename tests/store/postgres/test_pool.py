@@ -174,19 +174,22 @@ async def test_closing_gives_the_kept_connections_back_first(postgres_dsn: str) 
     assert p.usage() is None
 
 
-async def test_every_connection_runs_without_bitmap_scans(pool: Pool) -> None:
+async def test_every_connection_gets_the_session_setup(pool: Pool) -> None:
     # Set when a connection opens, and kept while it is handed around (see SESSION_SETUP).
-    async def setting(c: Any) -> str:
-        return str(await c.fetchval("SHOW enable_bitmapscan"))
+    async def settings(c: Any) -> tuple[str, str]:
+        row = await c.fetchrow(
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_bitmapscan')"
+        )
+        return (row[0], row[1])
 
-    async def held(seconds: float) -> str:
-        async def work(c: Any) -> str:
+    async def held(seconds: float) -> tuple[str, str]:
+        async def work(c: Any) -> tuple[str, str]:
             await asyncio.sleep(seconds)
-            return await setting(c)
+            return await settings(c)
 
         return await pool.run("hold a connection", work)
 
     # More at once than the pool keeps: some come fresh out of asyncpg's pool.
-    settings = await asyncio.gather(*(held(0.05) for _ in range(pool_module.KEPT_CONNECTIONS + 2)))
-    settings.append(await pool.run("show", setting))
-    assert settings == ["off"] * (pool_module.KEPT_CONNECTIONS + 3)
+    seen = await asyncio.gather(*(held(0.05) for _ in range(pool_module.KEPT_CONNECTIONS + 2)))
+    seen.append(await pool.run("show", settings))
+    assert seen == [("force_generic_plan", "off")] * (pool_module.KEPT_CONNECTIONS + 3)

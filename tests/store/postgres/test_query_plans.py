@@ -138,6 +138,28 @@ async def test_reads_of_a_category_holding_most_of_the_table_stop_after_the_page
     assert not wrong, "\n\n".join(wrong)
 
 
+async def test_reads_are_planned_once_per_connection(postgres_dsn: str) -> None:
+    # Left to choose, Postgres planned the first executions anew, and on some samples of the
+    # statistics every one (about 0.1 ms each, see SESSION_SETUP).
+    statements = NamespaceSQL(schema_name(NS))
+    async with _namespace(postgres_dsn, 300, 2_000) as sql:
+        reads = [
+            (statements.read_category(True, False, False), (1, 100, LATE)),
+            (statements.read_category(True, False, True), (1, 100, LATE, 4, 0)),
+            (statements.read_stream, (f"{LATE}-1", 0, 100)),
+        ]
+        prepared = [await sql.prepare(statement) for statement, _ in reads]  # kept: not closed
+        for statement, (_, arguments) in zip(prepared, reads, strict=True):
+            for _ in range(8):
+                assert (await statement.fetchrow(*arguments))[1] > 0
+        plans = await sql.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement = ANY($1::text[])",
+            [statement for statement, _ in reads],
+        )
+    assert [tuple(p) for p in plans] == [(8, 0)] * len(reads)
+
+
 def _wrong_turn(plan: str) -> bool:
     """The plan does not read the category's index range in order, stopping after the page.
 

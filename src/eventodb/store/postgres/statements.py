@@ -122,11 +122,12 @@ _CATEGORY = "split_part(stream_name, '-', 1)"
 def _category_order(category: bool) -> str:
     """The ORDER BY of a category read: the messages_category index's own order.
 
-    The store prepares each statement once per connection; Postgres plans its first five
-    executions for their values, then keeps one generic plan, made without them, unless the
-    generic plan looks costlier. A category read should scan the category's index range from
-    (category, position) and stop after ``LIMIT`` matches; two shapes of the query kept plans
-    from it (tests/store/postgres/test_query_plans.py):
+    The store prepares each statement once per connection, and its connections make Postgres
+    plan each once, without the values (``SESSION_SETUP`` in ``eventodb.store.postgres.pool``):
+    the generic plan. Left to itself, Postgres plans the first five executions for their
+    values, then keeps the generic plan unless it looks costlier. A category read should scan
+    the category's index range from (category, position) and stop after ``LIMIT`` matches; two
+    shapes of the query kept plans from it (tests/store/postgres/test_query_plans.py):
 
     * ``category = $n ORDER BY global_position``: the generic plan walks the primary key and
       keeps the category's rows, so a read of a category far into the table read every row
@@ -141,12 +142,10 @@ def _category_order(category: bool) -> str:
       messages read from the middle of a big category). Inside one function call,
       ``booleq(<tests>, true)`` (the same tests), Postgres estimates them to keep a third.
 
-    What remains: Postgres prices a scan of a range of categories as reading all of it, so a
-    plan made for the values of a read that starts close to the end of the table may still
-    scan the table's end by primary key and sort it (7-112 ms instead of 1-21 ms in a
-    reviewer's runs, with a correlation). Only the first executions of a statement on a
-    connection are planned that way, or all of them under ``plan_cache_mode =
-    force_custom_plan``.
+    Plans made for given values (outside the server) may still go wrong: Postgres prices a
+    scan of a range of categories as reading all of it, so such a plan for a read that starts
+    close to the end of the table may scan the table's end by primary key and sort it (7-112
+    ms instead of 1-21 ms in a reviewer's runs, with a correlation).
     """
     if category:
         return f"ORDER BY {_CATEGORY}, global_position"
