@@ -85,8 +85,13 @@ async def test_the_store_works_through_pgbouncer_in_session_mode(
 ) -> None:
     async with open_postgres_store(bouncer_dsn) as store:
         await store.create_namespace(NS, "hash")
-        setting = await store._pool.run("show", lambda c: c.fetchval("SHOW enable_bitmapscan"))
-        assert setting == "off"
+        settings = await store._pool.run(
+            "show",
+            lambda c: c.fetchrow(
+                "SELECT current_setting('plan_cache_mode'), current_setting('enable_bitmapscan')"
+            ),
+        )
+        assert tuple(settings) == ("force_generic_plan", "off")
         for i in range(4):
             await store.write_message(NS, f"account-{i}", "Opened", {"i": i})
         body = await store.read_category_json(NS, "account", consumer_group=ConsumerGroup(0, 1))

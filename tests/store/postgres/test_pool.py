@@ -193,3 +193,25 @@ async def test_every_connection_gets_the_session_setup(pool: Pool) -> None:
     seen = await asyncio.gather(*(held(0.05) for _ in range(pool_module.KEPT_CONNECTIONS + 2)))
     seen.append(await pool.run("show", settings))
     assert seen == [("force_generic_plan", "off")] * (pool_module.KEPT_CONNECTIONS + 3)
+
+
+class _OldServer:
+    """A connection to a Postgres of the given major version, recording what it is sent."""
+
+    def __init__(self, major: int) -> None:
+        self.major = major
+        self.sent: list[str] = []
+
+    def get_server_version(self) -> asyncpg.ServerVersion:
+        return asyncpg.ServerVersion(self.major, 0, 0, "final", 0)
+
+    async def execute(self, sql: str) -> None:
+        self.sent.append(sql)
+
+
+async def test_the_session_setup_waits_for_the_version_check_on_old_servers() -> None:
+    # Postgres 11 has no plan_cache_mode: the store's version check must get to say why.
+    old, current = _OldServer(11), _OldServer(15)
+    await pool_module._set_up_session(old)
+    await pool_module._set_up_session(current)
+    assert (old.sent, current.sent) == ([], [pool_module.SESSION_SETUP])

@@ -43,13 +43,15 @@ SESSION_SETUP = "SET plan_cache_mode = force_generic_plan; SET enable_bitmapscan
 """Run on each of the store's pooled connections when it opens (``SET``, not parameters of the
 connection's start-up: PgBouncer refuses parameters it does not know).
 
-The server's statements are prepared once per connection. They are written to have one good
-plan whatever their values (tests/store/postgres/test_query_plans.py), so Postgres is told to
-make that one generic plan, once, instead of choosing per statement between it and a plan per
-execution: left to choose, it went on planning a 100-message category read anew at every
-execution, about 0.1 ms of its CPU each, after some samples of the table's statistics and not
-others (three of eight ANALYZE runs on the same 600,000-row table kept the generic plan), and
-the same for stream reads on tables with stale statistics.
+The server's statements are prepared once per connection. Its stream and category reads are
+written to have one good plan whatever their values (tests/store/postgres/test_query_plans.py;
+docs/PERFORMANCE.md names two rarer reads whose one plan may read far, as it did when left to
+Postgres), so Postgres is told to make that one generic plan, once, instead of choosing per
+statement between it and a plan per execution: left to choose, it went on planning a
+100-message category read anew at every execution, about 0.1 ms of its CPU each, after some
+samples of the table's statistics and not others (three of eight ANALYZE runs on the same
+600,000-row table kept the generic plan), and the same for stream reads on tables with stale
+statistics.
 
 Bitmap scans off: with a category holding most of a small table (2,000 of 2,300 messages), the
 generic plan of a category read expected a handful of rows and chose a bitmap scan of the
@@ -94,8 +96,13 @@ def describe(exc: BaseException) -> str:
 
 
 async def _set_up_session(conn: Any) -> None:
-    """Pool init hook: :data:`SESSION_SETUP` on each new connection."""
-    await conn.execute(SESSION_SETUP)
+    """Pool init hook: :data:`SESSION_SETUP` on each new connection.
+
+    Not on Postgres 11 or older, which lacks ``plan_cache_mode``: the store then refuses the
+    server with a clear message (it needs 13 or newer) instead of failing on the setting.
+    """
+    if conn.get_server_version().major >= 12:
+        await conn.execute(SESSION_SETUP)
 
 
 async def _keep_session(conn: Any) -> None:
