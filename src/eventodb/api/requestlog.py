@@ -16,6 +16,7 @@ from eventodb.logs import LogOutput, console_value
 log = logging.getLogger("eventodb.http")
 
 QUOTED_LIMIT = 1024
+"""Console spellings of RPC method names and namespaces kept (see RequestLog._console_text)."""
 
 
 class RequestLog:

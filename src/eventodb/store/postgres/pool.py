@@ -58,9 +58,8 @@ generic plan of a category read expected a handful of rows and chose a bitmap sc
 category's whole index range, sorted, over the ordered index scan that stops after the page: a
 consumer-group member's 100-message read took 0.9 ms instead of 0.5. The server's reads and
 writes take one index range in order or probe unique indexes, which needs no bitmap; its
-listings and counts read the whole table either way, and so now does its one check of two
-unique keys at once (whether a new namespace's id or schema is taken), on the registry's few
-rows."""
+listings and counts read the whole table either way, as does its one check of two unique keys
+at once (whether a new namespace's id or schema is taken) on the registry's few rows."""
 
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
