@@ -21,8 +21,10 @@ statistics). For every workload and connection count the script runs, in alterna
 wrk against ``POST /rpc`` and the "direct" client: one Python process with N asyncpg connections
 (on uvloop) calling ``message_store.write_message`` / ``get_stream_messages`` /
 ``get_category_messages`` in a loop and fetching the rows. Medians of ``--repeat`` rounds;
-``ratio`` = HTTP req/s ÷ direct req/s; ``cpu us`` = server CPU per HTTP request. The database
-is dropped at the end.
+``ratio`` = HTTP req/s ÷ direct req/s; CPU time per request: ``cpu us`` of the server,
+``db us`` of Postgres (all its processes) serving the HTTP side, ``d.cpu us`` of the direct
+client and ``d.db us`` of Postgres serving it (so run it on a machine where nothing else uses
+Postgres). The database is dropped at the end.
 
 SQLite: the server on a data directory of SQLite files; HTTP writes and 100-message reads.
 
@@ -58,6 +60,7 @@ from benchlib import (
     machine_line,
     median,
     percentile,
+    postgres_cpu_seconds,
     run_wrk,
 )
 
@@ -159,18 +162,23 @@ async def run_direct(dsn: str, workload: str, connections: int, seconds: float) 
             n += 1
 
     started = time.perf_counter()
+    cpu, db_cpu = time.process_time(), postgres_cpu_seconds()
     try:
         await asyncio.gather(*(worker(k) for k in range(connections)))
     finally:
+        cpu, db_cpu = time.process_time() - cpu, postgres_cpu_seconds() - db_cpu
         elapsed = time.perf_counter() - started
         for conn in conns:
             await conn.close()
     latencies.sort()
+    calls = max(1, len(latencies))
     return Rate(
         rps=len(latencies) / elapsed,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p95_ms=percentile(latencies, 0.95) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
+        cpu_us=cpu * 1e6 / calls,
+        db_cpu_us=db_cpu * 1e6 / calls,
     )
 
 
@@ -203,17 +211,17 @@ def http_round(server: Server, token: str, workload: str, connections: int, seco
 # -- reports -------------------------------------------------------------------------------------
 
 
-def _header(extra: str) -> None:
+def _header(extra: str, cpu: str) -> None:
     print(
         f"{'workload':<16}{'conns':>6}{'HTTP/s':>9}{extra}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'cpu us':>8}{'errors':>7}{'load':>6}"
+        f"{'p99 ms':>9}{'cpu us':>8}{cpu}{'errors':>7}{'load':>6}"
     )
 
 
-def _row(workload: str, c: int, http: Rate, extra: str) -> None:
+def _row(workload: str, c: int, http: Rate, extra: str, cpu: str) -> None:
     print(
         f"{workload:<16}{c:>6}{http.rps:>9.0f}{extra}{http.p50_ms:>9.2f}{http.p95_ms:>9.2f}"
-        f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{http.errors:>7}{os.getloadavg()[0]:>6.1f}",
+        f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{cpu}{http.errors:>7}{os.getloadavg()[0]:>6.1f}",
         flush=True,
     )
 
@@ -237,7 +245,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
                 f"\n== Postgres: HTTP (server pid {server.pid}) vs direct Message DB 1.3.0, "
                 f"{args.duration}s rounds x {args.repeat}, alternating, medians"
             )
-            _header(f"{'direct/s':>10}{'ratio':>7}")
+            _header(f"{'direct/s':>10}{'ratio':>7}", f"{'db us':>7}{'d.cpu us':>9}{'d.db us':>8}")
             for workload in workloads:
                 asyncio.run(_analyze(dsn))
                 for c in connections:
@@ -247,7 +255,13 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
                         directs.append(direct_round(dsn, workload, c, args.duration))
                     http, direct = median(https), median(directs)
                     ratio = http.rps / direct.rps if direct.rps else 0.0
-                    _row(workload, c, http, f"{direct.rps:>10.0f}{ratio:>7.2f}")
+                    _row(
+                        workload,
+                        c,
+                        http,
+                        f"{direct.rps:>10.0f}{ratio:>7.2f}",
+                        f"{http.db_cpu_us:>7.0f}{direct.cpu_us:>9.0f}{direct.db_cpu_us:>8.0f}",
+                    )
         finally:
             server.stop()
     finally:
@@ -266,14 +280,14 @@ def bench_sqlite(args: argparse.Namespace, workloads: list[str], connections: li
                 f"\n== SQLite files: HTTP (server pid {server.pid}), {args.duration}s rounds x "
                 f"{args.repeat}, medians"
             )
-            _header("")
+            _header("", "")
             for workload in workloads:
                 for c in connections:
                     runs = [
                         http_round(server, token, workload, c, args.duration)
                         for _ in range(args.repeat)
                     ]
-                    _row(workload, c, median(runs), "")
+                    _row(workload, c, median(runs), "", "")
         finally:
             server.stop()
     finally:

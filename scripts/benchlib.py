@@ -97,7 +97,10 @@ class Rate:
     p95_ms: float
     p99_ms: float
     cpu_us: float = 0.0
-    """Server CPU time per request (user + system, all threads); 0 where not measured."""
+    """CPU time per request of the server (user + system, all threads), or of the direct
+    client; 0 where not measured."""
+    db_cpu_us: float = 0.0
+    """CPU time per request of the Postgres processes (:func:`postgres_cpu_seconds`)."""
     errors: int = 0
     """Answers other than 200 plus socket errors (must be 0)."""
 
@@ -112,9 +115,9 @@ def run_wrk(
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
     command += ["--latency", "--timeout", "10s", "-H", f"Authorization: Bearer {token}"]
     command += ["-s", str(WRK_DIR / script), server.url + "/rpc", "--", *script_args]
-    cpu = server.cpu_seconds()
+    cpu, db_cpu = server.cpu_seconds(), postgres_cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    cpu = server.cpu_seconds() - cpu
+    cpu, db_cpu = server.cpu_seconds() - cpu, postgres_cpu_seconds() - db_cpu
     match = _LINE.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
@@ -129,8 +132,31 @@ def run_wrk(
         p95_ms=fields["p95_us"] / 1000,
         p99_ms=fields["p99_us"] / 1000,
         cpu_us=cpu * 1e6 / max(1, fields["requests"]),
+        db_cpu_us=db_cpu * 1e6 / max(1, fields["requests"]),
         errors=errors,
     )
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time so far of every Postgres process on this machine (Linux).
+
+    Backends, WAL writer, checkpointer and autovacuum alike: what the database costs, as long
+    as nothing else uses this Postgres while a benchmark runs. Backends that ended between two
+    readings are not counted (the benchmarks keep their connections open during a round).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
+        except OSError:
+            continue  # ended meanwhile
+        if head.endswith("(postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def median(runs: list[Rate]) -> Rate:
@@ -141,6 +167,7 @@ def median(runs: list[Rate]) -> Rate:
         p95_ms=statistics.median(r.p95_ms for r in runs),
         p99_ms=statistics.median(r.p99_ms for r in runs),
         cpu_us=statistics.median(r.cpu_us for r in runs),
+        db_cpu_us=statistics.median(r.db_cpu_us for r in runs),
         errors=sum(r.errors for r in runs),
     )
 
