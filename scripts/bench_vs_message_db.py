@@ -2,7 +2,7 @@
 
 Not a test: it prints the figures of docs/PERFORMANCE.md. Usage::
 
-    .venv/bin/python scripts/bench_vs_message_db.py                     # everything, ~15 min
+    .venv/bin/python scripts/bench_vs_message_db.py                     # everything, ~10 min
     .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --connections 8
     .venv/bin/python scripts/bench_vs_message_db.py --workloads stream.get --duration 3
     .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --preload 250000
@@ -24,7 +24,8 @@ wrk against ``POST /rpc`` and the "direct" client: one Python process with N asy
 ``ratio`` = HTTP req/s ÷ direct req/s; CPU time per request: ``cpu us`` of the server,
 ``db us`` of Postgres (all its processes) serving the HTTP side, ``d.cpu us`` of the direct
 client and ``d.db us`` of Postgres serving it (so run it on a machine where nothing else uses
-Postgres). The database is dropped at the end.
+Postgres; ``-`` when its processes are not visible from here). The database is dropped at
+the end.
 
 SQLite: the server on a data directory of SQLite files; HTTP writes and 100-message reads.
 
@@ -60,7 +61,8 @@ from benchlib import (
     machine_line,
     median,
     percentile,
-    postgres_cpu_seconds,
+    postgres_cpu,
+    postgres_cpu_since,
     run_wrk,
 )
 
@@ -162,11 +164,13 @@ async def run_direct(dsn: str, workload: str, connections: int, seconds: float) 
             n += 1
 
     started = time.perf_counter()
-    cpu, db_cpu = time.process_time(), postgres_cpu_seconds()
+    db_before = postgres_cpu()
+    cpu = time.process_time()
     try:
         await asyncio.gather(*(worker(k) for k in range(connections)))
     finally:
-        cpu, db_cpu = time.process_time() - cpu, postgres_cpu_seconds() - db_cpu
+        cpu = time.process_time() - cpu
+        db_cpu = postgres_cpu_since(db_before)
         elapsed = time.perf_counter() - started
         for conn in conns:
             await conn.close()
@@ -178,7 +182,7 @@ async def run_direct(dsn: str, workload: str, connections: int, seconds: float) 
         p95_ms=percentile(latencies, 0.95) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         cpu_us=cpu * 1e6 / calls,
-        db_cpu_us=db_cpu * 1e6 / calls,
+        db_cpu_us=None if db_cpu is None else db_cpu * 1e6 / calls,
     )
 
 
@@ -226,6 +230,10 @@ def _row(workload: str, c: int, http: Rate, extra: str, cpu: str) -> None:
     )
 
 
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: list[int]) -> None:
     database = f"bench_mdb_{uuid.uuid4().hex[:8]}"
     base = args.pg_url.rsplit("/", 1)[0]
@@ -260,7 +268,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
                         c,
                         http,
                         f"{direct.rps:>10.0f}{ratio:>7.2f}",
-                        f"{http.db_cpu_us:>7.0f}{direct.cpu_us:>9.0f}{direct.db_cpu_us:>8.0f}",
+                        f"{_us(http.db_cpu_us):>7}{_us(direct.cpu_us):>9}{_us(direct.db_cpu_us):>8}",
                     )
         finally:
             server.stop()

@@ -99,8 +99,9 @@ class Rate:
     cpu_us: float = 0.0
     """CPU time per request of the server (user + system, all threads), or of the direct
     client; 0 where not measured."""
-    db_cpu_us: float = 0.0
-    """CPU time per request of the Postgres processes (:func:`postgres_cpu_seconds`)."""
+    db_cpu_us: float | None = None
+    """CPU time per request of the Postgres processes (:func:`postgres_cpu_since`); ``None``
+    where not measured or not visible."""
     errors: int = 0
     """Answers other than 200 plus socket errors (must be 0)."""
 
@@ -115,9 +116,11 @@ def run_wrk(
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
     command += ["--latency", "--timeout", "10s", "-H", f"Authorization: Bearer {token}"]
     command += ["-s", str(WRK_DIR / script), server.url + "/rpc", "--", *script_args]
-    cpu, db_cpu = server.cpu_seconds(), postgres_cpu_seconds()
+    db_before = postgres_cpu()
+    cpu = server.cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    cpu, db_cpu = server.cpu_seconds() - cpu, postgres_cpu_seconds() - db_cpu
+    cpu = server.cpu_seconds() - cpu
+    db_cpu = postgres_cpu_since(db_before)
     match = _LINE.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
@@ -132,20 +135,24 @@ def run_wrk(
         p95_ms=fields["p95_us"] / 1000,
         p99_ms=fields["p99_us"] / 1000,
         cpu_us=cpu * 1e6 / max(1, fields["requests"]),
-        db_cpu_us=db_cpu * 1e6 / max(1, fields["requests"]),
+        db_cpu_us=None if db_cpu is None else db_cpu * 1e6 / max(1, fields["requests"]),
         errors=errors,
     )
 
 
-def postgres_cpu_seconds() -> float:
-    """User + system CPU time so far of every Postgres process on this machine (Linux).
+PostgresCPU = dict[tuple[int, int], int]
+"""CPU clock ticks so far of each Postgres process, keyed by (pid, start time)."""
+
+
+def postgres_cpu() -> PostgresCPU:
+    """User + system CPU ticks so far of every Postgres process on this machine (Linux).
 
     Backends, WAL writer, checkpointer and autovacuum alike: what the database costs, as long
-    as nothing else uses this Postgres while a benchmark runs. Backends that ended between two
-    readings are not counted (the benchmarks keep their connections open during a round).
+    as nothing else uses this Postgres while a benchmark runs. Debian's and most builds name
+    their processes ``postgres``, some packages ``postmaster``; a Postgres on another machine or
+    in a container is not seen (the columns then show ``-``).
     """
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    ticks: PostgresCPU = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -153,10 +160,24 @@ def postgres_cpu_seconds() -> float:
             head, _, rest = (entry / "stat").read_text().rpartition(")")
         except OSError:
             continue  # ended meanwhile
-        if head.endswith("(postgres"):
+        if head.endswith(("(postgres", "(postmaster")):
             fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            ticks[(int(entry.name), int(fields[19]))] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def postgres_cpu_since(before: PostgresCPU) -> float | None:
+    """Seconds of CPU the Postgres processes used since ``before`` (:func:`postgres_cpu`).
+
+    Counted over the processes alive now: a backend that ended meanwhile is left out whole
+    (the benchmarks keep their connections open while they measure), rather than taking its
+    whole lifetime off the total. ``None`` when no Postgres process is visible.
+    """
+    after = postgres_cpu()
+    if not after:
+        return None
+    used = sum(ticks - before.get(key, 0) for key, ticks in after.items())
+    return used / os.sysconf("SC_CLK_TCK")
 
 
 def median(runs: list[Rate]) -> Rate:
@@ -167,9 +188,14 @@ def median(runs: list[Rate]) -> Rate:
         p95_ms=statistics.median(r.p95_ms for r in runs),
         p99_ms=statistics.median(r.p99_ms for r in runs),
         cpu_us=statistics.median(r.cpu_us for r in runs),
-        db_cpu_us=statistics.median(r.db_cpu_us for r in runs),
+        db_cpu_us=_median_or_none([r.db_cpu_us for r in runs]),
         errors=sum(r.errors for r in runs),
     )
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
