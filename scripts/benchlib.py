@@ -65,8 +65,8 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far (all threads; Linux)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        _, ticks, _ = _proc_stat(Path(f"/proc/{self.pid}"))
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def rpc(self, token: str, *request: Any) -> Any:
         http = urllib.request.Request(
@@ -157,13 +157,20 @@ def postgres_cpu() -> PostgresCPU:
         if not entry.name.isdigit():
             continue
         try:
-            head, _, rest = (entry / "stat").read_text().rpartition(")")
+            name, used, started = _proc_stat(entry)
         except OSError:
             continue  # ended meanwhile
-        if head.endswith(("(postgres", "(postmaster")):
-            fields = rest.split()
-            ticks[(int(entry.name), int(fields[19]))] = int(fields[11]) + int(fields[12])
+        if name in ("postgres", "postmaster"):
+            ticks[(int(entry.name), started)] = used
     return ticks
+
+
+def _proc_stat(process: Path) -> tuple[str, int, int]:
+    """A process's name, user + system CPU ticks so far (all threads) and start time (ticks
+    after boot), from ``/proc/<pid>/stat``. Raises OSError once the process has ended."""
+    head, _, rest = (process / "stat").read_text().rpartition(")")
+    fields = rest.split()
+    return head.partition("(")[2], int(fields[11]) + int(fields[12]), int(fields[19])
 
 
 def postgres_cpu_since(before: PostgresCPU) -> float | None:
