@@ -143,20 +143,22 @@ async def handle_subscribe(
     if broker.closed:
         await asgi.send_text(send, 503, "Server is shutting down")
         return
-    # Registered before anything is read, so no write can fall between replay and live pokes.
-    sub = broker.subscribe(namespace, wanted)
-    sub.task = asyncio.current_task()
-    watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
-    try:
-        await _stream(sub, send, heartbeat)
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        # Only swallow our own cancel (a write stuck on a client that stopped reading).
-        if not ended_by_us(exc) or task is None or task.uncancel() > 0:
-            raise
-    finally:
-        broker.unsubscribe(sub)
-        await cancel_and_wait(watcher)
+    # Hearing every write and registered before anything is read, so no write can fall
+    # between replay and live pokes.
+    async with store.hear_other_writers():
+        sub = broker.subscribe(namespace, wanted)
+        sub.task = asyncio.current_task()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
+        try:
+            await _stream(sub, send, heartbeat)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            # Only swallow our own cancel (a write stuck on a client that stopped reading).
+            if not ended_by_us(exc) or task is None or task.uncancel() > 0:
+                raise
+        finally:
+            broker.unsubscribe(sub)
+            await cancel_and_wait(watcher)
 
 
 async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:

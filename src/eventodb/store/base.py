@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -431,6 +432,16 @@ class Store(abc.ABC):
         """Register ``listener`` for pokes; returns a function that unregisters it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def hear_other_writers(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Within (``async with``): writes made elsewhere (another server process, a SQL client)
+        are published to the listeners too, from the moment it is entered.
+
+        A subscriber enters it before its first read. Outside it a store may ignore writes it
+        did not make: on Postgres, hearing them means hearing the echo of every own write too.
+        A store that no one else writes to has nothing to do (this default).
+        """
+        return contextlib.nullcontext()
 
     def _publish(self, poke: Poke | Gap) -> None:
         # The write has committed by now: a failing listener must neither fail it nor starve

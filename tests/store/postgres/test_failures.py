@@ -58,6 +58,12 @@ async def sql_write(url: str, stream: str) -> None:
 async def test_requests_fail_while_postgres_is_down_and_succeed_once_it_is_back(
     cluster: Cluster, store: PostgresStore
 ) -> None:
+    # Heard as an SSE subscriber hears: SQL writes come through the LISTEN connection.
+    async with store.hear_other_writers():
+        await _fail_while_down_then_recover(cluster, store)
+
+
+async def _fail_while_down_then_recover(cluster: Cluster, store: PostgresStore) -> None:
     seen: asyncio.Queue[Poke | Gap] = asyncio.Queue()
     store.add_listener(seen.put_nowait)
     await store.write_message(NS, "account-1", "T", {})

@@ -1,6 +1,7 @@
-"""Pokes across processes: every committed ``write_message`` reaches a store's listeners through
-LISTEN/NOTIFY, whoever wrote it (this store, another server, a plain SQL client), and a lost LISTEN
-connection comes back on its own and announces a gap.
+"""Pokes across processes: while someone hears other writers (an SSE subscriber), every committed
+``write_message`` reaches a store's listeners through LISTEN/NOTIFY, whoever wrote it (this store,
+another server, a plain SQL client), and a lost LISTEN connection comes back on its own and
+announces a gap. While no one does, the store does not listen to the writes' channel at all.
 """
 
 from __future__ import annotations
@@ -42,9 +43,19 @@ class Collector:
 
 @pytest.fixture
 async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
-    async with open_postgres_store(postgres_dsn, listen_check_interval=0.5) as pg:
+    """A store whose release of the writes' channel, once no one hears, is immediate."""
+    async with open_postgres_store(
+        postgres_dsn, listen_check_interval=0.5, hear_writes_linger=0.0
+    ) as pg:
         await pg.create_namespace(NS, "hash")
         yield pg
+
+
+@pytest.fixture
+async def hearing(store: PostgresStore) -> AsyncIterator[None]:
+    """``store`` hears other writers for the whole test (as while an SSE subscriber is open)."""
+    async with store.hear_other_writers():
+        yield
 
 
 async def sql_write(sql: Any, stream: str, schema: str = SCHEMA) -> int:
@@ -54,6 +65,7 @@ async def sql_write(sql: Any, stream: str, schema: str = SCHEMA) -> int:
     return position
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_a_plain_sql_write_reaches_listeners(store: PostgresStore, sql: Any) -> None:
     seen = Collector(store)
     await sql_write(sql, "account-1")
@@ -62,6 +74,7 @@ async def test_a_plain_sql_write_reaches_listeners(store: PostgresStore, sql: An
     assert await seen.next() == Poke(NS, "account-1", 1, 2)
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_own_writes_are_published_once(store: PostgresStore, sql: Any) -> None:
     seen = Collector(store)
     result = await store.write_message(NS, "account-1", "T", {})
@@ -73,6 +86,7 @@ async def test_own_writes_are_published_once(store: PostgresStore, sql: Any) -> 
     assert seen.pending() == []
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_writes_of_another_server_reach_this_ones_listeners(
     store: PostgresStore, postgres_dsn: str
 ) -> None:
@@ -86,6 +100,7 @@ async def test_writes_of_another_server_reach_this_ones_listeners(
         assert await seen.next() == Poke("made-elsewhere", "x-1", 0, 1)
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_stream_names_too_long_for_a_payload_are_looked_up(
     store: PostgresStore, sql: Any
 ) -> None:
@@ -95,6 +110,7 @@ async def test_stream_names_too_long_for_a_payload_are_looked_up(
     assert await seen.next() == Poke(NS, long_name, 0, 1)
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_imports_publish_nothing(store: PostgresStore, sql: Any) -> None:
     seen = Collector(store)
     t = datetime(2025, 1, 1, tzinfo=UTC)
@@ -104,6 +120,7 @@ async def test_imports_publish_nothing(store: PostgresStore, sql: Any) -> None:
     assert seen.pending() == []
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_a_lost_listen_connection_comes_back_and_announces_a_gap(
     store: PostgresStore, sql: Any
 ) -> None:
@@ -123,6 +140,7 @@ async def test_a_lost_listen_connection_comes_back_and_announces_a_gap(
     assert await seen.next() == Poke(NS, "account-1", 0, 1)
 
 
+@pytest.mark.usefixtures("hearing")
 async def test_a_listener_that_raises_does_not_stop_delivery(
     store: PostgresStore, sql: Any
 ) -> None:
@@ -137,3 +155,63 @@ async def test_a_listener_that_raises_does_not_stop_delivery(
         Poke(NS, "account-1", 0, 1),
         Poke(NS, "account-1", 1, 2),
     ]
+
+
+async def test_writes_of_others_are_heard_only_from_the_moment_someone_hears(
+    store: PostgresStore, sql: Any
+) -> None:
+    seen = Collector(store)
+    assert not store.hearing_other_writers
+    own = await store.write_message(NS, "own-1", "T", {})
+    assert seen.pending() == [Poke(NS, "own-1", 0, own.global_position)]  # own: always, at once
+    await sql_write(sql, "unheard-1")  # global position 2: no one hears other writers yet
+    async with store.hear_other_writers():
+        assert store.hearing_other_writers
+        await sql_write(sql, "heard-1")
+        # One channel delivers in commit order: had the store been listening before, the poke
+        # of unheard-1 would have come first.
+        assert await seen.next() == Poke(NS, "heard-1", 0, 3)
+        assert seen.pending() == []
+
+
+async def test_the_channel_is_released_after_the_last_hearer_and_the_linger(
+    postgres_dsn: str,
+) -> None:
+    async with open_postgres_store(postgres_dsn, hear_writes_linger=0.3) as store:
+        async with store.hear_other_writers():
+            async with store.hear_other_writers():
+                pass
+            assert store.hearing_other_writers  # one hearer left
+        assert store.hearing_other_writers  # lingering
+        await asyncio.sleep(0.1)
+        async with store.hear_other_writers():  # back within the linger: kept
+            await asyncio.sleep(0.4)
+            assert store.hearing_other_writers
+        await asyncio.sleep(0.6)
+        assert not store.hearing_other_writers
+
+
+async def test_hearing_again_right_after_release_misses_nothing(
+    store: PostgresStore, sql: Any
+) -> None:
+    """Each entry races the release of the previous exit (no linger) at a varying stage of its
+    UNLISTEN. The LISTEN must be in force when the entry returns: a transaction that commits
+    right after must be heard."""
+    seen = Collector(store)
+
+    async def uncommitted_write(stream: str) -> Any:
+        transaction = sql.transaction()
+        await transaction.start()
+        await sql_write(sql, stream)
+        return transaction
+
+    pending = await uncommitted_write("round0-1")
+    for i in range(60):
+        async with store.hear_other_writers():
+            await pending.commit()
+            assert await seen.next() == Poke(NS, f"round{i}-1", 0, i + 1)
+            pending = await uncommitted_write(f"round{i + 1}-1")
+        for _ in range(i % 6):
+            await asyncio.sleep(0)  # the release, then its UNLISTEN, get this far
+    await pending.rollback()
+    assert seen.pending() == []

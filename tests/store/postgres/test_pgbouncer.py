@@ -98,22 +98,24 @@ async def test_the_store_works_through_pgbouncer_in_session_mode(
         assert body.count('"Opened"') == 4
 
         # A writer that does not go through this store: its NOTIFY reaches the store's LISTEN
-        # connection, which PgBouncer keeps as it is in session mode.
+        # connection (while someone hears other writers), which PgBouncer keeps as it is in
+        # session mode.
         pokes: asyncio.Queue[Any] = asyncio.Queue()
         unsubscribe = store.add_listener(pokes.put_nowait)
         try:
-            sql = await asyncpg.connect(postgres_dsn)
-            try:
-                await sql.execute(
-                    f'SELECT "{schema_name(NS)}".write_message($1, $2, $3, $4)',
-                    str(uuid.uuid4()),
-                    "account-9",
-                    "Opened",
-                    "{}",
-                )
-            finally:
-                await sql.close()
-            poke = await asyncio.wait_for(pokes.get(), 5)
+            async with store.hear_other_writers():
+                sql = await asyncpg.connect(postgres_dsn)
+                try:
+                    await sql.execute(
+                        f'SELECT "{schema_name(NS)}".write_message($1, $2, $3, $4)',
+                        str(uuid.uuid4()),
+                        "account-9",
+                        "Opened",
+                        "{}",
+                    )
+                finally:
+                    await sql.close()
+                poke = await asyncio.wait_for(pokes.get(), 5)
         finally:
             unsubscribe()
         assert isinstance(poke, Poke)

@@ -31,6 +31,7 @@ Decisions, each explained where it lives:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,7 +75,7 @@ from eventodb.store.base import (
 from eventodb.store.group_commit import GroupCommit
 from eventodb.store.postgres import adopt, migrate, statements
 from eventodb.store.postgres.jsonb import jsonb_spelling
-from eventodb.store.postgres.notify import NotificationRelay
+from eventodb.store.postgres.notify import HEAR_WRITES_LINGER, NotificationRelay
 from eventodb.store.postgres.pool import (
     CONNECT_TIMEOUT,
     CONNECTION_ERRORS,
@@ -178,6 +179,8 @@ class PostgresStore(Store):
         min_pool, max_pool: connections kept open / at most open.
         migrations_root: alternative migration files (tests).
         listen_check_interval: seconds between liveness checks of the idle LISTEN connection.
+        hear_writes_linger: seconds the channel of every write stays listened to after the last
+            :meth:`hear_other_writers` ended.
     """
 
     backend = "postgres"
@@ -192,6 +195,7 @@ class PostgresStore(Store):
         connect_timeout: float = CONNECT_TIMEOUT,
         migrations_root: Path | None = None,
         listen_check_interval: float = 10.0,
+        hear_writes_linger: float = HEAR_WRITES_LINGER,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -214,6 +218,7 @@ class PostgresStore(Store):
             registry_changed=self._registry_changed,
             reconnected=self._listener_reconnected,
             check_interval=listen_check_interval,
+            linger=hear_writes_linger,
         )
         self._namespaces: dict[str, _NamespaceSchema] = {}
         self._schema_owner: dict[str, str] = {}
@@ -247,6 +252,14 @@ class PostgresStore(Store):
     def listen_backend_pid(self) -> int | None:
         """Server pid of the LISTEN connection (tests terminate it on purpose)."""
         return self._relay.backend_pid
+
+    def hear_other_writers(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._relay.hear_writes()
+
+    @property
+    def hearing_other_writers(self) -> bool:
+        """Whether the channel of every write is listened to now (or about to be)."""
+        return self._relay.hearing_writes
 
     async def open(self) -> None:
         if self._pool.is_open:
