@@ -14,10 +14,10 @@ writes at once (:meth:`NotificationRelay.own_write`); their echo is then skipped
 
 The channel ``eventodb`` is listened to only while someone needs other processes' writes (an SSE
 subscriber: :meth:`NotificationRelay.hear_writes`), and for a while after the last one left:
-every batch of this process's own writes would otherwise come back as a notification, which
-costs Postgres a wake-up of the listening backend and this process the reading of a payload it
-then drops (about a tenth of the write throughput of a busy 2-core machine). The registry
-channel is listened to always: token changes must reach every process.
+every batch of this process's own writes would otherwise come back as a notification that this
+process reads, parses and drops (about 5 µs of its CPU per write under load). The registry
+channel is listened to always: token changes must reach every process. (Postgres 15 still wakes
+the listening backend for every notification of the database, whatever its channel.)
 """
 
 from __future__ import annotations
@@ -289,11 +289,6 @@ class NotificationListener:
     def wants(self, channel: str) -> bool:
         """Whether ``channel`` is wanted (LISTENed, or about to be)."""
         return channel in self._wanted
-
-    @property
-    def listened(self) -> frozenset[str]:
-        """The channels LISTENed on the connection now."""
-        return frozenset(self._listened)
 
     async def start(self) -> None:
         """Connect and LISTEN; raises the driver's error when that fails."""
