@@ -54,6 +54,20 @@ _unavailable: list[str] = []
 """Why Postgres tests were skipped (for the terminal summary)."""
 
 
+SESSION_SETTINGS = ("force_generic_plan", "off")
+"""``plan_cache_mode`` and ``enable_bitmapscan`` as the store's session setup sets them on each
+of its connections (``SESSION_SETUP`` in ``eventodb.store.postgres.pool``)."""
+
+
+async def session_settings(conn: Any) -> tuple[str, str]:
+    """``plan_cache_mode`` and ``enable_bitmapscan`` of a connection, to compare with
+    :data:`SESSION_SETTINGS`."""
+    row = await conn.fetchrow(
+        "SELECT current_setting('plan_cache_mode'), current_setting('enable_bitmapscan')"
+    )
+    return (row[0], row[1])
+
+
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + database))

@@ -25,7 +25,7 @@ import pytest
 from eventodb.store.base import ConsumerGroup, Poke
 from eventodb.store.postgres.statements import schema_name
 from tests.support.ports import free_port
-from tests.support.postgres import open_postgres_store
+from tests.support.postgres import SESSION_SETTINGS, open_postgres_store, session_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -85,13 +85,7 @@ async def test_the_store_works_through_pgbouncer_in_session_mode(
 ) -> None:
     async with open_postgres_store(bouncer_dsn) as store:
         await store.create_namespace(NS, "hash")
-        settings = await store._pool.run(
-            "show",
-            lambda c: c.fetchrow(
-                "SELECT current_setting('plan_cache_mode'), current_setting('enable_bitmapscan')"
-            ),
-        )
-        assert tuple(settings) == ("force_generic_plan", "off")
+        assert await store._pool.run("show", session_settings) == SESSION_SETTINGS
         for i in range(4):
             await store.write_message(NS, f"account-{i}", "Opened", {"i": i})
         body = await store.read_category_json(NS, "account", consumer_group=ConsumerGroup(0, 1))

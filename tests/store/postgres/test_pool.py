@@ -14,6 +14,7 @@ from eventodb.core.errors import BackendError
 from eventodb.store.base import StoreStats
 from eventodb.store.postgres import pool as pool_module
 from eventodb.store.postgres.pool import Pool
+from tests.support.postgres import SESSION_SETTINGS, session_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -176,23 +177,17 @@ async def test_closing_gives_the_kept_connections_back_first(postgres_dsn: str) 
 
 async def test_every_connection_gets_the_session_setup(pool: Pool) -> None:
     # Set when a connection opens, and kept while it is handed around (see SESSION_SETUP).
-    async def settings(c: Any) -> tuple[str, str]:
-        row = await c.fetchrow(
-            "SELECT current_setting('plan_cache_mode'), current_setting('enable_bitmapscan')"
-        )
-        return (row[0], row[1])
-
     async def held(seconds: float) -> tuple[str, str]:
         async def work(c: Any) -> tuple[str, str]:
             await asyncio.sleep(seconds)
-            return await settings(c)
+            return await session_settings(c)
 
         return await pool.run("hold a connection", work)
 
     # More at once than the pool keeps: some come fresh out of asyncpg's pool.
     seen = await asyncio.gather(*(held(0.05) for _ in range(pool_module.KEPT_CONNECTIONS + 2)))
-    seen.append(await pool.run("show", settings))
-    assert seen == [("force_generic_plan", "off")] * (pool_module.KEPT_CONNECTIONS + 3)
+    seen.append(await pool.run("show", session_settings))
+    assert seen == [SESSION_SETTINGS] * (pool_module.KEPT_CONNECTIONS + 3)
 
 
 class _OldServer:
