@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -143,27 +143,23 @@ async def handle_subscribe(
     if broker.closed:
         await asgi.send_text(send, 503, "Server is shutting down")
         return
-    # Hearing every write and registered before anything is read, so no write can fall
-    # between replay and live pokes.
-    async with store.hear_other_writers():
-        sub = broker.subscribe(namespace, wanted)
-        sub.task = asyncio.current_task()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
-        try:
-            await _stream(sub, send, heartbeat)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            # Only swallow our own cancel (a write stuck on a client that stopped reading).
-            if not ended_by_us(exc) or task is None or task.uncancel() > 0:
-                raise
-        finally:
-            broker.unsubscribe(sub)
-            await cancel_and_wait(watcher)
+    # Registered before anything is read, so no write can fall between replay and live pokes.
+    sub = broker.subscribe(namespace, wanted)
+    sub.task = asyncio.current_task()
+    watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
+    try:
+        await _stream(sub, send, heartbeat, store)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        # Only swallow our own cancel (a write stuck on a client that stopped reading).
+        if not ended_by_us(exc) or task is None or task.uncancel() > 0:
+            raise
+    finally:
+        broker.unsubscribe(sub)
+        await cancel_and_wait(watcher)
 
 
-async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
-    loop = asyncio.get_running_loop()
-
+async def _stream(sub: Subscription, send: Send, heartbeat: float, store: Store) -> None:
     async def write(body: bytes, more: bool = True) -> None:
         sub.sending = True
         try:
@@ -176,6 +172,24 @@ async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
         await asgi.start_event_stream(send, _ANY_ORIGIN)
     finally:
         sub.sending = False
+    # Other processes' writes are heard, too, before anything is read (the headers go first, so
+    # the client does not wait for that).
+    async with store.hear_other_writers():
+        ended = await _send_pokes(sub, write, heartbeat)
+    if not ended:
+        return
+    # End the chunked body cleanly, but never hang on a client that stopped reading.
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await write(b"", more=False)
+
+
+async def _send_pokes(
+    sub: Subscription, write: Callable[[bytes], Awaitable[None]], heartbeat: float
+) -> bool:
+    """``: ready``, the replay, then live pokes and pings until the subscription ends; False
+    when the client went away mid-write."""
+    loop = asyncio.get_running_loop()
     await write(READY)
     quiet_since = loop.time()
     try:
@@ -186,20 +200,16 @@ async def _stream(sub: Subscription, send: Send, heartbeat: float) -> None:
             except EventoDBError as exc:
                 # Typically the namespace was deleted mid-replay; the client may reconnect.
                 log.info("ending subscription in %r: %s", sub.namespace, exc.message)
-                break
+                return True
             if pokes is None:
-                break
+                return True
             await write(frame(pokes) if pokes else PING)
             sub.broker.pokes_sent += len(pokes)
             quiet_since = loop.time()
     except OSError:
         # The client went away mid-write (servers that raise instead of dropping the bytes).
         sub.end()
-        return
-    # End the chunked body cleanly, but never hang on a client that stopped reading.
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(1.0):
-            await write(b"", more=False)
+        return False
 
 
 async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:

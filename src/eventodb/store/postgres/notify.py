@@ -2,7 +2,7 @@
 
 Writes made by other server processes, or by SQL clients calling ``write_message`` directly,
 reach this process only through Postgres; so do namespaces they create, delete or give a new
-token. One dedicated connection per store listens on every channel
+token. One dedicated connection per store listens on the channels wanted
 (:class:`NotificationListener`); when it is lost it is re-established with backoff, and a
 :class:`~eventodb.store.base.Gap` is announced so subscribers re-read, while the store re-checks
 what it cached (notifications sent while nobody listened are gone).
@@ -15,7 +15,8 @@ writes at once (:meth:`NotificationRelay.own_write`); their echo is then skipped
 The channel ``eventodb`` is listened to only while someone needs other processes' writes (an SSE
 subscriber: :meth:`NotificationRelay.hear_writes`), and for a while after the last one left:
 every batch of this process's own writes would otherwise come back as a notification that this
-process reads, parses and drops (about 5 µs of its CPU per write under load). The registry
+process reads, parses and drops (about 20 µs of its CPU per batch, 5 per write at 8
+connections). The registry
 channel is listened to always: token changes must reach every process. (Postgres 15 still wakes
 the listening backend for every notification of the database, whatever its channel.)
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -49,6 +51,16 @@ _CHANGE_KINDS: dict[str, Literal["created", "deleted", "updated"]] = {
 }
 _SEEN_LIMIT = 10_000
 """Own writes remembered until their echo arrives (the oldest are forgotten past this)."""
+_SEEN_FOR = 10.0
+"""Seconds an own write waits for its echo before it is forgotten. An echo comes within moments;
+one that does not come must not be waited for long: should another process clear the namespace,
+a later write there could get the same global position, and its notification would be taken
+for that echo and dropped. (An echo is awaited only from a write answered while the LISTEN was
+in force; it fails to come only if the LISTEN took effect between the write's commit and its
+answer.)"""
+LISTEN_TIMEOUT = 5.0
+"""Seconds a LISTEN, an UNLISTEN or a liveness check may take before the connection is taken
+for dead (a silently broken network gives no error, only silence)."""
 HEAR_WRITES_LINGER = 10.0
 """Seconds the write channel stays listened to after the last one who needed it left, so that
 subscribers coming and going do not cost a LISTEN and an UNLISTEN each."""
@@ -95,10 +107,11 @@ class NotificationRelay:
         self._listener: NotificationListener | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._deliverer: asyncio.Task[None] | None = None
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int], float] = OrderedDict()
+        """Own writes whose echo is awaited, with the monotonic time each was recorded."""
         self._hearers = 0
         self._release: asyncio.TimerHandle | None = None
-        self._unlisten: asyncio.Task[None] | None = None
+        self._unlistens: set[asyncio.Task[None]] = set()
 
     @property
     def backend_pid(self) -> int | None:
@@ -117,20 +130,27 @@ class NotificationRelay:
         self._deliverer = asyncio.create_task(self._deliver(), name="eventodb-pg-pokes")
 
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None  # hearers leaving now schedule nothing
         if self._release is not None:
             self._release.cancel()
             self._release = None
-        await cancel_and_wait(self._unlisten)
+        for task in list(self._unlistens):
+            await cancel_and_wait(task)
         await cancel_and_wait(self._deliverer)
         self._deliverer = None
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        if listener is not None:
+            await listener.stop()
 
     @property
     def hearing_writes(self) -> bool:
         """Whether other processes' writes are being listened for (or about to be)."""
         return self._listener is not None and self._listener.wants(NOTIFY_CHANNEL)
+
+    def _echo_expected(self) -> bool:
+        """Whether the notification of a write answered now will reach the relay: the LISTEN
+        on its channel is in force (so it was when the write committed, but for a LISTEN that
+        took effect in between) and no UNLISTEN has been decided."""
+        return self._listener is not None and self._listener.listening(NOTIFY_CHANNEL)
 
     @contextlib.asynccontextmanager
     async def hear_writes(self) -> AsyncIterator[None]:
@@ -157,12 +177,15 @@ class NotificationRelay:
     def _stop_hearing(self) -> None:
         self._release = None
         if self._hearers == 0 and self._listener is not None:
-            self._unlisten = self._listener.unlisten(NOTIFY_CHANNEL)
+            task = self._listener.unlisten(NOTIFY_CHANNEL)
+            self._unlistens.add(task)
+            task.add_done_callback(self._unlistens.discard)
+            self._seen.clear()  # from now on notifications on the channel are dropped unread
 
     def own_write(self, poke: Poke) -> None:
         """Publish a write of this store at once (lowest latency); its echo is skipped."""
-        if not self.hearing_writes:
-            self._publish(poke)  # no echo will come
+        if not self._echo_expected():
+            self._publish(poke)  # no echo will come (a duplicate poke, if one does, is harmless)
         elif self._first_sighting(poke.namespace, poke.global_position):
             self._publish(poke)
 
@@ -173,16 +196,20 @@ class NotificationRelay:
 
     def _first_sighting(self, namespace: str, global_position: int) -> bool:
         """True the first time a write is seen; the second sighting (echo) is consumed."""
+        seen = self._seen
         key = (namespace, global_position)
-        if key in self._seen:
-            del self._seen[key]
+        if key in seen:
+            del seen[key]
             return False
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
+        now = time.monotonic()
+        seen[key] = now
+        oldest, recorded = next(iter(seen.items()))  # one forgotten per write recorded at most
+        if now - recorded >= _SEEN_FOR or len(seen) > _SEEN_LIMIT:
+            del seen[oldest]
         return True
 
     def _listener_reconnected(self, alive_at: float) -> None:
+        self._seen.clear()  # echoes of writes before the new LISTEN went with the old connection
         self._publish(Gap(None, alive_at))
         self._reconnected()
 
@@ -249,6 +276,8 @@ class NotificationListener:
             then arrived; later ones may be lost).
         check_interval: seconds between liveness checks of an idle connection (a silently
             dead TCP peer gives no termination event).
+        statement_timeout: seconds a LISTEN, UNLISTEN or liveness check may take before the
+            connection is taken for dead.
     """
 
     def __init__(
@@ -259,8 +288,10 @@ class NotificationListener:
         *,
         check_interval: float = 10.0,
         max_backoff: float = 2.0,
+        statement_timeout: float = LISTEN_TIMEOUT,
     ) -> None:
         self._connect = connect
+        self._timeout = statement_timeout
         self._wanted = dict(channels)
         self._on_reconnect = on_reconnect
         self._check_interval = check_interval
@@ -289,6 +320,11 @@ class NotificationListener:
     def wants(self, channel: str) -> bool:
         """Whether ``channel`` is wanted (LISTENed, or about to be)."""
         return channel in self._wanted
+
+    def listening(self, channel: str) -> bool:
+        """Whether ``channel`` is wanted and LISTENed on the connection now: its notifications
+        committed from now on reach the handler, unless the connection is lost."""
+        return channel in self._wanted and channel in self._listened and self._conn is not None
 
     async def start(self) -> None:
         """Connect and LISTEN; raises the driver's error when that fails."""
@@ -321,10 +357,14 @@ class NotificationListener:
                 return
             try:
                 for channel in [c for c in self._wanted if c not in listened]:
-                    await conn.add_listener(channel, self._notified)
+                    await asyncio.wait_for(
+                        conn.add_listener(channel, self._notified), self._timeout
+                    )
                     listened.add(channel)
                 for channel in [c for c in listened if c not in self._wanted]:
-                    await conn.remove_listener(channel, self._notified)
+                    await asyncio.wait_for(
+                        conn.remove_listener(channel, self._notified), self._timeout
+                    )
                     listened.discard(channel)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.debug("changing what is listened to failed: %s", exc)
@@ -340,7 +380,9 @@ class NotificationListener:
             # connection's publication below there is no await, so nothing is missed.
             while todo := [c for c in self._wanted if c not in listened]:
                 for channel in todo:
-                    await conn.add_listener(channel, self._notified)
+                    await asyncio.wait_for(
+                        conn.add_listener(channel, self._notified), self._timeout
+                    )
                     listened.add(channel)
         except BaseException:
             conn.terminate()
@@ -383,7 +425,7 @@ class NotificationListener:
                 return False
             try:
                 started = asyncio.get_running_loop().time()
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), self._timeout)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 return False
         self.alive_at = started  # the answer proves every notification sent before was seen
