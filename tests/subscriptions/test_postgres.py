@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from tests.subscriptions.conftest import Tenant, start_server
+from tests.support.postgres import plain_connection
 from tests.support.server import ADMIN_TOKEN, Server, unique
 from tests.support.sseclient import Collector, subscribe
 
@@ -53,9 +54,8 @@ async def tenants(servers: tuple[Server, Server]) -> AsyncIterator[tuple[Tenant,
 
 @pytest.fixture
 async def sql(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(postgres_dsn)
-    yield conn
-    await conn.close()
+    async with plain_connection(postgres_dsn) as conn:
+        yield conn
 
 
 def schema_of(namespace: str) -> str:

@@ -54,6 +54,16 @@ _unavailable: list[str] = []
 """Why Postgres tests were skipped (for the terminal summary)."""
 
 
+@contextlib.asynccontextmanager
+async def plain_connection(dsn: str, **kwargs: Any) -> AsyncIterator[Any]:
+    """A plain asyncpg connection to ``dsn`` (a SQL client beside the server), closed after."""
+    conn = await asyncpg.connect(dsn, **kwargs)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 SESSION_SETTINGS = ("force_generic_plan", "off")
 """``plan_cache_mode`` and ``enable_bitmapscan`` as the store's session setup sets them on each
 of its connections (``SESSION_SETUP`` in ``eventodb.store.postgres.pool``)."""

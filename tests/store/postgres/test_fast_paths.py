@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,7 +35,7 @@ from tests.store.fast_paths import (
     stream_name,
 )
 from tests.store.storage_access import RawMessages, migrations_up_to
-from tests.support.postgres import reset_database
+from tests.support.postgres import plain_connection, reset_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -48,11 +47,8 @@ def at_003(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
+    async with plain_connection(postgres_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def new_namespace(dsn: str, migrations_root: Path | None, namespace: str) -> str:

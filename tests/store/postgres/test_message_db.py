@@ -17,7 +17,7 @@ import pytest
 
 from eventodb.core.hashing import hash_64
 from eventodb.store.postgres import PostgresStore
-from tests.support.postgres import open_postgres_store
+from tests.support.postgres import open_postgres_store, plain_connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -35,11 +35,8 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
 @pytest.fixture
 async def sql(store: PostgresStore, postgres_dsn: str) -> AsyncIterator[Any]:
     """A plain connection whose search_path is the namespace schema, as a Message DB client."""
-    conn = await asyncpg.connect(postgres_dsn, server_settings={"search_path": SCHEMA})
-    try:
+    async with plain_connection(postgres_dsn, server_settings={"search_path": SCHEMA}) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def write(sql: Any, stream: str, type_: str = "T", data: str = "{}", **kwargs: Any) -> int:

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from eventodb.store.postgres.notify import NotificationListener
+from tests.support.postgres import plain_connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -77,11 +78,8 @@ class Received:
 
 @pytest.fixture
 async def sql(postgres_dsn: str) -> AsyncIterator[Any]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
+    async with plain_connection(postgres_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
