@@ -89,6 +89,8 @@ def test_ready_follows_postgres_going_away_and_coming_back(pg_cluster: Any, tmp_
             assert response.status_code == 503
             assert response.json()["checks"]["database"]["status"] == "down"
             assert srv.client.get("/health").status_code == 200
+            # The driver's attempts to reopen its idle connections: a line each, no traceback.
+            eventually(lambda: "connection floor" in srv.output())
         finally:
             pg_cluster.start()
         eventually(lambda: srv.client.get("/ready").status_code == 200, 30)
@@ -96,6 +98,11 @@ def test_ready_follows_postgres_going_away_and_coming_back(pg_cluster: Any, tmp_
     finally:
         pg_cluster.start_if_stopped()
         assert srv.stop() == 0
+    output = srv.output()
+    retries = [line for line in output.splitlines() if "connection floor" in line]
+    assert retries, output
+    assert all("WARNING asyncpg.pool:" in line for line in retries), retries
+    assert "Traceback" not in output
 
 
 @pytest.mark.postgres

@@ -10,6 +10,7 @@ namespace deleted while the statement ran), see :data:`Explain`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -94,6 +95,28 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+class _ReconnectWarnings(logging.Filter):
+    """Shortens the warning asyncpg logs for each failed attempt to reopen the pool's minimum
+    connections while Postgres is away (after 1 s, 2 s, 4 s, ... then every minute).
+
+    asyncpg attaches the traceback of its own connect code, some thirty lines that tell an
+    operator nothing the error does not; the line keeps its level and message and ends with
+    the error instead (as ``describe`` words it). Other records pass untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and isinstance(exc, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
+            record.msg = f"{record.getMessage()}: {describe(exc)}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_RECONNECT_WARNINGS = _ReconnectWarnings()
+
+
 async def _set_up_session(conn: Any) -> None:
     """Pool init hook: :data:`SESSION_SETUP` on each new connection.
 
@@ -173,6 +196,7 @@ class Pool:
 
     async def open(self) -> None:
         """Raises: BackendError naming the database (without its password)."""
+        logging.getLogger("asyncpg.pool").addFilter(_RECONNECT_WARNINGS)  # added once
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
