@@ -1,11 +1,12 @@
 """No input produces a 5xx: 10,000 adversarial requests per backend against the real server.
 
 Seeded (reproducible) rather than shrinking like hypothesis: the point is volume and coverage of
-the known trouble spots — NUL and unpaired surrogates in every string position (tokens, namespace
-ids, descriptions, names, options, payloads, query parameters), extreme integers everywhere and
-in imported ``pos``/``gpos``, namespace ids that collide on their file or schema names — sent
-concurrently. Every answer must be below 500, every import must end without ``IMPORT_FAILED``,
-nothing may be logged at error level, and writes must still work afterwards.
+the known trouble spots — NUL and unpaired surrogates in every string position (tokens of RPC
+calls, subscriptions and imports, namespace ids, descriptions, names, options, payloads, query
+parameters), extreme integers everywhere and in imported ``pos``/``gpos``, namespace ids that
+collide on their file or schema names — sent concurrently. Every answer must be below 500, every
+import must end without ``IMPORT_FAILED``, nothing may be logged at error level, and writes must
+still work afterwards.
 """
 
 from __future__ import annotations
@@ -200,8 +201,9 @@ async def run_fuzz(server: Server, tenant_token: str, import_token: str) -> Coun
             jobs.append(("subscribe", fuzzer.subscribe_query(token)))
         else:
             lines = [fuzzer.import_line(1000 * (i + 1)) for i in range(fuzzer.r.randrange(1, 4))]
-            jobs.append(("import", "\n".join(lines)))
+            jobs.append(("import", (fuzzer.token(import_token), "\n".join(lines))))
     statuses: Counter[Any] = Counter()
+    import_statuses: Counter[int] = Counter()
     problems: list[str] = []
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     for job in jobs:
@@ -228,20 +230,27 @@ async def run_fuzz(server: Server, tenant_token: str, import_token: str) -> Coun
                     if response.status_code >= 500:
                         problems.append(f"{response.status_code} subscribe?{job}")
             else:
+                token, lines = job
                 async with import_lock:
                     response = await client.post(
                         "/import",
-                        content=job.encode("utf-8", "surrogatepass"),
-                        headers={"Authorization": f"Bearer {import_token}"},
+                        content=lines.encode("utf-8", "surrogatepass"),
+                        headers={"Authorization": f"Bearer {token}"},
                     )
                 statuses[response.status_code] += 1
+                import_statuses[response.status_code] += 1
                 if response.status_code >= 500 or "IMPORT_FAILED" in response.text:
-                    problems.append(f"import {job[:300]!r}: {response.status_code} {response.text}")
+                    problems.append(
+                        f"import {token!r} {lines[:300]!r}: {response.status_code} {response.text}"
+                    )
 
     limits = httpx.Limits(max_connections=WORKERS)
     async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(WORKERS)))
     assert not problems, "\n".join(problems[:20])
+    # Imports were both refused for their tokens and let through.
+    assert import_statuses[200], import_statuses
+    assert import_statuses[401] + import_statuses[403], import_statuses
     return statuses
 
 
