@@ -238,6 +238,60 @@ def test_live_tail_shows_a_message_written_by_another_client_within_a_second(
     page.wait_for_selector("#tail-status:text-is('stopped')")
 
 
+def test_live_tail_follows_a_stream_everything_or_one_group_member(
+    tab: Tab, namespace: Namespace
+) -> None:
+    """Each mode shows exactly what the server's read of the same target returns, newest on
+    top; "From position" replays history first."""
+    tab.login(namespace.token)
+    page = tab.page
+
+    def tail(query: str, start_from: str = "") -> None:
+        tab.go(f"#/ns/{namespace.id}/tail{query}")
+        page.fill("#tail-from", start_from)
+        page.click("#tail-start")
+        page.wait_for_selector("#tail-status:text-is('live')")
+
+    def shown_once(last: dict[str, int]) -> list[str]:
+        page.wait_for_selector(f"#tail-rows tr[data-global='{last['globalPosition']}']")
+        rows = tab.cells("#tail-rows tr", "data-global")
+        page.click("#tail-start")  # stop
+        page.wait_for_selector("#tail-status:text-is('stopped')")
+        return rows
+
+    # One stream: its messages only, positions counted in the stream.
+    namespace.write("acct-1", "Opened", {"n": 0})
+    tail("?stream=acct-1")
+    namespace.write("acct-2", "Noise", {})
+    last = namespace.write("acct-1", "Deposited", {"n": 1})
+    assert last["position"] == 1
+    assert shown_once(last) == [str(last["globalPosition"])]
+    assert page.locator("#tail-rows td[data-label=Position]").all_inner_texts() == ["1"]
+
+    # The same stream from position 0: the history first, then what arrives.
+    tail("?stream=acct-1", start_from="0")
+    newest = namespace.write("acct-1", "Withdrawn", {"n": 2})
+    history = namespace.ok("stream.get", "acct-1")
+    assert shown_once(newest) == [str(m[3]) for m in reversed(history)]
+
+    # Everything: every category of the namespace.
+    tail("")
+    everything = [namespace.write(s, "T", {}) for s in ("acct-3", "other-1", "acct-3")]
+    assert shown_once(everything[-1]) == [str(w["globalPosition"]) for w in reversed(everything)]
+
+    # One member of a consumer group: the streams the server gives that member.
+    streams = [f"grp-{i}" for i in range(12)]
+    mine = [s for s in streams if group_member(s, 2) == 0]
+    assert mine, "the names should give member 0 of 2 some streams"
+    assert len(mine) < len(streams), "and member 1 some others"
+    tail("?category=grp&member=0&groupSize=2")
+    for s in streams:
+        namespace.write(s, "T", {})
+    sentinel = namespace.write(mine[0], "T", {"last": True})
+    expected = namespace.ok("category.get", "grp", {"consumerGroup": {"member": 0, "size": 2}})
+    assert shown_once(sentinel) == [str(m[4]) for m in reversed(expected)]
+
+
 def test_live_tail_reconnects_after_a_server_restart_and_misses_nothing(
     browser: Browser, tmp_path: Path
 ) -> None:
