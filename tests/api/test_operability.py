@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventodb.core import tokens
+from tests.support.polling import eventually
 from tests.support.postgres import create_database, drop_database, pg_cluster, run_sync
 from tests.support.server import ADMIN_TOKEN, Server, error_of, make_tenant, server_args, unique
 
 __all__ = ["pg_cluster"]
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def admin(token: str = ADMIN_TOKEN) -> dict[str, str]:
@@ -90,7 +82,7 @@ def test_ready_follows_postgres_going_away_and_coming_back(pg_cluster: Any, tmp_
             assert response.json()["checks"]["database"]["status"] == "down"
             assert srv.client.get("/health").status_code == 200
             # The driver's attempts to reopen its idle connections: a line each, no traceback.
-            eventually(lambda: "connection floor" in srv.output())
+            eventually(lambda: "connection floor" in srv.output(), 15)
         finally:
             pg_cluster.start()
         eventually(lambda: srv.client.get("/ready").status_code == 200, 30)
@@ -119,7 +111,8 @@ def test_dropped_database_means_not_ready_and_500s_that_log_their_cause(
         eventually(
             lambda: (
                 "does not exist" in srv.client.get("/ready").json()["checks"]["database"]["error"]
-            )
+            ),
+            15,
         )
         failed = srv.client.post(
             "/rpc",

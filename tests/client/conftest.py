@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -232,14 +232,6 @@ class opened:
             sub.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Wait until ``check()`` holds (polled every 20 ms)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 __all__ = [
     "ADMIN_TOKEN",
     "ClientOptions",
@@ -247,7 +239,6 @@ __all__ = [
     "close_client",
     "collect",
     "do",
-    "eventually",
     "make_tenant",
     "open_client",
     "opened",

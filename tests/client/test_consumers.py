@@ -40,10 +40,10 @@ from tests.client.conftest import (
     Tenant,
     close_client,
     do,
-    eventually,
     make_tenant,
     open_client,
 )
+from tests.support.polling import eventually_async
 from tests.support.server import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(90)
@@ -89,12 +89,12 @@ async def test_a_consumer_handles_the_backlog_then_wakes_on_new_messages(db: Cli
     handled: list[Message] = []
     run = Run(make_consumer(db, "account", handled.append, name="t", batch_size=5))
     try:
-        await eventually(lambda: len(handled) == 12)
+        await eventually_async(lambda: len(handled) == 12, 10)
         assert [m.global_position for m in handled] == backlog
         await asyncio.sleep(0.2)  # idle now: waiting for a poke
         written = time.monotonic()
         live = await write_many(db, 3)
-        await eventually(lambda: len(handled) == 15, timeout=5)
+        await eventually_async(lambda: len(handled) == 15, 5)
         assert time.monotonic() - written < 2.0
         assert [m.global_position for m in handled[12:]] == live
     finally:
@@ -149,9 +149,9 @@ async def test_a_consumer_of_every_category_never_reads_past_a_write_still_commi
             await asyncio.sleep(1.0)
             assert [m.global_position for m in handled] == [], "read past the write in flight"
             await transaction.commit()
-            await eventually(lambda: len(handled) == 3, timeout=10)
+            await eventually_async(lambda: len(handled) == 3, 10)
             await do(db.write("acc-2", "T", {}))
-            await eventually(lambda: len(handled) == 4, timeout=10)
+            await eventually_async(lambda: len(handled) == 4, 10)
         finally:
             await run.stop()
     finally:
@@ -168,7 +168,7 @@ async def test_a_stopped_consumer_resumes_exactly_where_it_stopped(db: Client) -
         handled.append(message.global_position)
 
     run = Run(make_consumer(db, "account", handle, name="t", position_update_interval=4))
-    await eventually(lambda: len(handled) == 10)
+    await eventually_async(lambda: len(handled) == 10, 10)
     await run.stop()
 
     # The position is in the position stream, outside the category it tracks.
@@ -181,7 +181,7 @@ async def test_a_stopped_consumer_resumes_exactly_where_it_stopped(db: Client) -
 
     second = await write_many(db, 5)
     run = Run(make_consumer(db, "account", handle, name="t", position_update_interval=4))
-    await eventually(lambda: len(handled) == 15)
+    await eventually_async(lambda: len(handled) == 15, 10)
     await asyncio.sleep(0.2)
     await run.stop()
     assert handled == first + second  # each once, in order, across the restart

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from eventodb.core import tokens
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
 from tests.subscriptions.conftest import HEARTBEAT, start_server
+from tests.support.polling import eventually_async
 from tests.support.ports import free_port
 from tests.support.server import ADMIN_TOKEN, Server, unique
 from tests.support.sseclient import Collector, subscribe
@@ -69,7 +70,7 @@ async def app_server() -> AsyncIterator[InProcess]:
     )
     server = _QuietServer(config)
     serving = asyncio.ensure_future(server.serve())
-    await eventually(lambda: server.started, 10)
+    await eventually_async(lambda: server.started, 10)
     try:
         yield InProcess(store, broker, port)
     finally:
@@ -89,21 +90,12 @@ STALL_WRITES = 6000
 for the sender with autotuning), so the server's writes to a client that stopped reading stall."""
 
 
-async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Poll ``condition()`` until it is true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_disconnect_is_noticed_within_one_heartbeat(app_server: InProcess) -> None:
     response = await subscribe(app_server.port, {"all": "true"})
     assert app_server.broker.subscriber_count() == 1
     started = time.monotonic()
     response.close()
-    await eventually(lambda: app_server.broker.subscriber_count() == 0, HEARTBEAT)
+    await eventually_async(lambda: app_server.broker.subscriber_count() == 0, HEARTBEAT)
     assert time.monotonic() - started < HEARTBEAT
 
 
@@ -139,14 +131,14 @@ async def test_connect_disconnect_cycles_leave_no_tasks_subscriptions_or_memory(
 
     writing = asyncio.ensure_future(writer())
     await cycles(50)  # warm caches and allocator pools
-    await eventually(lambda: broker.subscriber_count() == 0)
+    await eventually_async(lambda: broker.subscriber_count() == 0, 2.0)
     gc.collect()
     tasks_before = len(asyncio.all_tasks())
     tracemalloc.start()
     try:
         memory_before = tracemalloc.get_traced_memory()[0]
         await cycles(500)
-        await eventually(lambda: broker.subscriber_count() == 0)
+        await eventually_async(lambda: broker.subscriber_count() == 0, 2.0)
         stop.set()
         await writing
         gc.collect()
@@ -155,7 +147,7 @@ async def test_connect_disconnect_cycles_leave_no_tasks_subscriptions_or_memory(
         tracemalloc.stop()
     assert broker.namespaces_indexed() == 0
     # The writer has finished; connection tasks end a moment after their subscription.
-    await eventually(lambda: len(asyncio.all_tasks()) == tasks_before - 1)
+    await eventually_async(lambda: len(asyncio.all_tasks()) == tasks_before - 1, 2.0)
     assert growth < 64 * 1024, f"{growth} bytes retained after 500 cycles"
 
 
@@ -188,7 +180,7 @@ async def test_client_that_stops_reading_gets_coalesced_pokes_and_catches_up(
             await collector.close()
         else:
             await response.aclose()
-    await eventually(lambda: broker.subscriber_count() == 0)
+    await eventually_async(lambda: broker.subscriber_count() == 0, 2.0)
 
 
 async def test_broker_close_ends_every_stream_promptly_even_one_that_is_stuck(
@@ -274,10 +266,10 @@ async def test_real_server_frees_connections_sockets_and_memory_after_500_cycles
         return int(health["connections"])
 
     await cycles(100)
-    await eventually(lambda: connections() == 1)
+    await eventually_async(lambda: connections() == 1, 2.0)
     sockets, rss = open_sockets(pid), rss_kib(pid)
     await cycles(500)
-    await eventually(lambda: connections() == 1)
+    await eventually_async(lambda: connections() == 1, 2.0)
     assert open_sockets(pid) <= sockets
     assert rss_kib(pid) - rss < 4096, "RSS grew by more than 4 MiB over 500 cycles"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -28,6 +27,7 @@ from eventodb.store.group_commit import GroupCommit
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.store import _Item, _NamespaceSchema, _Outcome
 from tests.store.concurrent_writes import check_outcomes, expected_summary, run_workload
+from tests.support.polling import eventually_async
 from tests.support.postgres import open_postgres_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
@@ -48,20 +48,6 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
 async def writes_of(store: PostgresStore, namespace: str = NS) -> GroupCommit[_Item, _Outcome]:
     ns: _NamespaceSchema = await store._namespace(namespace)
     return ns.writes
-
-
-async def until(condition: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    """Wait (at most 10 s) for ``condition`` to hold."""
-    deadline = time.monotonic() + 10
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager
@@ -86,8 +72,10 @@ async def held_in_flight(
         held = asyncio.create_task(
             store.write_message(NS, f"{HOLD}-{uuid.uuid4().hex}", "T", {}, message_id=held_id)
         )
-        await until(lambda: writes._in_flight == 1, "the held write is in flight")
-        await until(lambda: lock_waiters(sql), "the held write waits for the SQL transaction")
+        await eventually_async(lambda: writes._in_flight == 1, 10, "the held write is in flight")
+        await eventually_async(
+            lambda: lock_waiters(sql), 10, "the held write waits for the SQL transaction"
+        )
         yield writes
     finally:
         await tx.rollback()
@@ -112,7 +100,9 @@ async def one_batch(
     async with held_in_flight(store, sql) as commit:
         before = commit.batches
         tasks = [asyncio.create_task(outcome(w())) for w in writes]
-        await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+        await eventually_async(
+            lambda: len(commit._waiting) == len(writes), 10, "the batch has formed"
+        )
     results = await asyncio.gather(*tasks)
     assert commit.batches == before + 1, "the writes did not go as one batch"
     return results
@@ -224,7 +214,7 @@ async def test_a_batch_answers_each_of_its_writes(store: PostgresStore, sql: Any
     assert [m.data for m in await store.get_stream_messages(NS, "mix-3")] == [{"v": 1}]
 
     # One NOTIFY for the batch, naming each message it wrote (and one for the held write).
-    await until(lambda: len(notes) >= 2, "the notifications arrived")
+    await eventually_async(lambda: len(notes) >= 2, 10, "the notifications arrived")
     await sql.fetchval("SELECT 1")
     batch_notes = [n for n in notes if len(n["g"]) > 1]
     assert batch_notes == [
@@ -271,7 +261,7 @@ async def racing_insert(dsn: str, sql: Any, message_id: str) -> AsyncIterator[in
             message_id,
         )
         yield global_position
-        await until(lambda: lock_waiters(sql), "a write waits for the SQL client")
+        await eventually_async(lambda: lock_waiters(sql), 10, "a write waits for the SQL client")
         await tx.commit()
     finally:
         await other.close()
@@ -299,7 +289,9 @@ async def test_a_batch_that_fails_as_a_whole_is_written_one_by_one(
         held_in_flight(store, sql) as commit,
     ):
         tasks = [asyncio.create_task(outcome(w())) for w in writes]
-        await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+        await eventually_async(
+            lambda: len(commit._waiting) == len(writes), 10, "the batch has formed"
+        )
     results = await asyncio.gather(*tasks)
 
     assert store.stats.errors == errors + 1  # the batch failed once...
@@ -357,7 +349,9 @@ async def test_a_batch_does_not_wait_for_a_category_lock_held_elsewhere(
         commit = await writes_of(store)
         async with held_in_flight(store, sql):
             tasks = [asyncio.create_task(outcome(w())) for w in writes]
-            await until(lambda: len(commit._waiting) == len(writes), "the batch has formed")
+            await eventually_async(
+                lambda: len(commit._waiting) == len(writes), 10, "the batch has formed"
+            )
         free = await asyncio.wait_for(asyncio.gather(tasks[0], tasks[2]), 10)
         assert [(ok(r).position, ok(r).duplicate) for r in free] == [(0, False), (1, False)]
         await asyncio.sleep(0.2)
@@ -397,7 +391,7 @@ async def test_a_write_waits_for_the_next_batch_while_one_is_in_flight(
 ) -> None:
     async with held_in_flight(store, sql) as commit:
         waiting = asyncio.create_task(store.write_message(NS, "free-1", "T", {}))
-        await until(lambda: len(commit._waiting) == 1, "the write waits")
+        await eventually_async(lambda: len(commit._waiting) == 1, 10, "the write waits")
         await asyncio.sleep(0.2)
         assert not waiting.done()  # another category, but one batch is in flight
         assert commit._in_flight == 1
@@ -433,7 +427,7 @@ async def test_writes_during_an_import_wait_for_it_and_land_after_it(
                 f"SELECT {SCHEMA}.write_message($1, 'sql-1', 'T', '{{}}')", str(uuid.uuid4())
             )
         )
-        await until(lambda: lock_waiters(sql, 2), "both writes wait for the import")
+        await eventually_async(lambda: lock_waiters(sql, 2), 10, "both writes wait for the import")
         await sql.execute(ns.sql.raise_sequence, 3)
         await tx.commit()
         written: WriteResult | BaseException
