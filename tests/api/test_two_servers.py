@@ -94,7 +94,7 @@ def test_a_subscription_of_a_revoked_token_ends_on_every_server(
         ended.set()
 
     threading.Thread(target=listen, daemon=True).start()
-    eventually(lambda: ": ready" in lines, 10)
+    eventually(lambda: ": ready" in lines, 10, "the subscription is ready")
     first.ok(ADMIN_TOKEN, "ns.delete", name)
     first.ok(ADMIN_TOKEN, "ns.create", name)
     assert ended.wait(PROPAGATION), lines

@@ -238,58 +238,77 @@ def test_live_tail_shows_a_message_written_by_another_client_within_a_second(
     page.wait_for_selector("#tail-status:text-is('stopped')")
 
 
-def test_live_tail_follows_a_stream_everything_or_one_group_member(
-    tab: Tab, namespace: Namespace
-) -> None:
-    """Each mode shows exactly what the server's read of the same target returns, newest on
-    top; "From position" replays history first."""
+def _tail(tab: Tab, namespace: Namespace, query: str, start_from: str = "") -> None:
+    """Open the live tail of ``query`` (route parameters), start it and wait until it is live."""
     tab.login(namespace.token)
-    page = tab.page
+    tab.go(f"#/ns/{namespace.id}/tail{query}")
+    tab.page.fill("#tail-from", start_from)
+    tab.page.click("#tail-start")
+    tab.page.wait_for_selector("#tail-status:text-is('live')")
 
-    def tail(query: str, start_from: str = "") -> None:
-        tab.go(f"#/ns/{namespace.id}/tail{query}")
-        page.fill("#tail-from", start_from)
-        page.click("#tail-start")
-        page.wait_for_selector("#tail-status:text-is('live')")
 
-    def shown_once(last: dict[str, int]) -> list[str]:
-        page.wait_for_selector(f"#tail-rows tr[data-global='{last['globalPosition']}']")
-        rows = tab.cells("#tail-rows tr", "data-global")
-        page.click("#tail-start")  # stop
-        page.wait_for_selector("#tail-status:text-is('stopped')")
-        return rows
+def _tail_rows_through(tab: Tab, last: dict[str, int]) -> list[str]:
+    """The global positions the tail shows, top down, once ``last`` has arrived; stops it."""
+    tab.page.wait_for_selector(f"#tail-rows tr[data-global='{last['globalPosition']}']")
+    rows = tab.cells("#tail-rows tr", "data-global")
+    tab.page.click("#tail-start")  # stop
+    tab.page.wait_for_selector("#tail-status:text-is('stopped')")
+    return rows
 
-    # One stream: its messages only, positions counted in the stream.
+
+def test_live_tail_of_a_stream_shows_its_messages_only(tab: Tab, namespace: Namespace) -> None:
     namespace.write("acct-1", "Opened", {"n": 0})
-    tail("?stream=acct-1")
+    _tail(tab, namespace, "?stream=acct-1")
     namespace.write("acct-2", "Noise", {})
     last = namespace.write("acct-1", "Deposited", {"n": 1})
-    assert last["position"] == 1
-    assert shown_once(last) == [str(last["globalPosition"])]
-    assert page.locator("#tail-rows td[data-label=Position]").all_inner_texts() == ["1"]
+    new = namespace.ok("stream.get", "acct-1", {"position": 1})
+    assert _tail_rows_through(tab, last) == [str(m[3]) for m in reversed(new)]
+    assert tab.page.locator("#tail-rows td[data-label=Position]").all_inner_texts() == ["1"]
 
-    # The same stream from position 0: the history first, then what arrives.
-    tail("?stream=acct-1", start_from="0")
+    # From position 0: the stream's history first, then what arrives.
+    _tail(tab, namespace, "?stream=acct-1", start_from="0")
     newest = namespace.write("acct-1", "Withdrawn", {"n": 2})
     history = namespace.ok("stream.get", "acct-1")
-    assert shown_once(newest) == [str(m[3]) for m in reversed(history)]
+    assert len(history) == 3
+    assert _tail_rows_through(tab, newest) == [str(m[3]) for m in reversed(history)]
 
-    # Everything: every category of the namespace.
-    tail("")
-    everything = [namespace.write(s, "T", {}) for s in ("acct-3", "other-1", "acct-3")]
-    assert shown_once(everything[-1]) == [str(w["globalPosition"]) for w in reversed(everything)]
 
-    # One member of a consumer group: the streams the server gives that member.
+def test_live_tail_of_everything_shows_every_category(tab: Tab, namespace: Namespace) -> None:
+    first = namespace.write("acct-1", "T", {})
+    _tail(tab, namespace, "")
+    arrived = [namespace.write(s, "T", {}) for s in ("acct-3", "other-1", "acct-3")]
+    new = namespace.ok("category.get", "", {"position": first["globalPosition"] + 1})
+    assert _tail_rows_through(tab, arrived[-1]) == [str(m[4]) for m in reversed(new)]
+
+    # From a global position: what was there first, then what arrives.
+    _tail(tab, namespace, "", start_from=str(first["globalPosition"]))
+    newest = namespace.write("other-2", "T", {})
+    history = namespace.ok("category.get", "")
+    assert len(history) == 5
+    assert _tail_rows_through(tab, newest) == [str(m[4]) for m in reversed(history)]
+
+
+def test_live_tail_of_a_group_member_shows_the_servers_share(
+    tab: Tab, namespace: Namespace
+) -> None:
     streams = [f"grp-{i}" for i in range(12)]
     mine = [s for s in streams if group_member(s, 2) == 0]
     assert mine, "the names should give member 0 of 2 some streams"
     assert len(mine) < len(streams), "and member 1 some others"
-    tail("?category=grp&member=0&groupSize=2")
+    _tail(tab, namespace, "?category=grp&member=0&groupSize=2")
     for s in streams:
         namespace.write(s, "T", {})
-    sentinel = namespace.write(mine[0], "T", {"last": True})
-    expected = namespace.ok("category.get", "grp", {"consumerGroup": {"member": 0, "size": 2}})
-    assert shown_once(sentinel) == [str(m[4]) for m in reversed(expected)]
+    last = namespace.write(mine[0], "T", {"last": True})
+    share = namespace.ok("category.get", "grp", {"consumerGroup": {"member": 0, "size": 2}})
+    assert _tail_rows_through(tab, last) == [str(m[4]) for m in reversed(share)]
+
+    # From position 1 (replayed), then one more write of each member.
+    _tail(tab, namespace, "?category=grp&member=0&groupSize=2", start_from="1")
+    other = next(s for s in streams if s not in mine)
+    namespace.write(other, "T", {})
+    newest = namespace.write(mine[-1], "T", {})
+    share = namespace.ok("category.get", "grp", {"consumerGroup": {"member": 0, "size": 2}})
+    assert _tail_rows_through(tab, newest) == [str(m[4]) for m in reversed(share)]
 
 
 def test_live_tail_reconnects_after_a_server_restart_and_misses_nothing(

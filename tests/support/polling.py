@@ -9,20 +9,23 @@ import time
 from collections.abc import Awaitable, Callable
 
 
-def eventually(condition: Callable[[], bool], within: float) -> None:
-    """Poll ``condition()`` every 50 ms; fail once ``within`` seconds have passed without it."""
+def eventually(condition: Callable[[], bool], within: float, what: str = "the condition") -> None:
+    """Poll ``condition()`` every 50 ms (it usually asks another process, over HTTP or by
+    reading its log); fail once ``within`` seconds have passed without it, naming ``what``."""
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within} s")
+            raise AssertionError(f"timed out after {within} s waiting until {what}")
         time.sleep(0.05)
 
 
 async def eventually_async(
-    condition: Callable[[], Awaitable[bool] | bool], within: float, what: str = "condition"
+    condition: Callable[[], Awaitable[bool] | bool], within: float, what: str = "the condition"
 ) -> None:
     """Poll ``condition()`` (a coroutine's result is awaited) every 5 ms, letting other tasks
-    run in between; fail once ``within`` seconds have passed without it, naming ``what``."""
+    run in between: it usually reads state of this process, which is cheap to look at, and the
+    tests that wait on it measure how soon something happens. Fails once ``within`` seconds
+    have passed without it, naming ``what``."""
     deadline = time.monotonic() + within
     while True:
         result = condition()
@@ -31,5 +34,5 @@ async def eventually_async(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {within} s")
+            raise AssertionError(f"timed out after {within} s waiting until {what}")
         await asyncio.sleep(0.005)

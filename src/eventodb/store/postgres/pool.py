@@ -96,8 +96,9 @@ def describe(exc: BaseException) -> str:
 
 
 class _ReconnectWarnings(logging.Filter):
-    """Shortens the warning asyncpg logs for each failed attempt to reopen the pool's minimum
-    connections while Postgres is away (after 1 s, 2 s, 4 s, ... then every minute).
+    """Shortens the warning asyncpg (0.32 and later) logs for each failed attempt to reopen the
+    pool's minimum connections while Postgres is away: the first attempt at once, then 1 s,
+    2 s, 4 s, ... apart, at most a minute apart.
 
     asyncpg attaches the traceback of its own connect code, some thirty lines that tell an
     operator nothing the error does not; the line keeps its level and message and ends with
@@ -106,7 +107,11 @@ class _ReconnectWarnings(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and isinstance(exc, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
+        if (
+            exc is not None
+            and isinstance(exc, (*CONNECTION_ERRORS, asyncpg.PostgresError))
+            and str(record.msg).startswith(_RECONNECT_WARNING)
+        ):
             record.msg = f"{record.getMessage()}: {describe(exc)}"
             record.args = None
             record.exc_info = None
@@ -114,6 +119,7 @@ class _ReconnectWarnings(logging.Filter):
         return True
 
 
+_RECONNECT_WARNING = "Failed to restore the pool connection floor"
 _RECONNECT_WARNINGS = _ReconnectWarnings()
 
 
@@ -196,7 +202,7 @@ class Pool:
 
     async def open(self) -> None:
         """Raises: BackendError naming the database (without its password)."""
-        logging.getLogger("asyncpg.pool").addFilter(_RECONNECT_WARNINGS)  # added once
+        logging.getLogger("asyncpg.pool").addFilter(_RECONNECT_WARNINGS)  # no-op if already there
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
