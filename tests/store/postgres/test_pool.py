@@ -4,6 +4,7 @@ pool per statement), and everything unusual handed back to asyncpg's pool."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -153,6 +154,36 @@ async def test_trimming_while_a_statement_runs_loses_no_connection(
     assert pool._kept == []
     assert inner.get_size() == inner.get_idle_size()  # nothing checked out of asyncpg's pool
     await asyncio.wait_for(pool.close(), 1)
+
+
+async def test_a_statement_waiting_for_a_connection_gets_one_while_the_load_goes_on(
+    postgres_dsn: str,
+) -> None:
+    """With every connection busy, a statement waits in asyncpg's pool. The next connection to
+    end a statement must go to it: kept instead, the busy statements' next ones would take it
+    again and again, and the waiting statement would wait as long as the load lasts."""
+    p = Pool(
+        postgres_dsn, min_size=1, max_size=2, connect_timeout=5, stats=StoreStats(),
+        explain=_nothing_to_explain,
+    )  # fmt: skip
+    await p.open()
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        while not stop.is_set():
+            await p.run("sleep", lambda c: c.execute("SELECT pg_sleep(0.01)"))
+
+    workers = [asyncio.create_task(busy()) for _ in range(2)]
+    try:
+        await asyncio.sleep(0.2)  # both connections in use, kept and taken again
+        started = time.monotonic()
+        assert await asyncio.wait_for(p.run("late", lambda c: c.fetchval("SELECT 1")), 10) == 1
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+        await p.close()
+    assert waited < 1.0
 
 
 async def test_idle_kept_connections_go_back_to_asyncpgs_pool(

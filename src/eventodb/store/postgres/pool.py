@@ -170,7 +170,9 @@ class Pool:
     survive cancellation): about a quarter of a 100-message read, measured. So a connection
     that ends a statement cleanly is kept here, up to :data:`KEPT_CONNECTIONS`, and the next
     statement takes it without asyncpg; anything unusual (an error, a cancellation, an open
-    transaction) hands it back to asyncpg's pool, which knows how to reset or replace it.
+    transaction) hands it back to asyncpg's pool, which knows how to reset or replace it. So
+    does the end of a statement while another one waits for asyncpg's pool (all connections
+    were busy): the waiting statement gets that connection.
 
     Args:
         explain: asked about a statement on one namespace that failed in the database.
@@ -199,6 +201,8 @@ class Pool:
         statements it ran since it left asyncpg's pool."""
         self._trim_timer: asyncio.TimerHandle | None = None
         self._giving_back: set[asyncio.Task[None]] = set()
+        self._acquiring = 0
+        """Statements waiting for a connection from asyncpg's pool (none was kept free)."""
 
     async def open(self) -> None:
         """Raises: BackendError naming the database (without its password)."""
@@ -325,7 +329,11 @@ class Pool:
             self._stats.record_pool_wait(0.0)
         else:
             asked = time.perf_counter()
-            conn = await pool.acquire()
+            self._acquiring += 1
+            try:
+                conn = await pool.acquire()
+            finally:
+                self._acquiring -= 1
             self._stats.record_pool_wait(time.perf_counter() - asked)
         try:
             result = await work(conn)
@@ -342,7 +350,11 @@ class Pool:
         kept = self._kept
         uses += 1
         if (
-            uses < KEPT_USES
+            # A statement waiting in asyncpg's pool gets this connection. Kept, it would go to
+            # the next new statement instead, again and again while the load lasts, and the
+            # waiting one would wait until the kept connections age out.
+            not self._acquiring
+            and uses < KEPT_USES
             and len(kept) < KEPT_CONNECTIONS
             and not conn.is_in_transaction()
             and self._pool is pool
