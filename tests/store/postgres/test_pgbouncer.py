@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from eventodb.store.base import ConsumerGroup, Poke
 from eventodb.store.postgres.statements import schema_name
 from tests.support.ports import free_port
-from tests.support.postgres import SESSION_SETTINGS, open_postgres_store, session_settings
+from tests.support.postgres import (
+    SESSION_SETTINGS,
+    open_postgres_store,
+    plain_connection,
+    session_settings,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -98,8 +102,7 @@ async def test_the_store_works_through_pgbouncer_in_session_mode(
         unsubscribe = store.add_listener(pokes.put_nowait)
         try:
             async with store.hear_other_writers():
-                sql = await asyncpg.connect(postgres_dsn)
-                try:
+                async with plain_connection(postgres_dsn) as sql:
                     await sql.execute(
                         f'SELECT "{schema_name(NS)}".write_message($1, $2, $3, $4)',
                         str(uuid.uuid4()),
@@ -107,8 +110,6 @@ async def test_the_store_works_through_pgbouncer_in_session_mode(
                         "Opened",
                         "{}",
                     )
-                finally:
-                    await sql.close()
                 poke = await asyncio.wait_for(pokes.get(), 5)
         finally:
             unsubscribe()

@@ -61,6 +61,8 @@ answer.)"""
 LISTEN_TIMEOUT = 5.0
 """Seconds a LISTEN, an UNLISTEN or a liveness check may take before the connection is taken
 for dead (a silently broken network gives no error, only silence)."""
+_CONNECTION_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a statement on the LISTEN connection raises when the connection is of no more use."""
 HEAR_WRITES_LINGER = 10.0
 """Seconds the write channel stays listened to after the last one who needed it left, so that
 subscribers coming and going do not cost a LISTEN and an UNLISTEN each."""
@@ -357,16 +359,14 @@ class NotificationListener:
                 return
             try:
                 for channel in [c for c in self._wanted if c not in listened]:
-                    await asyncio.wait_for(
-                        conn.add_listener(channel, self._notified), self._timeout
-                    )
+                    await self._listen_on(conn, channel)
                     listened.add(channel)
                 for channel in [c for c in listened if c not in self._wanted]:
                     await asyncio.wait_for(
                         conn.remove_listener(channel, self._notified), self._timeout
                     )
                     listened.discard(channel)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _CONNECTION_FAILURES as exc:
                 log.debug("changing what is listened to failed: %s", exc)
                 if conn is self._conn:
                     self._lost.set()  # the reconnection LISTENs on what is wanted then
@@ -380,9 +380,7 @@ class NotificationListener:
             # connection's publication below there is no await, so nothing is missed.
             while todo := [c for c in self._wanted if c not in listened]:
                 for channel in todo:
-                    await asyncio.wait_for(
-                        conn.add_listener(channel, self._notified), self._timeout
-                    )
+                    await self._listen_on(conn, channel)
                     listened.add(channel)
         except BaseException:
             conn.terminate()
@@ -395,6 +393,10 @@ class NotificationListener:
     def _terminated(self, conn: Any) -> None:
         if conn is self._conn:
             self._lost.set()
+
+    async def _listen_on(self, conn: Any, channel: str) -> None:
+        """LISTEN on ``channel``; a connection that does not answer in time raises TimeoutError."""
+        await asyncio.wait_for(conn.add_listener(channel, self._notified), self._timeout)
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self.alive_at = asyncio.get_running_loop().time()
@@ -415,7 +417,7 @@ class NotificationListener:
             return
         try:
             await asyncio.wait_for(conn.close(), 2)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except _CONNECTION_FAILURES:
             conn.terminate()
 
     async def _alive(self) -> bool:
@@ -426,7 +428,7 @@ class NotificationListener:
             try:
                 started = asyncio.get_running_loop().time()
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), self._timeout)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _CONNECTION_FAILURES:
                 return False
         self.alive_at = started  # the answer proves every notification sent before was seen
         return True
