@@ -6,6 +6,7 @@ Not a test: it prints the figures of docs/PERFORMANCE.md. Usage::
     .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --connections 8
     .venv/bin/python scripts/bench_vs_message_db.py --workloads stream.get --duration 3
     .venv/bin/python scripts/bench_vs_message_db.py --backends postgres --preload 250000
+    .venv/bin/python scripts/bench_vs_message_db.py --backends sqlite --sqlite-sync full
 
 Postgres: a fresh database ``bench_mdb_<random>`` on ``--pg-url`` holds, side by side,
 
@@ -27,7 +28,8 @@ client and ``d.db us`` of Postgres serving it (so run it on a machine where noth
 Postgres; ``-`` when its processes are not visible from here). The database is dropped at
 the end.
 
-SQLite: the server on a data directory of SQLite files; HTTP writes and 100-message reads.
+SQLite: the server on a data directory of SQLite files (``--sqlite-sync normal`` by default,
+``full`` to fsync every commit); HTTP writes and 100-message reads.
 
 Workloads (names as in ``--workloads``):
 
@@ -280,13 +282,15 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
 def bench_sqlite(args: argparse.Namespace, workloads: list[str], connections: list[int]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-sqlite-"))
     try:
-        server = Server(["--data-dir", str(workdir / "data")], workdir)
+        server = Server(
+            ["--data-dir", str(workdir / "data"), "--sqlite-sync", args.sqlite_sync], workdir
+        )
         try:
             token = _namespace(server)
             fill_http(server, token)
             print(
-                f"\n== SQLite files: HTTP (server pid {server.pid}), {args.duration}s rounds x "
-                f"{args.repeat}, medians"
+                f"\n== SQLite files (--sqlite-sync {args.sqlite_sync}): HTTP (server pid "
+                f"{server.pid}), {args.duration}s rounds x {args.repeat}, medians"
             )
             _header("", "")
             for workload in workloads:
@@ -407,6 +411,12 @@ def main() -> None:
         type=int,
         default=0,
         help="Postgres: messages of other categories written before the workloads' data",
+    )
+    parser.add_argument(
+        "--sqlite-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="SQLite: the server's --sqlite-sync (full: fsync every commit)",
     )
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
