@@ -15,13 +15,14 @@ import pytest
 from eventodb.store.base import Store
 from eventodb.store.sqlite import SQLiteStore
 from tests.support.postgres import (
+    no_orphaned_namespaces,
     open_postgres_store,
     postgres_dsn,
     postgres_store,
     pytest_terminal_summary,
 )
 
-__all__ = ["postgres_dsn", "postgres_store", "pytest_terminal_summary"]
+__all__ = ["no_orphaned_namespaces", "postgres_dsn", "postgres_store", "pytest_terminal_summary"]
 
 BACKENDS = ["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -18,6 +18,11 @@ fixture fails instead.
 
 Wire :func:`pytest_terminal_summary` into ``tests/conftest.py`` (import it there) so the line
 appears.
+
+The session's database is shared: the store fixtures empty it before each test, but the
+servers of the black-box tests keep their namespaces in it. A test that damages a namespace
+must delete it; :func:`no_orphaned_namespaces` (also wired into ``tests/conftest.py``) fails
+the module that leaves one whose schema is gone.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ T = TypeVar("T")
 
 _unavailable: list[str] = []
 """Why Postgres tests were skipped (for the terminal summary)."""
+_session_database: list[str] = []
+"""The URL of this session's database, once :func:`postgres_dsn` has made it."""
 
 
 @contextlib.asynccontextmanager
@@ -218,6 +225,23 @@ async def reset_database(url: str) -> None:
         await conn.close()
 
 
+_ORPHANS = (
+    "SELECT n.id FROM eventodb_store.namespaces n WHERE NOT EXISTS"
+    " (SELECT 1 FROM pg_namespace s WHERE s.nspname = n.schema_name) ORDER BY n.id"
+)
+
+
+async def orphaned_namespaces(url: str) -> list[str]:
+    """Namespaces of the registry at ``url`` whose schema is gone."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        if await conn.fetchval("SELECT to_regclass('eventodb_store.namespaces')") is None:
+            return []
+        return [row[0] for row in await conn.fetch(_ORPHANS)]
+    finally:
+        await conn.close()
+
+
 def run_sync(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     """Run ``fn(*args)`` to completion on a private event loop in a helper thread.
 
@@ -275,13 +299,31 @@ def postgres_dsn() -> Iterator[str]:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _unavailable_outcome(f"cannot create a database at {redact(admin_url)}: {exc}")
             return
+        _session_database.append(url)
         try:
             yield url
         finally:
+            _session_database.clear()
             run_sync(drop_database, admin_url, url)
     finally:
         if cluster is not None:
             cluster.destroy()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_orphaned_namespaces(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a module whose tests leave, in the session's shared database, a namespace whose
+    schema they dropped behind the server's back: every server started later on that database
+    would report the missing schema at start-up, and a test asserting a clean log would fail
+    for another module's leftovers, depending on the order the tests run in."""
+    yield
+    if not _session_database:
+        return
+    orphans = run_sync(orphaned_namespaces, _session_database[0])
+    assert not orphans, (
+        f"a test of {request.module.__name__} left namespaces whose schema is gone: {orphans};"
+        " delete them (ns.delete)"
+    )
 
 
 @contextlib.asynccontextmanager
