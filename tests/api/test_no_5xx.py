@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from eventodb.api.rpc import METHODS
+from tests.support.raw_http import KeptAliveConnection
 from tests.support.server import ADMIN_TOKEN, Server, make_tenant
 
 pytestmark = pytest.mark.timeout(300)
@@ -213,43 +213,44 @@ async def run_fuzz(server: Server, tenant_token: str, import_token: str) -> Coun
         queue.put_nowait(job)
     import_lock = asyncio.Lock()  # imports into one namespace, one at a time
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            kind, job = queue.get_nowait()
-            if kind in ("rpc", "raw"):
-                token, body = job
-                content = (
-                    json.dumps(body).encode("utf-8", "surrogatepass") if kind == "rpc" else body
-                )
-                response = await client.post(
-                    "/rpc", content=content, headers={"Authorization": f"Bearer {token}"}
-                )
-                statuses[response.status_code] += 1
-                if response.status_code >= 500:
-                    problems.append(f"{response.status_code} {content[:300]!r}: {response.text}")
-            elif kind == "subscribe":
-                async with client.stream("GET", f"/subscribe?{job}") as response:
-                    statuses[response.status_code] += 1
-                    if response.status_code >= 500:
-                        problems.append(f"{response.status_code} subscribe?{job}")
-            else:
-                token, lines = job
-                async with import_lock:
-                    response = await client.post(
-                        "/import",
-                        content=lines.encode("utf-8", "surrogatepass"),
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-                statuses[response.status_code] += 1
-                import_statuses[response.status_code] += 1
-                if response.status_code >= 500 or "IMPORT_FAILED" in response.text:
-                    problems.append(
-                        f"import {token!r} {lines[:300]!r}: {response.status_code} {response.text}"
-                    )
+    async def worker() -> None:
+        connection = KeptAliveConnection(server.port)
+        try:
+            while not queue.empty():
+                await run_job(connection, *queue.get_nowait())
+        finally:
+            await connection.close()
 
-    limits = httpx.Limits(max_connections=WORKERS)
-    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(WORKERS)))
+    async def run_job(connection: KeptAliveConnection, kind: str, job: Any) -> None:
+        if kind in ("rpc", "raw"):
+            token, body = job
+            content = json.dumps(body).encode("utf-8", "surrogatepass") if kind == "rpc" else body
+            status, answer = await connection.request(
+                "POST", "/rpc", content, [f"Authorization: Bearer {token}"]
+            )
+            statuses[status] += 1
+            if status >= 500:
+                problems.append(f"{status} {content[:300]!r}: {answer!r}")
+        elif kind == "subscribe":
+            status, _ = await connection.request("GET", f"/subscribe?{job}")
+            statuses[status] += 1
+            if status >= 500:
+                problems.append(f"{status} subscribe?{job}")
+        else:
+            token, lines = job
+            async with import_lock:
+                status, answer = await connection.request(
+                    "POST",
+                    "/import",
+                    lines.encode("utf-8", "surrogatepass"),
+                    [f"Authorization: Bearer {token}"],
+                )
+            statuses[status] += 1
+            import_statuses[status] += 1
+            if status >= 500 or b"IMPORT_FAILED" in answer:
+                problems.append(f"import {token!r} {lines[:300]!r}: {status} {answer!r}")
+
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
     assert not problems, "\n".join(problems[:20])
     # Imports were both refused for their tokens and let through.
     assert import_statuses[200], import_statuses

@@ -4,13 +4,14 @@ test, an async RPC client, and the raw SSE client of :mod:`tests.support.sseclie
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.raw_http import KeptAliveConnection
 from tests.support.server import ADMIN_TOKEN, Server, serve_per_param, server_args, unique
 from tests.support.server import Tenant as ServerTenant
 
@@ -38,21 +39,31 @@ def server(
 
 
 class Tenant(ServerTenant):
-    """One test's namespace, with an async RPC client for it."""
+    """One test's namespace, with an async RPC client for it (kept-alive connections, one per
+    concurrent call: the load tests write thousands of messages)."""
 
     def __init__(self, server: Server, namespace: str, token: str) -> None:
         super().__init__(server, namespace, token)
-        self.http = httpx.AsyncClient(
-            base_url=server.url,
-            timeout=15.0,
-            headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
+        self._authorization = f"Authorization: Bearer {token}"
+        self._idle: list[KeptAliveConnection] = []
 
     async def call(self, *request: Any) -> Any:
-        response = await self.http.post("/rpc", json=list(request))
-        assert response.status_code == 200, response.text
-        return response.json()
+        connection = self._idle.pop() if self._idle else KeptAliveConnection(self.port, 15.0)
+        try:
+            status, body = await connection.request(
+                "POST", "/rpc", json.dumps(list(request)).encode(), [self._authorization]
+            )
+        except BaseException:
+            await connection.close()
+            raise
+        self._idle.append(connection)
+        assert status == 200, body
+        return json.loads(body)
+
+    async def aclose(self) -> None:
+        for connection in self._idle:
+            await connection.close()
+        self._idle.clear()
 
     async def write(self, stream: str, data: dict[str, Any] | None = None) -> tuple[int, int]:
         """Write one message; returns (position, global position)."""
@@ -72,5 +83,5 @@ async def tenant(server: Server) -> AsyncIterator[Tenant]:
     created = server.ok(ADMIN_TOKEN, "ns.create", namespace)
     t = Tenant(server, namespace, created["token"])
     yield t
-    await t.http.aclose()
+    await t.aclose()
     server.rpc(ADMIN_TOKEN, "ns.delete", namespace)

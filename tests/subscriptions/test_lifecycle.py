@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import signal
 import time
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
@@ -31,6 +31,7 @@ from eventodb.store.sqlite import SQLiteStore
 from tests.subscriptions.conftest import HEARTBEAT, start_server
 from tests.support.polling import eventually_async
 from tests.support.ports import free_port
+from tests.support.raw_http import KeptAliveConnection
 from tests.support.server import ADMIN_TOKEN, Server, unique
 from tests.support.sseclient import Collector, subscribe
 
@@ -85,6 +86,7 @@ PAD = "x" * 900
 buffers (several MB on loopback) with a modest number of writes."""
 
 
+AUTHORIZATION = f"Authorization: Bearer {ADMIN_TOKEN}"
 STALL_WRITES = 6000
 """Pokes of about 1 KB each: more than the kernel's socket buffers on loopback hold (up to 4 MiB
 for the sender with autotuning), so the server's writes to a client that stopped reading stall."""
@@ -295,16 +297,20 @@ async def test_sigterm_does_not_wait_for_a_client_that_stopped_reading(
     own_server = start_server("test-mode", request, tmp_path)  # in memory: fast writes
     stuck = await subscribe(own_server.port, {"category": "s"}, token=ADMIN_TOKEN, rcvbuf=4096)
     try:
-        async with httpx.AsyncClient(
-            base_url=own_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        ) as client:
 
-            async def writer(k: int) -> None:
+        async def writer(k: int) -> None:
+            connection = KeptAliveConnection(own_server.port)
+            try:
                 for i in range(STALL_WRITES // 8):
                     body = ["stream.write", f"s-{k}x{i}-{PAD}", {"type": "T", "data": {}}]
-                    assert (await client.post("/rpc", json=body)).status_code == 200
+                    status, answer = await connection.request(
+                        "POST", "/rpc", json.dumps(body).encode(), [AUTHORIZATION]
+                    )
+                    assert status == 200, answer
+            finally:
+                await connection.close()
 
-            await asyncio.gather(*(writer(k) for k in range(8)))
+        await asyncio.gather(*(writer(k) for k in range(8)))
         started = time.monotonic()
         own_server.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(own_server.proc.wait, 20) == 0

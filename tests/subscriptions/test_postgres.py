@@ -48,7 +48,7 @@ async def tenants(servers: tuple[Server, Server]) -> AsyncIterator[tuple[Tenant,
     pair = (Tenant(servers[0], namespace, token), Tenant(servers[1], namespace, token))
     yield pair
     for t in pair:
-        await t.http.aclose()
+        await t.aclose()
     servers[0].rpc(ADMIN_TOKEN, "ns.delete", namespace)
 
 
