@@ -44,21 +44,16 @@ class Tenant(ServerTenant):
 
     def __init__(self, server: Server, namespace: str, token: str) -> None:
         super().__init__(server, namespace, token)
-        self._authorization = f"Authorization: Bearer {token}"
+        self._headers = [f"Authorization: Bearer {token}", "Content-Type: application/json"]
         self._idle: list[KeptAliveConnection] = []
 
     async def call(self, *request: Any) -> Any:
         connection = self._idle.pop() if self._idle else KeptAliveConnection(self.port, 15.0)
-        try:
-            status, body = await connection.request(
-                "POST", "/rpc", json.dumps(list(request)).encode(), [self._authorization]
-            )
-        except BaseException:
-            await connection.close()
-            raise
-        self._idle.append(connection)
-        assert status == 200, body
-        return json.loads(body)
+        body = json.dumps(list(request), ensure_ascii=False).encode()
+        status, answer = await connection.request("POST", "/rpc", body, self._headers)
+        self._idle.append(connection)  # a failed request raised: its connection is closed
+        assert status == 200, answer
+        return json.loads(answer)
 
     async def aclose(self) -> None:
         for connection in self._idle:

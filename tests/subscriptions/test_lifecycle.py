@@ -86,7 +86,7 @@ PAD = "x" * 900
 buffers (several MB on loopback) with a modest number of writes."""
 
 
-AUTHORIZATION = f"Authorization: Bearer {ADMIN_TOKEN}"
+WRITE_HEADERS = [f"Authorization: Bearer {ADMIN_TOKEN}", "Content-Type: application/json"]
 STALL_WRITES = 6000
 """Pokes of about 1 KB each: more than the kernel's socket buffers on loopback hold (up to 4 MiB
 for the sender with autotuning), so the server's writes to a client that stopped reading stall."""
@@ -304,7 +304,7 @@ async def test_sigterm_does_not_wait_for_a_client_that_stopped_reading(
                 for i in range(STALL_WRITES // 8):
                     body = ["stream.write", f"s-{k}x{i}-{PAD}", {"type": "T", "data": {}}]
                     status, answer = await connection.request(
-                        "POST", "/rpc", json.dumps(body).encode(), [AUTHORIZATION]
+                        "POST", "/rpc", json.dumps(body).encode(), WRITE_HEADERS
                     )
                     assert status == 200, answer
             finally:
