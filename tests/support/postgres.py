@@ -233,22 +233,16 @@ _ORPHANS = (
 
 async def orphaned_namespaces(url: str) -> list[str]:
     """Namespaces of the registry at ``url`` whose schema is gone."""
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
+    async with plain_connection(url, timeout=10) as conn:
         if await conn.fetchval("SELECT to_regclass('eventodb_store.namespaces')") is None:
             return []
         return [row[0] for row in await conn.fetch(_ORPHANS)]
-    finally:
-        await conn.close()
 
 
 async def forget_namespaces(url: str, namespaces: list[str]) -> None:
     """Take ``namespaces`` out of the registry at ``url`` (their schemas are gone)."""
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
+    async with plain_connection(url, timeout=10) as conn:
         await conn.execute("DELETE FROM eventodb_store.namespaces WHERE id = ANY($1)", namespaces)
-    finally:
-        await conn.close()
 
 
 def run_sync(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
