@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -10,17 +11,21 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventodb.core import tokens, validation
 from eventodb.core.errors import BackendError, PositionExists
 from eventodb.store import migrations
-from eventodb.store.base import ImportGroup, ImportStopped, Message
+from eventodb.store.base import ImportGroup, ImportStopped, Message, NewMessage
 from eventodb.store.sqlite import SQLiteStore
 from eventodb.store.sqlite.files import db_file_name
+from eventodb.store.sqlite.store import INLINE_MAX_BYTES, _insert
+from eventodb.store.sqlite.worker import WriterConnection
 from tests.store.storage_access import migrations_up_to
 
 SHIPPED = migrations.load("sqlite", "namespace")
@@ -312,32 +317,52 @@ async def test_an_existing_directory_keeps_its_permissions(tmp_path: Path) -> No
     assert (data / "metadata.db").stat().st_mode & 0o777 == 0o600
 
 
+def import_group(*gpos: int) -> ImportGroup:
+    """Messages ``imp-<g>`` at global positions ``gpos``, as an import's group."""
+    when = datetime(2025, 1, 15, tzinfo=UTC)
+    messages = [
+        Message(f"00000000-0000-4000-8000-{g:012d}", f"imp-{g}", "T", 0, g, {}, None, when)
+        for g in gpos
+    ]
+    return ImportGroup(messages, [validation.encode_payload({}, None)] * len(messages))
+
+
+@contextlib.asynccontextmanager
+async def store_with_namespace(data: Path) -> AsyncIterator[SQLiteStore]:
+    """An open store on ``data`` with namespace "ns"."""
+    store = SQLiteStore(data)
+    await store.open()
+    try:
+        await store.create_namespace("ns", tokens.hash_token(tokens.TEST_TOKEN), "")
+        yield store
+    finally:
+        await store.close()
+
+
+async def hold_writer(store: SQLiteStore) -> tuple[asyncio.Future[Any], int]:
+    """Keep the writer thread of "ns" busy for 0.3 s, so that the jobs submitted meanwhile
+    queue up behind it and run in one transaction. Returns the hold and the commits so far."""
+    handle = await store._handle("ns")
+    hold = asyncio.ensure_future(handle.write(lambda c: time.sleep(0.3), "hold"))
+    await asyncio.sleep(0.05)
+    return hold, store.stats.write_batches.cumulative()[-1][1]
+
+
+def commits_since(store: SQLiteStore, commits: int) -> int:
+    return store.stats.write_batches.cumulative()[-1][1] - commits
+
+
 async def test_an_import_sharing_a_transaction_with_a_write_rolls_back_only_its_colliding_group(
     tmp_path: Path,
 ) -> None:
     """The writer thread commits the jobs waiting for it together: an import whose second
     group collides keeps its first group, and the write committed beside it stays."""
-
-    def group(*gpos: int) -> ImportGroup:
-        when = datetime(2025, 1, 15, tzinfo=UTC)
-        messages = [
-            Message(f"00000000-0000-4000-8000-{g:012d}", f"imp-{g}", "T", 0, g, {}, None, when)
-            for g in gpos
-        ]
-        return ImportGroup(messages, [validation.encode_payload({}, None)] * len(messages))
-
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    try:
-        await store.create_namespace("ns", tokens.hash_token(tokens.TEST_TOKEN), "")
-        handle = await store._handle("ns")
-        # Hold the writer thread so that the write and the import queue up behind it.
-        blocker = asyncio.ensure_future(handle.write(lambda c: time.sleep(0.3), "hold"))
-        await asyncio.sleep(0.05)
-        commits = store.stats.write_batches.cumulative()[-1][1]
+    async with store_with_namespace(tmp_path) as store:
+        hold, commits = await hold_writer(store)
         write = asyncio.ensure_future(store.write_message("ns", "live-1", "T", {}))
-        imported = asyncio.ensure_future(store.import_groups("ns", [group(10, 11), group(12, 10)]))
-        await blocker
+        groups = [import_group(10, 11), import_group(12, 10)]
+        imported = asyncio.ensure_future(store.import_groups("ns", groups))
+        await hold
         with pytest.raises(ImportStopped) as info:
             await imported
         await write
@@ -345,8 +370,63 @@ async def test_an_import_sharing_a_transaction_with_a_write_rolls_back_only_its_
         assert isinstance(info.value.error, PositionExists)
         assert info.value.error.index == 1
         # The hold, then the write and the import together.
-        assert store.stats.write_batches.cumulative()[-1][1] - commits == 2
+        assert commits_since(store, commits) == 2
         stored = await store.get_category_messages("ns", "")
         assert sorted(m.stream_name for m in stored) == ["imp-10", "imp-11", "live-1"]
-    finally:
-        await store.close()
+
+
+# -- global positions ----------------------------------------------------------------------------
+
+
+async def test_a_write_after_an_import_in_the_same_transaction_takes_the_next_position(
+    tmp_path: Path,
+) -> None:
+    """A write knows the next global position from the write before it in the transaction,
+    unless another job changed the database in between: here an import, committed together."""
+    async with store_with_namespace(tmp_path) as store:
+        hold, commits = await hold_writer(store)
+        # Writes too big for the event loop's fast path queue for the thread in call order.
+        big = {"pad": "x" * INLINE_MAX_BYTES}
+        first = asyncio.ensure_future(store.write_message("ns", "live-1", "T", big))
+        imports = asyncio.ensure_future(store.import_groups("ns", [import_group(2, 3)]))
+        second = asyncio.ensure_future(store.write_message("ns", "live-2", "T", big))
+        await hold
+        await imports
+        assert [(await first).global_position, (await second).global_position] == [1, 4]
+        # The hold, then the two writes and the import in one transaction.
+        assert commits_since(store, commits) == 2
+
+
+async def test_a_write_after_another_program_wrote_takes_a_position_after_its(
+    tmp_path: Path,
+) -> None:
+    """Between two of the server's transactions another program may write to the file (it
+    then holds the write lock itself): the next write reads the next position again."""
+    async with store_with_namespace(tmp_path) as store:
+        assert (await store.write_message("ns", "ours-1", "T", {})).global_position == 1
+        with sqlite3.connect(tmp_path / _registry_paths(tmp_path)["ns"]) as other:
+            other.execute(
+                "INSERT INTO messages (id, stream_name, type, position, global_position, data,"
+                " time) VALUES ('00000000-0000-4000-8000-000000000050', 'theirs-1', 'T', 0, 50,"
+                " '{}', 0)"
+            )
+        assert (await store.write_message("ns", "ours-2", "T", {})).global_position == 51
+        positions = [m.global_position for m in await store.get_category_messages("ns", "")]
+        assert positions == [1, 50, 51]
+
+
+async def test_a_rolled_back_write_leaves_no_gap(tmp_path: Path) -> None:
+    """A write whose transaction rolled back gave its global position back, as AUTOINCREMENT
+    does: the next transaction's write takes it."""
+    new = NewMessage("gone-1", "T", {}, None, "{}", None, None, None)
+
+    def write_then_fail(c: WriterConnection) -> None:
+        assert _insert(c, new).global_position == 1
+        raise RuntimeError("the job fails after its insert")
+
+    async with store_with_namespace(tmp_path) as store:
+        handle = await store._handle("ns")
+        with pytest.raises(RuntimeError):
+            await handle.write(write_then_fail, "write and fail")
+        assert (await store.write_message("ns", "kept-1", "T", {})).global_position == 1
+        assert [m.stream_name for m in await store.get_category_messages("ns", "")] == ["kept-1"]

@@ -16,11 +16,13 @@ import pytest
 from eventodb.core.errors import BackendError
 from eventodb.store.base import StoreStats
 from eventodb.store.sqlite import worker
-from eventodb.store.sqlite.worker import Connect, ReadPool, Writer
+from eventodb.store.sqlite.worker import Connect, ReadPool, Writer, WriterConnection
 
 
-def memory() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+def memory() -> WriterConnection:
+    conn = sqlite3.connect(
+        ":memory:", check_same_thread=False, isolation_level=None, factory=WriterConnection
+    )
     conn.execute("CREATE TABLE t (x INTEGER)")
     return conn
 
@@ -65,8 +67,10 @@ async def test_every_queued_job_settles_when_the_writer_stops() -> None:
 def wal_database(path: Path, table: str, *pragmas: str) -> Connect:
     """Connections to a WAL database file holding ``table`` (its definition)."""
 
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    def connect() -> WriterConnection:
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, factory=WriterConnection
+        )
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
@@ -355,8 +359,10 @@ async def test_a_small_write_that_fails_after_changing_a_row_fails_its_whole_gro
 
 
 def file_database(path: Path) -> Connect:
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    def connect() -> WriterConnection:
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, factory=WriterConnection
+        )
         conn.execute("PRAGMA busy_timeout = 5000")
         return conn
 

@@ -86,18 +86,17 @@ def _json_array(element: str, source: str) -> str:
     )
 
 
-# A write takes the global position AUTOINCREMENT would give it, so that one INSERT stores the
-# message with its wire_json.
-_NEXT_GLOBAL_POSITION = (
-    "max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),"
+NEXT_GLOBAL_POSITION = (
+    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),"
     " coalesce((SELECT max(global_position) FROM messages), 0)) + 1"
 )
+"""The global position AUTOINCREMENT would give the next message: a write takes it itself, so
+that one INSERT stores the message with its wire_json."""
 WRITE = (
     "INSERT INTO messages (id, stream_name, type, position, global_position, data, metadata,"
     " time, cardinal_id_hash, wire_json)"
-    " SELECT :id, :stream, :type, :position, g, :data, :metadata, :time, :hash,"
-    f" {_render_wire_json(':type', ':position', 'g', ':data', ':metadata', ':time')}"
-    f" FROM (SELECT {_NEXT_GLOBAL_POSITION} AS g)"
+    " VALUES (:id, :stream, :type, :position, :global, :data, :metadata, :time, :hash,"
+    f" {_render_wire_json(':type', ':position', ':global', ':data', ':metadata', ':time')})"
 )
 """One message; named parameters. Runs after the id and version checks, in the same
 transaction (the namespace's one writer makes check and insert atomic)."""

@@ -57,7 +57,7 @@ from eventodb.store.sqlite.files import (
     registered_file_name,
     remove_db_files,
 )
-from eventodb.store.sqlite.worker import BUSY_TIMEOUT_MS, ReadPool, Writer
+from eventodb.store.sqlite.worker import BUSY_TIMEOUT_MS, ReadPool, Writer, WriterConnection
 
 INLINE_MAX_BYTES = 16 * 1024
 """Writes up to this payload size may run on the event loop (see ``Writer``)."""
@@ -157,7 +157,7 @@ class _NamespaceDatabase:
             self._leave()
 
     async def write(
-        self, fn: Callable[[sqlite3.Connection], Any], verb: str, *, small: bool = False
+        self, fn: Callable[[WriterConnection], Any], verb: str, *, small: bool = False
     ) -> Any:
         self._enter()
         try:
@@ -239,13 +239,17 @@ class SQLiteStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _connect(self, target: str) -> sqlite3.Connection:
+    def _connect(self, target: str) -> WriterConnection:
         """A connection to an existing database file (never creating one: files are created
         on purpose, see :func:`~eventodb.store.sqlite.files.create_file`), or to a new
-        in-memory database."""
+        in-memory database (of the kind writers need; readers use it as a plain one)."""
         if target == ":memory:":
             conn = sqlite3.connect(
-                target, isolation_level=None, check_same_thread=False, cached_statements=256
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+                factory=WriterConnection,
             )
             _add_functions(conn)
             return conn
@@ -255,6 +259,7 @@ class SQLiteStore(Store):
             isolation_level=None,
             check_same_thread=False,
             cached_statements=256,
+            factory=WriterConnection,
         )
         _configure(conn, self._synchronous)
         return conn
@@ -678,7 +683,7 @@ def _version(c: sqlite3.Connection, stream_name: str) -> int | None:
     return None if row[0] is None else int(row[0])
 
 
-def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
+def _insert(c: WriterConnection, m: NewMessage) -> WriteResult:
     """Runs inside the namespace writer's transaction, so check and insert are atomic."""
     message_id = m.id
     if message_id is not None:
@@ -695,21 +700,39 @@ def _insert(c: sqlite3.Connection, m: NewMessage) -> WriteResult:
     if m.expected_version is not None and m.expected_version != actual:
         raise VersionConflict(m.stream_name, m.expected_version, actual)
     position = actual + 1
-    cur = c.execute(
+    global_position = _next_global_position(c)
+    c.execute(
         statements.WRITE,
         {
             "id": message_id,
             "stream": m.stream_name,
             "type": m.type,
             "position": position,
+            "global": global_position,
             "data": m.data_json,
             "metadata": m.metadata_json,
             "time": _now_micros(),
             "hash": cardinal_hash(m.stream_name),
         },
     )
-    assert cur.lastrowid is not None
-    return WriteResult(position, cur.lastrowid)
+    c.kept = ((c.transaction, c.total_changes), global_position + 1)
+    return WriteResult(position, global_position)
+
+
+def _next_global_position(c: WriterConnection) -> int:
+    """The global position of the next message, as AUTOINCREMENT would give it.
+
+    Read from the database at the first write of a transaction; then the previous write of
+    the transaction knows it, unless anything else has changed the database since
+    (``total_changes``; the writer's write lock keeps other connections out until the end of
+    the transaction). Drawing it in every write's INSERT cost about a tenth of the server's
+    CPU per write at 8 connections (docs/DESIGN.md, "Performance decisions").
+    """
+    kept = c.kept
+    if kept is not None and kept[0] == (c.transaction, c.total_changes):
+        return kept[1]
+    position: int = c.execute(statements.NEXT_GLOBAL_POSITION).fetchone()[0]
+    return position
 
 
 def _import_rows(

@@ -30,7 +30,23 @@ log = logging.getLogger("eventodb.store.sqlite")
 
 T = TypeVar("T")
 
-Connect = Callable[[], sqlite3.Connection]
+
+class WriterConnection(sqlite3.Connection):
+    """A connection that counts the transactions a :class:`Writer` begins on it.
+
+    The writer holds the database's write lock from its ``BEGIN IMMEDIATE`` to the end of the
+    transaction, so within one transaction only the writer's own jobs change the database: a
+    job may keep what it read for the next job of the same transaction (see
+    ``store._next_global_position``), as long as ``total_changes`` shows no other change.
+    """
+
+    transaction = 0
+    """Transactions begun so far by the writer; a new one invalidates what jobs kept."""
+    kept: tuple[tuple[int, int], int] | None = None
+    """What a job kept: ((transaction, total_changes) when it kept it, the value)."""
+
+
+Connect = Callable[[], WriterConnection]
 
 MAX_GROUP = 256
 """Most writes committed in one transaction."""
@@ -52,7 +68,7 @@ CHECKPOINT_ROWS = 1000
 
 @dataclass(slots=True)
 class _Job:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[WriterConnection], Any]
     write: bool
     verb: str
     small: bool
@@ -110,7 +126,7 @@ class Writer:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: WriterConnection | None = None
         self._inline = inline
         self._commits = 0
         self._checkpointed_changes = 0
@@ -128,7 +144,7 @@ class Writer:
 
     async def call(
         self,
-        fn: Callable[[sqlite3.Connection], T],
+        fn: Callable[[WriterConnection], T],
         *,
         write: bool = True,
         verb: str = "write",
@@ -201,7 +217,7 @@ class Writer:
             return False
         try:
             try:
-                conn.execute("BEGIN IMMEDIATE")  # the busy timeout is 0 outside the thread
+                _begin(conn)  # the busy timeout is 0 outside the thread
             except sqlite3.OperationalError:
                 return False  # another process writes: wait for it on the thread instead
             try:
@@ -278,7 +294,7 @@ class Writer:
                 return batch, checkpoint, False
         return batch, checkpoint, True
 
-    def _run_batch(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: WriterConnection | None, batch: list[_Job]) -> None:
         """Run ``batch`` under the lock; answer its callers once the lock is free again (an
         answered caller often writes again at once, and should find the way free)."""
         answers: list[_Answer] = []
@@ -329,7 +345,7 @@ class Writer:
                 _set_outcome_threadsafe(job, None, _closed_error(job.verb))
 
     def _process(
-        self, conn: sqlite3.Connection | None, batch: list[_Job], answers: list[_Answer]
+        self, conn: WriterConnection | None, batch: list[_Job], answers: list[_Answer]
     ) -> None:
         """Run the batch's jobs in order, appending each job's answer to ``answers``."""
         if conn is None:
@@ -344,9 +360,7 @@ class Writer:
             if self._inline:
                 conn.execute("PRAGMA busy_timeout = 0")
 
-    def _run_jobs(
-        self, conn: sqlite3.Connection, batch: list[_Job], answers: list[_Answer]
-    ) -> None:
+    def _run_jobs(self, conn: WriterConnection, batch: list[_Job], answers: list[_Answer]) -> None:
         i = 0
         while i < len(batch):
             if not batch[i].write:
@@ -362,7 +376,7 @@ class Writer:
             i = j
 
     def _run_writes(
-        self, conn: sqlite3.Connection, jobs: list[_Job], *, begun: bool = False
+        self, conn: WriterConnection, jobs: list[_Job], *, begun: bool = False
     ) -> list[tuple[Any, BaseException | None]]:
         """Run write jobs in one transaction; outcomes after COMMIT.
 
@@ -373,7 +387,7 @@ class Writer:
         """
         if not begun:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                _begin(conn)
             except sqlite3.Error as exc:
                 return [(None, translate(exc, job.verb)) for job in jobs]
         single = len(jobs) == 1
@@ -416,11 +430,17 @@ class Writer:
         return outcomes
 
 
-def _run_read(conn: sqlite3.Connection, job: _Job) -> _Answer:
+def _run_read(conn: WriterConnection, job: _Job) -> _Answer:
     try:
         return job, job.fn(conn), None
     except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
         return job, None, translate(exc, job.verb)
+
+
+def _begin(conn: WriterConnection) -> None:
+    """Begin a write transaction, taking the database's write lock now."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.transaction += 1
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:
@@ -498,7 +518,10 @@ class ReadPool:
     """
 
     def __init__(
-        self, connect: Connect, executor: Executor, stats: StoreStats | None = None
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        executor: Executor,
+        stats: StoreStats | None = None,
     ) -> None:
         self._connect = connect
         self._executor = executor
