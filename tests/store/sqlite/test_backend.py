@@ -377,6 +377,9 @@ async def test_an_import_sharing_a_transaction_with_a_write_rolls_back_only_its_
 
 # -- global positions ----------------------------------------------------------------------------
 
+BIG = {"pad": "x" * INLINE_MAX_BYTES}
+"""Data too big for the event loop's fast path: its write goes to the writer thread."""
+
 
 async def test_a_write_after_an_import_in_the_same_transaction_takes_the_next_position(
     tmp_path: Path,
@@ -385,11 +388,10 @@ async def test_a_write_after_an_import_in_the_same_transaction_takes_the_next_po
     unless another job changed the database in between: here an import, committed together."""
     async with store_with_namespace(tmp_path) as store:
         hold, commits = await hold_writer(store)
-        # Writes too big for the event loop's fast path queue for the thread in call order.
-        big = {"pad": "x" * INLINE_MAX_BYTES}
-        first = asyncio.ensure_future(store.write_message("ns", "live-1", "T", big))
+        # Writes on the thread (BIG) queue for it in call order.
+        first = asyncio.ensure_future(store.write_message("ns", "live-1", "T", BIG))
         imports = asyncio.ensure_future(store.import_groups("ns", [import_group(2, 3)]))
-        second = asyncio.ensure_future(store.write_message("ns", "live-2", "T", big))
+        second = asyncio.ensure_future(store.write_message("ns", "live-2", "T", BIG))
         await hold
         await imports
         assert [(await first).global_position, (await second).global_position] == [1, 4]
@@ -397,36 +399,59 @@ async def test_a_write_after_an_import_in_the_same_transaction_takes_the_next_po
         assert commits_since(store, commits) == 2
 
 
+@pytest.mark.parametrize("data", [{}, BIG], ids=["on the loop", "on the thread"])
 async def test_a_write_after_another_program_wrote_takes_a_position_after_its(
-    tmp_path: Path,
+    tmp_path: Path, data: dict[str, str]
 ) -> None:
     """Between two of the server's transactions another program may write to the file (it
     then holds the write lock itself): the next write reads the next position again."""
     async with store_with_namespace(tmp_path) as store:
-        assert (await store.write_message("ns", "ours-1", "T", {})).global_position == 1
+        assert (await store.write_message("ns", "ours-1", "T", data)).global_position == 1
         with sqlite3.connect(tmp_path / _registry_paths(tmp_path)["ns"]) as other:
             other.execute(
                 "INSERT INTO messages (id, stream_name, type, position, global_position, data,"
                 " time) VALUES ('00000000-0000-4000-8000-000000000050', 'theirs-1', 'T', 0, 50,"
                 " '{}', 0)"
             )
-        assert (await store.write_message("ns", "ours-2", "T", {})).global_position == 51
+        assert (await store.write_message("ns", "ours-2", "T", data)).global_position == 51
         positions = [m.global_position for m in await store.get_category_messages("ns", "")]
         assert positions == [1, 50, 51]
 
 
-async def test_a_rolled_back_write_leaves_no_gap(tmp_path: Path) -> None:
+NEW = NewMessage("gone-1", "T", {}, None, "{}", None, None, None)
+
+
+def write_then_fail(c: WriterConnection) -> None:
+    """A job that writes a message (at global position 1) and then fails."""
+    assert _insert(c, NEW).global_position == 1
+    raise RuntimeError("the job fails after its insert")
+
+
+@pytest.mark.parametrize("data", [{}, BIG], ids=["on the loop", "on the thread"])
+async def test_a_rolled_back_write_leaves_no_gap(tmp_path: Path, data: dict[str, str]) -> None:
     """A write whose transaction rolled back gave its global position back, as AUTOINCREMENT
     does: the next transaction's write takes it."""
-    new = NewMessage("gone-1", "T", {}, None, "{}", None, None, None)
-
-    def write_then_fail(c: WriterConnection) -> None:
-        assert _insert(c, new).global_position == 1
-        raise RuntimeError("the job fails after its insert")
-
     async with store_with_namespace(tmp_path) as store:
         handle = await store._handle("ns")
         with pytest.raises(RuntimeError):
             await handle.write(write_then_fail, "write and fail")
-        assert (await store.write_message("ns", "kept-1", "T", {})).global_position == 1
+        assert (await store.write_message("ns", "kept-1", "T", data)).global_position == 1
+        assert [m.stream_name for m in await store.get_category_messages("ns", "")] == ["kept-1"]
+
+
+async def test_a_write_after_a_rolled_back_job_of_its_transaction_leaves_no_gap(
+    tmp_path: Path,
+) -> None:
+    """A job of a shared transaction that fails after writing a message is undone alone (its
+    savepoint): the next write of the transaction takes the position it gave back."""
+    async with store_with_namespace(tmp_path) as store:
+        handle = await store._handle("ns")
+        hold, commits = await hold_writer(store)
+        failing = asyncio.ensure_future(handle.write(write_then_fail, "write and fail"))
+        write = asyncio.ensure_future(store.write_message("ns", "kept-1", "T", BIG))
+        await hold
+        with pytest.raises(RuntimeError):
+            await failing
+        assert (await write).global_position == 1
+        assert commits_since(store, commits) == 2  # the hold, then both jobs together
         assert [m.stream_name for m in await store.get_category_messages("ns", "")] == ["kept-1"]

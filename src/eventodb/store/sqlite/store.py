@@ -715,22 +715,23 @@ def _insert(c: WriterConnection, m: NewMessage) -> WriteResult:
             "hash": cardinal_hash(m.stream_name),
         },
     )
-    c.kept = ((c.transaction, c.total_changes), global_position + 1)
+    c.next_global_position = (c.epoch, c.total_changes, global_position + 1)
     return WriteResult(position, global_position)
 
 
 def _next_global_position(c: WriterConnection) -> int:
     """The global position of the next message, as AUTOINCREMENT would give it.
 
-    Read from the database at the first write of a transaction; then the previous write of
-    the transaction knows it, unless anything else has changed the database since
-    (``total_changes``; the writer's write lock keeps other connections out until the end of
-    the transaction). Drawing it in every write's INSERT cost about a tenth of the server's
-    CPU per write at 8 connections (docs/DESIGN.md, "Performance decisions").
+    Read from the database at the first write of a transaction; the next writes of the
+    transaction take the one the write before them left, unless the writer has rolled anything
+    back or anything else has changed the database since (see :class:`WriterConnection`).
+    Drawing it in every write's INSERT cost about a tenth of the server's CPU per write at 8
+    connections (docs/DESIGN.md, "Performance decisions").
     """
-    kept = c.kept
-    if kept is not None and kept[0] == (c.transaction, c.total_changes):
-        return kept[1]
+    assert c.in_transaction, "a message write runs in the writer's transaction"
+    kept = c.next_global_position
+    if kept is not None and kept[0] == c.epoch and kept[1] == c.total_changes:
+        return kept[2]
     position: int = c.execute(statements.NEXT_GLOBAL_POSITION).fetchone()[0]
     return position
 

@@ -32,18 +32,21 @@ T = TypeVar("T")
 
 
 class WriterConnection(sqlite3.Connection):
-    """A connection that counts the transactions a :class:`Writer` begins on it.
+    """The connection of a :class:`Writer`, which tells its jobs when what they learnt about
+    the database may no longer hold.
 
-    The writer holds the database's write lock from its ``BEGIN IMMEDIATE`` to the end of the
-    transaction, so within one transaction only the writer's own jobs change the database: a
-    job may keep what it read for the next job of the same transaction (see
-    ``store._next_global_position``), as long as ``total_changes`` shows no other change.
+    Every write transaction on it begins with the writer's ``BEGIN IMMEDIATE``, which holds the
+    database's write lock until the transaction ends: meanwhile only the writer's own jobs
+    change the database. ``epoch`` moves at each begin and at each rollback (of the transaction
+    or of one job); with ``total_changes``, which every other change moves, it tells a job
+    whether a value an earlier job of the transaction kept still holds (the next global
+    position, see ``_insert`` in store.py).
     """
 
-    transaction = 0
-    """Transactions begun so far by the writer; a new one invalidates what jobs kept."""
-    kept: tuple[tuple[int, int], int] | None = None
-    """What a job kept: ((transaction, total_changes) when it kept it, the value)."""
+    epoch = 0
+    """Moved by the writer at every begin and every rollback."""
+    next_global_position: tuple[int, int, int] | None = None
+    """``(epoch, total_changes, position)`` left by the transaction's last message write."""
 
 
 Connect = Callable[[], WriterConnection]
@@ -440,20 +443,22 @@ def _run_read(conn: WriterConnection, job: _Job) -> _Answer:
 def _begin(conn: WriterConnection) -> None:
     """Begin a write transaction, taking the database's write lock now."""
     conn.execute("BEGIN IMMEDIATE")
-    conn.transaction += 1
+    conn.epoch += 1
 
 
-def _roll_back(conn: sqlite3.Connection) -> None:
+def _roll_back(conn: WriterConnection) -> None:
     """End the transaction, if SQLite has not already: after a full disk or an I/O error it
     may roll the whole transaction back itself, and a ROLLBACK then fails."""
+    conn.epoch += 1
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):  # nothing more to do about it here
             conn.execute("ROLLBACK")
 
 
-def _roll_back_to_job(conn: sqlite3.Connection) -> bool:
+def _roll_back_to_job(conn: WriterConnection) -> bool:
     """Undo the failed job of a shared transaction; ``False`` when the transaction itself is
     gone (SQLite rolled it back), which fails the other jobs too."""
+    conn.epoch += 1
     if not conn.in_transaction:
         return False
     try:
