@@ -96,9 +96,10 @@ class RawMessages:
     async def set_time(self, global_position: int, time: datetime) -> None:
         if self._pg is not None:
             await self._pg.execute(
-                f"UPDATE {self._table} SET time = $2 WHERE global_position = $1",
+                # As text: asyncpg sends datetime.min and datetime.max as -infinity, infinity.
+                f"UPDATE {self._table} SET time = $2::text::timestamp WHERE global_position = $1",
                 global_position,
-                time.astimezone(UTC).replace(tzinfo=None),
+                time.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),
             )
             return
         micros = timefmt.to_micros(time)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -37,6 +39,28 @@ async def test_import_preserves_positions_ids_and_times(store: Store, ns: str) -
         (20, "a-1", 1),
     ]
     assert read[0] == batch[0]
+
+
+async def test_the_first_and_last_representable_times_are_imported_as_they_are(
+    store: Store, ns: str
+) -> None:
+    # asyncpg once turned them into -infinity and infinity, and the messages vanished from
+    # every read (the database renders no time for those).
+    times = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    ]
+    batch = [replace(_msg(gp, "edge-1", gp - 1), time=time) for gp, time in enumerate(times, 1)]
+    await store.import_messages(ns, batch)
+    assert await store.get_stream_messages(ns, "edge-1") == batch
+    assert await store.get_category_messages(ns, "edge") == batch
+    body = await store.read_stream_json(ns, "edge-1")
+    assert [m[6] for m in json.loads(body)] == [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00.000001Z",
+    ]
 
 
 async def test_writes_after_an_import_get_higher_global_positions(store: Store, ns: str) -> None:

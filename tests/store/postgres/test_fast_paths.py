@@ -165,7 +165,7 @@ async def test_membership_of_a_namespace_left_by_the_go_server(postgres_dsn: str
         " ('cg', 'hash-cg', 'eventodb_cg', '', 1714557600, '{}')"
     )
     async with PostgresStore(postgres_dsn, min_pool=1) as store:
-        assert store.migrations_applied == 3  # 003, 004 and 005
+        assert store.migrations_applied == 4  # 003 to 006
         await assert_same_membership(sql, '"eventodb_cg"', streams, store)
         async with RawMessages(store, "cg") as raw:
             await raw.forget_fast_paths()
@@ -227,12 +227,12 @@ async def test_an_interrupted_fill_resumes_and_changes_no_read(
         progress.append((namespace, done, total))
 
     async with PostgresStore(postgres_dsn, min_pool=1, on_progress=record) as store:
-        assert store.migrations_applied == 1  # 005
+        assert store.migrations_applied == 2  # 005 and 006
         assert progress == [("cg", done, 17) for done in (4, 8, 12, 16, 17)]
         async with RawMessages(store, "cg") as raw:
             assert await raw.unfilled() == 0
         assert await all_reads(store, streams) == before
-    assert await sql.fetchval(f"SELECT max(version) FROM {schema}._schema_version") == 5
+    assert await sql.fetchval(f"SELECT max(version) FROM {schema}._schema_version") == 6
     assert await sql.fetch(f"SELECT * FROM {schema}.get_category_messages('cg')") == (
         message_db_reads
     )

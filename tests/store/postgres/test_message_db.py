@@ -308,6 +308,25 @@ async def test_sql_writes_and_server_writes_see_each_other(sql: Any, store: Post
     assert [json.loads(r[0]).get("from") for r in rows] == ["sql", "server", None]
 
 
+async def test_messages_of_infinite_times_written_by_sql_are_read_with_that_time(
+    sql: Any, store: PostgresStore
+) -> None:
+    # Postgres accepts them in a timestamp column; the server once left such a message out of
+    # every read (its JSON text was NULL). It shows Postgres's own spelling instead.
+    for position, time in enumerate(("-infinity", "infinity")):
+        await sql.execute(
+            "INSERT INTO messages (id, stream_name, type, position, data, time)"
+            " VALUES (gen_random_uuid(), 'edge-1', 'T', $1, '{}', $2::text::timestamp)",
+            position,
+            time,
+        )
+    body = await store.read_stream_json(NAMESPACE, "edge-1")
+    assert [m[6] for m in json.loads(body)] == ["-infinity", "infinity"]
+    category = json.loads(await store.read_category_json(NAMESPACE, "edge"))
+    assert [m[7] for m in category] == ["-infinity", "infinity"]
+    assert json.loads(await store.read_last_json(NAMESPACE, "edge-1"))[6] == "infinity"
+
+
 async def test_server_writes_wait_for_a_sql_client_holding_the_category_lock(
     sql: Any, store: PostgresStore
 ) -> None:

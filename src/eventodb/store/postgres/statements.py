@@ -272,7 +272,7 @@ class NamespaceSQL:
             " SELECT i, s, t, p, g, coalesce(dj, d)::jsonb, coalesce(mj, md)::jsonb, tm,"
             f" {s}.message_json_tail(t, p, g, d, md, tm), {s}.hash_64({s}.cardinal_id(s))"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],"
-            " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamp[])"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]::timestamp[])"
             " AS r(i, s, t, p, g, d, md, dj, mj, tm)"
         )
         # Never lower the sequence: move it only when the import went past it.

@@ -101,11 +101,16 @@ def _to_message(r: Sequence[Any]) -> Message:
     )
 
 
-def _naive_utc(dt: datetime) -> datetime:
-    """``timestamp without time zone`` columns hold UTC wall-clock time."""
-    if dt.tzinfo is None:
-        return dt
-    return dt.astimezone(UTC).replace(tzinfo=None)
+def _timestamp_text(dt: datetime) -> str:
+    """``dt`` as the text of a ``timestamp without time zone``, which holds UTC wall-clock time.
+
+    Text rather than a ``datetime``: asyncpg sends ``datetime.min`` and ``datetime.max``
+    (0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, valid times of an import) as
+    ``-infinity`` and ``infinity``.
+    """
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(sep=" ")
 
 
 # -- what write_messages reports for one item ---------------------------------------------------
@@ -689,7 +694,7 @@ class PostgresStore(Store):
             metadata,
             [jsonb_spelling(d, m.data) for d, m in zip(data, messages, strict=True)],
             [jsonb_spelling(d, m.metadata) for d, m in zip(metadata, messages, strict=True)],
-            [_naive_utc(m.time) for m in messages],
+            [_timestamp_text(m.time) for m in messages],
         )
         highest = max(m.global_position for m in messages)
 
