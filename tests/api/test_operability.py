@@ -284,6 +284,10 @@ def test_metrics_move_as_requests_are_made(server: Server) -> None:
         assert value(after, "eventodb_pool_max_connections") > 0
         assert value(after, "eventodb_pool_connections", state="idle") >= 0
         assert value(after, "eventodb_pool_wait_seconds_count") > 0
+        assert moved("eventodb_read_batch_size_count") == 1  # the stream.get, alone
+        assert moved("eventodb_read_batch_size_sum") == 1
+    else:
+        assert value(after, "eventodb_read_batch_size_count") == 0
     assert value(after, "process_cpu_seconds_total") > 0
 
 

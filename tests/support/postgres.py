@@ -71,6 +71,16 @@ async def plain_connection(dsn: str, **kwargs: Any) -> AsyncIterator[Any]:
         await conn.close()
 
 
+async def lock_waiters(sql: Any, at_least: int = 1) -> bool:
+    """Whether ``at_least`` sessions of ``sql``'s database wait for a lock (a connection
+    outside any transaction: inside one, Postgres shows the activity as of its first look)."""
+    waiting = await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(waiting >= at_least)
+
+
 SESSION_SETTINGS = ("force_generic_plan", "off")
 """``plan_cache_mode`` and ``enable_bitmapscan`` as the store's session setup sets them on each
 of its connections (``SESSION_SETUP`` in ``eventodb.store.postgres.pool``)."""

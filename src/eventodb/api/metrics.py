@@ -163,6 +163,11 @@ class EventoDBCollector(Collector):
             "Writes committed together in one transaction (group commit)",
             stats.write_batches,
         )
+        yield _histogram(
+            "eventodb_read_batch_size",
+            "Stream reads answered together by one statement (Postgres)",
+            stats.read_batches,
+        )
         pool = self.services.store.pool_usage()
         if pool is not None:
             connections = GaugeMetricFamily(

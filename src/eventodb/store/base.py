@@ -279,6 +279,8 @@ class StoreStats:
         self.messages_imported = 0
         self.write_batches = Histogram(SIZE_BUCKETS)
         """Writes committed per transaction (group commit batch sizes)."""
+        self.read_batches = Histogram(SIZE_BUCKETS)
+        """Stream reads answered per statement (Postgres batches concurrent reads)."""
         self.pool_waits = Histogram(LATENCY_BUCKETS)
         """Seconds spent waiting for a pooled connection (backends with a pool)."""
 
@@ -306,6 +308,10 @@ class StoreStats:
     def record_write_batch(self, size: int) -> None:
         """One transaction committed ``size`` writes together (thread-safe)."""
         self.write_batches.observe(size)
+
+    def record_read_batch(self, size: int) -> None:
+        """One statement answered ``size`` stream reads together."""
+        self.read_batches.observe(size)
 
     def record_pool_wait(self, seconds: float) -> None:
         self.pool_waits.observe(seconds)

@@ -23,12 +23,12 @@ import pytest
 from eventodb.core.errors import DuplicateMessageId, VersionConflict
 from eventodb.core.hashing import hash_64
 from eventodb.store.base import WriteResult
-from eventodb.store.group_commit import GroupCommit
+from eventodb.store.batching import Batcher
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.store import _Item, _NamespaceSchema, _Outcome
 from tests.store.concurrent_writes import check_outcomes, expected_summary, run_workload
 from tests.support.polling import eventually_async
-from tests.support.postgres import open_postgres_store
+from tests.support.postgres import lock_waiters, open_postgres_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -45,15 +45,13 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
         yield pg
 
 
-async def writes_of(store: PostgresStore, namespace: str = NS) -> GroupCommit[_Item, _Outcome]:
+async def writes_of(store: PostgresStore, namespace: str = NS) -> Batcher[_Item, _Outcome]:
     ns: _NamespaceSchema = await store._namespace(namespace)
     return ns.writes
 
 
 @contextlib.asynccontextmanager
-async def held_in_flight(
-    store: PostgresStore, sql: Any
-) -> AsyncIterator[GroupCommit[_Item, _Outcome]]:
+async def held_in_flight(store: PostgresStore, sql: Any) -> AsyncIterator[Batcher[_Item, _Outcome]]:
     """A write of category :data:`HOLD` in flight until the block ends: a SQL transaction has
     inserted (uncommitted) a row with the write's id, so the write's insert waits on the unique
     index; it rolls back at the end and the write goes through. Writes submitted meanwhile
@@ -133,7 +131,7 @@ async def test_batched_and_single_writes_give_the_same_outcomes(store: PostgresS
     await store.create_namespace("alone", "hash-alone")
     # Every write of "alone" goes at once, in a transaction of its own.
     ns = await store._namespace("alone")
-    alone: GroupCommit[_Item, _Outcome] = GroupCommit(
+    alone: Batcher[_Item, _Outcome] = Batcher(
         lambda items: store._write_batch(ns, items), max_in_flight=1_000_000
     )
     ns.writes = alone
@@ -235,15 +233,6 @@ def batch_sizes(store: PostgresStore) -> tuple[int, int]:
     """(transactions that committed writes, those that committed more than one)."""
     histogram = store.stats.write_batches
     return histogram.count, histogram.count - histogram.cumulative()[0][1]
-
-
-async def lock_waiters(sql: Any, at_least: int = 1) -> bool:
-    """Whether ``at_least`` sessions of this test's database wait for a lock."""
-    waiting = await sql.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return bool(waiting >= at_least)
 
 
 @contextlib.asynccontextmanager

@@ -172,6 +172,23 @@ def _wrong_turn(plan: str) -> bool:
     )
 
 
+async def test_batched_stream_reads_probe_the_stream_index_once_per_read(sql: Any) -> None:
+    # Each read of a batch is a subquery of its own on its stream's index range; planned as a
+    # join of the arrays with the table, the batch would read the whole table.
+    statements = NamespaceSQL(schema_name(NS))
+    arrays = [
+        f"ARRAY['{LATE}-1', 'other3-7', 'none-1']",
+        f"ARRAY[0, 1, {EARLIER}]::bigint[]",
+        "ARRAY[100, 10, 100]::bigint[]",
+    ]
+    for statement in (statements.read_streams, statements.read_streams_global):
+        for plan_mode in ("force_generic_plan", "force_custom_plan"):
+            await sql.execute(f"SET plan_cache_mode = {plan_mode}")
+            plan = await _plan(sql, statement, arrays)
+            assert "messages_stream" in plan, plan
+            assert not any(wrong in plan for wrong in ("Seq Scan", "Hash Join", "Merge Join")), plan
+
+
 async def test_the_import_collision_check_probes_indexes(sql: Any) -> None:
     # Conditions joined with OR on three different keys were checked against every row.
     statements = NamespaceSQL(schema_name(NS))

@@ -165,6 +165,24 @@ def _json_array(element: str, order: str, source: str) -> str:
     )
 
 
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _for_each(statement: str, types: tuple[str, ...]) -> str:
+    """``statement`` run once per element of parameter arrays, its rows in array order.
+
+    Parameter ``$n`` of ``statement`` becomes the n-th array, of ``types[n - 1]``: one
+    round trip answers many reads, each planned as if alone (a lateral subquery per element).
+    """
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, 1))
+    columns = ", ".join(f"p{n}" for n in range(1, len(types) + 1))
+    body = _PARAMETER.sub(lambda m: f"a.p{m.group(1)}", statement)
+    return (
+        f"SELECT r.* FROM unnest({arrays}) WITH ORDINALITY AS a({columns}, item)"
+        f" CROSS JOIN LATERAL ({body}) r ORDER BY a.item"
+    )
+
+
 class NamespaceSQL:
     """The statements the server runs against one namespace schema, built once per namespace.
 
@@ -210,6 +228,9 @@ class NamespaceSQL:
             f"{s}.messages WHERE stream_name = $1 AND global_position >= $2"
             " ORDER BY position LIMIT $3",
         )
+        # Many stream reads in one statement (PostgresStore._read_streams): one row each.
+        self.read_streams = _for_each(self.read_stream, ("text", "bigint", "bigint"))
+        self.read_streams_global = _for_each(self.read_stream_global, ("text", "bigint", "bigint"))
         self.last = (
             f"SELECT '[\"' || {self._stream_element} || ']' FROM {s}.messages"
             " WHERE stream_name = $1 ORDER BY position DESC LIMIT 1"

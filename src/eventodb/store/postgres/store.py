@@ -55,6 +55,7 @@ from eventodb.core.errors import (
 from eventodb.core.tasks import cancel_and_wait
 from eventodb.store import migrations
 from eventodb.store.base import (
+    DEFAULT_BATCH_SIZE,
     HEAD_WAIT_SECONDS,
     CategoryInfo,
     ConsumerGroup,
@@ -72,7 +73,7 @@ from eventodb.store.base import (
     StreamInfo,
     WriteResult,
 )
-from eventodb.store.group_commit import GroupCommit
+from eventodb.store.batching import Batcher
 from eventodb.store.postgres import adopt, migrate, statements
 from eventodb.store.postgres.jsonb import jsonb_spelling
 from eventodb.store.postgres.notify import HEAR_WRITES_LINGER, NotificationRelay
@@ -141,6 +142,18 @@ class _Busy:
 _Outcome = _Written | _Conflict | _Duplicate | _Busy
 
 
+_StreamRead = tuple[str, int, int | None]
+"""One stream read: stream name, first position (or global position), most messages."""
+_Page = tuple[str, int]
+"""A read's answer: the JSON array of its messages and how many it holds."""
+
+BATCHED_READ_LIMIT = DEFAULT_BATCH_SIZE
+"""Reads of at most this many messages are batched; a longer one (or an unlimited one) goes
+alone, so that it neither makes the batch that holds it slow nor waits behind one."""
+MAX_READ_BATCH = 64
+"""Most stream reads in one statement."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     """One write in a batch: the validated message and the id it is written with."""
@@ -149,10 +162,16 @@ class _Item:
     id: str
 
 
-class _NamespaceSchema:
-    """What the store keeps per namespace: its schema, statements and write batcher."""
+_ReadBatch = Callable[
+    ["_NamespaceSchema", str, str, list[_StreamRead]], Awaitable[list[_Page | BaseException]]
+]
 
-    __slots__ = ("id", "schema", "sql", "writes")
+
+class _NamespaceSchema:
+    """What the store keeps per namespace: its schema, statements, and the batchers of its
+    writes and of its stream reads (by position and by global position)."""
+
+    __slots__ = ("id", "schema", "sql", "stream_reads", "stream_reads_global", "writes")
 
     def __init__(
         self,
@@ -161,12 +180,20 @@ class _NamespaceSchema:
         write_batch: Callable[
             [_NamespaceSchema, list[_Item]], Awaitable[list[_Outcome | BaseException]]
         ],
+        read_batch: _ReadBatch,
     ) -> None:
         self.id = namespace
         self.schema = schema
         self.sql = NamespaceSQL(schema)
-        self.writes: GroupCommit[_Item, _Outcome] = GroupCommit(
-            lambda items: write_batch(self, items)
+        self.writes: Batcher[_Item, _Outcome] = Batcher(lambda items: write_batch(self, items))
+        sql = self.sql
+        self.stream_reads: Batcher[_StreamRead, _Page] = Batcher(
+            lambda reads: read_batch(self, sql.read_stream, sql.read_streams, reads),
+            max_batch=MAX_READ_BATCH,
+        )
+        self.stream_reads_global: Batcher[_StreamRead, _Page] = Batcher(
+            lambda reads: read_batch(self, sql.read_stream_global, sql.read_streams_global, reads),
+            max_batch=MAX_READ_BATCH,
         )
 
 
@@ -387,7 +414,7 @@ class PostgresStore(Store):
     def _remember(self, namespace: str, schema: str) -> _NamespaceSchema:
         ns = self._namespaces.get(namespace)
         if ns is None or ns.schema != schema:
-            ns = _NamespaceSchema(namespace, schema, self._write_batch)
+            ns = _NamespaceSchema(namespace, schema, self._write_batch, self._read_streams)
             self._namespaces[namespace] = ns
             self._schema_owner[schema] = namespace
         return ns
@@ -758,9 +785,23 @@ class PostgresStore(Store):
         ns = await self._namespace(namespace)
         limit = None if batch_size == -1 else batch_size
         if global_position is not None:
-            sql, start = ns.sql.read_stream_global, global_position
+            read, alone, batcher = (
+                (stream_name, global_position, limit),
+                ns.sql.read_stream_global,
+                ns.stream_reads_global,
+            )
         else:
-            sql, start = ns.sql.read_stream, position
+            read, alone, batcher = (
+                (stream_name, position, limit),
+                ns.sql.read_stream,
+                ns.stream_reads,
+            )
+        if limit is None or limit > BATCHED_READ_LIMIT:
+            return await self._read_stream(ns, alone, read)
+        return await batcher.submit(read)
+
+    async def _read_stream(self, ns: _NamespaceSchema, sql: str, read: _StreamRead) -> _Page:
+        stream_name, start, limit = read
         row = await self._pool.run(
             "read stream",
             lambda c: c.fetchrow(sql, stream_name, start, limit),
@@ -768,6 +809,29 @@ class PostgresStore(Store):
             retry=True,
         )
         return row[0], row[1]
+
+    async def _read_streams(
+        self, ns: _NamespaceSchema, one: str, many: str, reads: list[_StreamRead]
+    ) -> list[_Page | BaseException]:
+        """Stream reads of ``ns`` in one statement: ``one`` for a lone read, else ``many``
+        (the same read for each element of its parameter arrays, one row per read).
+
+        Each read sees the database as of its batch's statement, which starts after the read's
+        request arrived: what was committed before it is there, as when it runs alone.
+        """
+        if len(reads) == 1:
+            page = await self._read_stream(ns, one, reads[0])
+            self.stats.record_read_batch(1)
+            return [page]
+        names, starts, limits = (list(column) for column in zip(*reads, strict=True))
+        rows = await self._pool.run(
+            "read stream",
+            lambda c: c.fetch(many, names, starts, limits),
+            namespace=ns.id,
+            retry=True,
+        )
+        self.stats.record_read_batch(len(reads))
+        return [(row[0], row[1]) for row in rows]
 
     async def _read_category_json(
         self,

@@ -1,4 +1,4 @@
-"""GroupCommit: a lone write goes at once, in its caller's task; writes arriving while batches
+"""Batcher: a lone item goes at once, in its caller's task; items arriving while batches
 are in flight go together in the next batch; each caller gets its own item's outcome."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventodb.store.group_commit import GroupCommit
+from eventodb.store.batching import Batcher
 
 
 class Recorder:
@@ -42,7 +42,7 @@ def finish_without_suspending(coro: Coroutine[Any, Any, int]) -> int:
 
 def test_a_lone_submit_completes_without_ever_suspending() -> None:
     run = Recorder(immediate=True)
-    commit: GroupCommit[int, int] = GroupCommit(run)
+    commit: Batcher[int, int] = Batcher(run)
     # No event loop runs here: a timer, a flush task or a wait on other writes would all need
     # one. The write goes straight to ``run`` and back.
     assert finish_without_suspending(commit.submit(4)) == 40
@@ -53,7 +53,7 @@ def test_a_lone_submit_completes_without_ever_suspending() -> None:
 
 async def test_a_lone_submit_runs_in_its_callers_task() -> None:
     run = Recorder()
-    commit: GroupCommit[int, int] = GroupCommit(run)
+    commit: Batcher[int, int] = Batcher(run)
     for i in (2, 4, 8):
         assert await commit.submit(i) == i * 10
     me = asyncio.current_task()
@@ -64,7 +64,7 @@ async def test_a_lone_submit_runs_in_its_callers_task() -> None:
 async def test_a_submit_goes_at_once_while_fewer_than_max_in_flight_run() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=2)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=2)
     first = asyncio.create_task(commit.submit(2))
     second = asyncio.create_task(commit.submit(4))
     await asyncio.sleep(0)
@@ -81,7 +81,7 @@ async def test_a_submit_goes_at_once_while_fewer_than_max_in_flight_run() -> Non
 async def test_writes_arriving_while_batches_run_go_together_in_order() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=2, max_batch=4)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=2, max_batch=4)
     held = [asyncio.create_task(commit.submit(i)) for i in (100, 102)]
     await asyncio.sleep(0)
     waiting = [asyncio.create_task(commit.submit(i)) for i in (2, 4, 6, 8, 10, 12)]
@@ -98,7 +98,7 @@ async def test_writes_arriving_while_batches_run_go_together_in_order() -> None:
 async def test_each_caller_gets_its_own_items_outcome() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
     held = asyncio.create_task(commit.submit(0))
     await asyncio.sleep(0)
     calls = [asyncio.create_task(commit.submit(i)) for i in (1, 2, 3, 4)]
@@ -133,7 +133,7 @@ async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other(
             return []
         return list(items)
 
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1, max_batch=2)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=1, max_batch=2)
     first = asyncio.create_task(commit.submit(1))
     await asyncio.sleep(0)
     rest = [asyncio.create_task(commit.submit(i)) for i in (13, 14, 15)]
@@ -149,7 +149,7 @@ async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other(
 async def test_a_caller_that_goes_away_does_not_break_its_batch() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
     held = asyncio.create_task(commit.submit(0))
     await asyncio.sleep(0)
     gone = asyncio.create_task(commit.submit(2))
@@ -176,7 +176,7 @@ async def test_batches_that_form_while_one_runs_follow_in_its_task_at_once() -> 
         await release.wait()
         return [i * 10 for i in items]
 
-    commit: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
     first = asyncio.create_task(commit.submit(0))
     await asyncio.sleep(0)
     second = [asyncio.create_task(commit.submit(i)) for i in (2, 4)]

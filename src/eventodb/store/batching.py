@@ -1,11 +1,14 @@
-"""Group commit: concurrent writes go to the database together, one transaction per batch.
+"""Batching: concurrent requests of one kind go to the database together, one call per batch.
 
-A commit costs a WAL flush; a server with many clients writing at once spends most of its write
-time waiting for flushes that could have been shared. :class:`GroupCommit` lets a write that
-finds the way free go at once (a lone writer waits for nobody), and makes writes that arrive
-while ``max_in_flight`` batches are running wait for the next batch, which takes all of them
-(up to ``max_batch``) in one call. Each caller gets its own item's outcome, and only after the
-batch holding it has finished (for the stores: committed).
+Group commit: a commit costs a WAL flush; a server with many clients writing at once spends most
+of its write time waiting for flushes that could have been shared. Batched reads: each statement
+costs a round trip, and on the server most of a short read's CPU is the round trip itself (the
+send, the wake-up, the parse of the answer), paid once for a batch instead of once per read.
+
+:class:`Batcher` lets an item that finds the way free go at once (a lone writer or reader waits
+for nobody), and makes items that arrive while ``max_in_flight`` batches are running wait for
+the next batch, which takes all of them (up to ``max_batch``) in one call. Each caller gets its
+own item's outcome, and only after the batch holding it has finished (for writes: committed).
 
 One batch in flight is the default: on Postgres, commits that send a NOTIFY are serialised by
 the database anyway, so a second batch in flight mostly waits, and it splits the writers into
@@ -22,11 +25,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class GroupCommit(Generic[T, R]):
+class Batcher(Generic[T, R]):
     """Batches items for ``run``, which handles a list of items and returns one outcome each.
 
     Args:
-        run: writes a batch; returns, in item order, each item's result or the exception to
+        run: handles a batch; returns, in item order, each item's result or the exception to
             raise in that item's caller. An exception raised by ``run`` itself fails every item
             of the batch.
         max_in_flight: batches running at once; the next batch forms while they run.
@@ -49,10 +52,10 @@ class GroupCommit(Generic[T, R]):
         self.batches = 0
         """Batches run so far (the ones of a single item included)."""
         self.items = 0
-        """Items written so far; ``items / batches`` is the average batch size."""
+        """Items handled so far; ``items / batches`` is the average batch size."""
 
     async def submit(self, item: T) -> R:
-        """Write ``item`` (alone at once if nothing runs, else in the next batch)."""
+        """Hand ``item`` to ``run`` (alone at once if nothing runs, else in the next batch)."""
         if self._in_flight < self._max_in_flight and not self._waiting:
             self._in_flight += 1
             try:
@@ -79,7 +82,7 @@ class GroupCommit(Generic[T, R]):
             task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        """The next batch off the waiting writes, counted in flight."""
+        """The next batch off the waiting items, counted in flight."""
         batch = self._waiting[: self._max_batch]
         del self._waiting[: self._max_batch]
         self._in_flight += 1
@@ -105,7 +108,7 @@ class GroupCommit(Generic[T, R]):
                 _answer(batch, outcomes)
             except BaseException as exc:
                 # This task ends here: its callers hear why, and a task of its own takes the
-                # writes waiting behind it (left waiting, they would hold up every later one).
+                # items waiting behind it (left waiting, they would hold up every later one).
                 _fail_unanswered(batch, exc)
                 self._start_waiting()
                 raise
@@ -115,7 +118,7 @@ class GroupCommit(Generic[T, R]):
 
 def _answer(batch: list[tuple[T, asyncio.Future[R]]], outcomes: list[R | BaseException]) -> None:
     for (_, future), outcome in zip(batch, outcomes, strict=True):
-        if future.done():  # the caller went away; the write still happened
+        if future.done():  # the caller went away; its item was still handled
             continue
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)

@@ -1,0 +1,150 @@
+"""Batched stream reads on Postgres: concurrent ``stream.get`` reads of a namespace go to the
+database as one statement, and each gets the body it would have got alone.
+
+Batches are formed on purpose by holding a read in flight: a plain SQL transaction holds an
+exclusive lock on the namespace's table, so the first read waits for it and the reads that
+arrive meanwhile queue for the next batch (see :func:`held_in_flight`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from eventodb.core.errors import NamespaceNotFound
+from eventodb.store.batching import Batcher
+from eventodb.store.postgres import PostgresStore
+from eventodb.store.postgres.statements import NamespaceSQL, schema_name
+from eventodb.store.postgres.store import BATCHED_READ_LIMIT, _NamespaceSchema, _Page, _StreamRead
+from tests.support.polling import eventually_async
+from tests.support.postgres import lock_waiters, open_postgres_store, plain_connection
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+NS = "reads"
+STREAMS = {"account-1": 30, "account-2": 5, "order-7": 12}
+"""Streams written before each test and how many messages each holds."""
+
+
+@pytest.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
+    async with open_postgres_store(postgres_dsn) as pg:
+        await pg.create_namespace(NS, "hash")
+        for i in range(max(STREAMS.values())):
+            for stream, count in STREAMS.items():
+                if i < count:
+                    await pg.write_message(NS, stream, "T", {"i": i, "big": 10**30, "f": 1e300})
+        yield pg
+
+
+async def batchers(store: PostgresStore) -> tuple[Batcher[_StreamRead, _Page], ...]:
+    ns: _NamespaceSchema = await store._namespace(NS)
+    return ns.stream_reads, ns.stream_reads_global
+
+
+@contextlib.asynccontextmanager
+async def held_in_flight(store: PostgresStore) -> AsyncIterator[Any]:
+    """A read of ``account-1`` in flight until the block ends, waiting for a SQL transaction
+    that locked the namespace's table; yields that transaction's connection. Reads started
+    meanwhile queue for the next batch; the lock goes when the block ends (the transaction
+    commits, so whatever the block did in it stays)."""
+    by_position, _ = await batchers(store)
+    async with plain_connection(store.dsn) as holder:
+        tx = holder.transaction()
+        await tx.start()
+        try:
+            await holder.execute(f"LOCK TABLE {NamespaceSQL(schema_name(NS)).messages}")
+            held = asyncio.create_task(store.read_stream_json(NS, "account-1"))
+            await eventually_async(
+                lambda: by_position._in_flight == 1, 10, "the held read is in flight"
+            )
+            yield holder
+        finally:
+            await tx.commit()
+        with contextlib.suppress(NamespaceNotFound):
+            await held
+
+
+READS: list[dict[str, Any]] = [
+    {"stream_name": "account-1"},
+    {"stream_name": "account-1", "position": 7, "batch_size": 3},
+    {"stream_name": "account-2", "position": 4},
+    {"stream_name": "order-7", "batch_size": 1},
+    {"stream_name": "order-7", "position": 50},
+    {"stream_name": "missing-1"},
+    {"stream_name": "account-1", "batch_size": BATCHED_READ_LIMIT},
+    {"stream_name": "account-1", "global_position": 40},
+    {"stream_name": "order-7", "global_position": 1, "batch_size": 4},
+    {"stream_name": "missing-2", "global_position": 1},
+]
+
+
+async def test_concurrent_reads_go_together_and_each_gets_its_own_body(
+    store: PostgresStore,
+) -> None:
+    by_position, by_global_position = await batchers(store)
+    async with held_in_flight(store):
+        tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in READS]
+        await eventually_async(
+            lambda: len(by_position._waiting) + len(by_global_position._waiting) == len(READS) - 1,
+            10,
+            "every read but the first by global position waits for the next batch",
+        )
+    batched = await asyncio.gather(*tasks)
+    # By position: the held read alone, then one statement for the seven others. By global
+    # position: the first read alone (nothing was in flight there), then one for the two others.
+    assert (by_position.batches, by_position.items) == (2, 8)
+    assert (by_global_position.batches, by_global_position.items) == (2, 3)
+    assert store.stats.read_batches.count == 4
+    alone = [await store.read_stream_json(NS, **read) for read in READS]
+    assert by_position.batches == 2 + 7, "each read after the batch goes alone"
+    assert batched == alone
+    decoded = [json.loads(body) for body in batched]
+    assert [len(messages) for messages in decoded] == [30, 3, 1, 1, 0, 0, 30, 8, 4, 0]
+    assert [m[2] for m in decoded[1]] == [7, 8, 9]
+    assert all(m[4] == {"i": m[2], "big": 10**30, "f": 1e300} for m in decoded[0])
+    assert all(m[3] >= 40 for m in decoded[7])
+
+
+async def test_long_and_unlimited_reads_do_not_join_a_batch(store: PostgresStore) -> None:
+    by_position, by_global_position = await batchers(store)
+    long_reads: list[dict[str, Any]] = [
+        {"stream_name": "account-1", "batch_size": BATCHED_READ_LIMIT + 1},
+        {"stream_name": "account-1", "batch_size": -1},
+        {"stream_name": "account-1", "global_position": 1, "batch_size": -1},
+    ]
+    async with held_in_flight(store), plain_connection(store.dsn) as sql:
+        tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in long_reads]
+        # They wait for the lock on their own, beside the held read.
+        await eventually_async(
+            lambda: lock_waiters(sql, 1 + len(long_reads)), 10, "the long reads wait"
+        )
+        assert not by_position._waiting
+        assert not by_global_position._waiting
+    bodies = await asyncio.gather(*tasks)
+    assert [len(json.loads(body)) for body in bodies] == [30, 30, 30]
+    assert (by_position.items, by_global_position.items) == (1, 0)
+
+
+async def test_reads_of_a_namespace_deleted_while_they_wait_each_say_so(
+    store: PostgresStore,
+) -> None:
+    by_position, by_global_position = await batchers(store)
+    async with held_in_flight(store) as holder:
+        tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in READS]
+        await eventually_async(
+            lambda: len(by_position._waiting) + len(by_global_position._waiting) == len(READS) - 1,
+            10,
+            "every read but the first by global position waits for the next batch",
+        )
+        # Another process deletes the namespace in the locking transaction.
+        await holder.execute(f"DROP SCHEMA {schema_name(NS)} CASCADE")
+        await holder.execute("DELETE FROM eventodb_store.namespaces WHERE id = $1", NS)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(outcome, NamespaceNotFound) for outcome in outcomes), outcomes
+    assert by_position.batches + by_global_position.batches == 4
