@@ -1,5 +1,6 @@
-"""Batched stream reads on Postgres: concurrent ``stream.get`` reads of a namespace go to the
-database as one statement, and each gets the body it would have got alone.
+"""Batched reads on Postgres: concurrent ``stream.get`` and ``category.get`` reads of a namespace
+go to the database as one statement per kind of read, and each gets the body it would have got
+alone.
 
 Batches are formed on purpose by holding a read in flight: a plain SQL transaction holds an
 exclusive lock on the namespace's table, so the first read waits for it and the reads that
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 
 from eventodb.core.errors import NamespaceNotFound
+from eventodb.store.base import ConsumerGroup
 from eventodb.store.batching import Batcher
 from eventodb.store.postgres import PostgresStore
 from eventodb.store.postgres.statements import NamespaceSQL, schema_name
-from eventodb.store.postgres.store import BATCHED_READ_LIMIT, _NamespaceSchema, _Page, _StreamRead
+from eventodb.store.postgres.store import BATCHED_READ_LIMIT, _NamespaceSchema, _Page, _Read
 from tests.support.polling import eventually_async
 from tests.support.postgres import lock_waiters, open_postgres_store, plain_connection
 
@@ -29,6 +31,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 NS = "reads"
 STREAMS = {"account-1": 30, "account-2": 5, "order-7": 12}
 """Streams written before each test and how many messages each holds."""
+CORRELATIONS = {"account-2": {"correlationStreamName": "origin-1"}}
+"""The metadata of each stream's messages, where they have some."""
 
 
 @pytest.fixture
@@ -38,13 +42,16 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
         for i in range(max(STREAMS.values())):
             for stream, count in STREAMS.items():
                 if i < count:
-                    await pg.write_message(NS, stream, "T", {"i": i, "big": 10**30, "f": 1e300})
+                    data = {"i": i, "big": 10**30, "f": 1e300}
+                    await pg.write_message(NS, stream, "T", data, CORRELATIONS.get(stream))
         yield pg
 
 
-async def batchers(store: PostgresStore) -> tuple[Batcher[_StreamRead, _Page], ...]:
+async def batchers(store: PostgresStore) -> tuple[Batcher[_Read, _Page], ...]:
+    """The batchers of stream reads by position and by global position."""
     ns: _NamespaceSchema = await store._namespace(NS)
-    return ns.stream_reads, ns.stream_reads_global
+    by_position = ns.reads_of("read stream", ns.sql.read_stream, ("", 0, 0))
+    return by_position, ns.reads_of("read stream", ns.sql.read_stream_global, ("", 0, 0))
 
 
 @contextlib.asynccontextmanager
@@ -109,6 +116,61 @@ async def test_concurrent_reads_go_together_and_each_gets_its_own_body(
     assert [m[2] for m in decoded[1]] == [7, 8, 9]
     assert all(m[4] == {"i": m[2], "big": 10**30, "f": 1e300} for m in decoded[0])
     assert all(m[3] >= 40 for m in decoded[7])
+
+
+CATEGORY_READS: list[dict[str, Any]] = [
+    {"category": "account"},
+    {"category": "account", "position": 20, "batch_size": 5},
+    {"category": "account", "batch_size": 3},
+    {"category": "order"},
+    {"category": "nothing"},
+    {"category": "account", "batch_size": BATCHED_READ_LIMIT},
+    {"category": "account", "consumer_group": ConsumerGroup(0, 2)},
+    {"category": "account", "consumer_group": ConsumerGroup(1, 2)},
+    {"category": "account", "position": 10, "consumer_group": ConsumerGroup(1, 2)},
+    {"category": "account", "correlation": "origin"},
+    {"category": "account", "correlation": "elsewhere"},
+    {"category": ""},
+    {"category": "", "position": 40, "batch_size": 2},
+]
+CATEGORY_STATEMENTS = 4
+"""Kinds of read among them (each its own statement): plain, by group, by correlation, all."""
+
+
+async def test_concurrent_category_reads_go_together_and_each_gets_its_own_body(
+    store: PostgresStore,
+) -> None:
+    ns: _NamespaceSchema = await store._namespace(NS)
+    async with held_in_flight(store):
+        tasks = [
+            asyncio.create_task(store.read_category_json(NS, **read)) for read in CATEGORY_READS
+        ]
+
+        def waiting() -> int:
+            return sum(len(batcher._waiting) for batcher in ns.reads.values())
+
+        await eventually_async(
+            lambda: waiting() == len(CATEGORY_READS) - CATEGORY_STATEMENTS,
+            10,
+            "every read but the first of each kind waits for the next batch",
+        )
+    batched = await asyncio.gather(*tasks)
+    # Each kind: its first read alone, then one statement for the others.
+    assert store.stats.read_batches.count == 1 + 2 * CATEGORY_STATEMENTS
+    assert sum(b.items for b in ns.reads.values()) == 1 + len(CATEGORY_READS)
+    alone = [await store.read_category_json(NS, **read) for read in CATEGORY_READS]
+    assert batched == alone
+    decoded = [json.loads(body) for body in batched]
+    counts = [len(messages) for messages in decoded]
+    assert counts[:6] == [35, 5, 3, 12, 0, 35]
+    assert counts[6] + counts[7] == 35
+    assert 0 < counts[6] < 35
+    assert decoded[1] == [m for m in decoded[0] if m[4] >= 20][:5]
+    assert decoded[2] == decoded[0][:3]
+    assert decoded[8] == [m for m in decoded[7] if m[4] >= 10]
+    assert counts[9:] == [5, 0, 47, 2]
+    assert {m[1] for m in decoded[9]} == {"account-2"}
+    assert decoded[12] == [m for m in decoded[11] if m[4] >= 40][:2]
 
 
 async def test_long_and_unlimited_reads_do_not_join_a_batch(store: PostgresStore) -> None:

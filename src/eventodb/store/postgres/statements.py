@@ -197,6 +197,7 @@ class NamespaceSQL:
         self.schema = schema
         self._category_reads: dict[tuple[bool, bool, bool], str] = {}
         self._category_positions: dict[tuple[bool, bool], str] = {}
+        self._for_each: dict[str, str] = {}
         s = quote_ident(schema)
         self.messages = f"{s}.messages"
         seq = f"{s}.messages_global_position_seq"
@@ -228,9 +229,6 @@ class NamespaceSQL:
             f"{s}.messages WHERE stream_name = $1 AND global_position >= $2"
             " ORDER BY position LIMIT $3",
         )
-        # Many stream reads in one statement (PostgresStore._read_streams): one row each.
-        self.read_streams = _for_each(self.read_stream, ("text", "bigint", "bigint"))
-        self.read_streams_global = _for_each(self.read_stream_global, ("text", "bigint", "bigint"))
         self.last = (
             f"SELECT '[\"' || {self._stream_element} || ']' FROM {s}.messages"
             " WHERE stream_name = $1 ORDER BY position DESC LIMIT 1"
@@ -324,6 +322,14 @@ class NamespaceSQL:
             f" cardinal_id_hash = {s}.hash_64({s}.cardinal_id(stream_name))"
             " WHERE global_position >= $1 AND global_position < $2 AND wire_json IS NULL"
         )
+
+    def for_each(self, statement: str, types: tuple[str, ...]) -> str:
+        """``statement`` run for each element of arrays of its parameters, ``types`` (SQL type
+        names) in order; one row per element, in array order. Built once per statement."""
+        sql = self._for_each.get(statement)
+        if sql is None:
+            sql = self._for_each[statement] = _for_each(statement, types)
+        return sql
 
     def read_category(self, category: bool, correlation: bool, consumer_group: bool) -> str:
         """Category read; parameters $1 position, $2 limit, then category, correlation, group."""

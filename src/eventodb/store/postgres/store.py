@@ -23,6 +23,9 @@ Decisions, each explained where it lives:
   :class:`NamespaceChange` events, so other processes' writes reach this one's subscribers and
   their revocations its caches within milliseconds. After a lost LISTEN connection the
   namespaces this process looked up are checked again.
+* Concurrent writes of a namespace go to ``write_messages`` together (group commit), and
+  concurrent reads of one kind as one statement (:class:`~eventodb.store.batching.Batcher`,
+  docs/PERFORMANCE.md, "How reads and writes work").
 * Statements run through :class:`~eventodb.store.postgres.pool.Pool`, which translates driver
   errors; a schema dropped behind our back becomes :class:`NamespaceNotFound` or a clear
   :class:`BackendError` (:meth:`PostgresStore._explain`).
@@ -142,8 +145,8 @@ class _Busy:
 _Outcome = _Written | _Conflict | _Duplicate | _Busy
 
 
-_StreamRead = tuple[str, int, int | None]
-"""One stream read: stream name, first position (or global position), most messages."""
+_Read = tuple[Any, ...]
+"""The parameters of one read statement (texts and integers)."""
 _Page = tuple[str, int]
 """A read's answer: the JSON array of its messages and how many it holds."""
 
@@ -151,7 +154,7 @@ BATCHED_READ_LIMIT = DEFAULT_BATCH_SIZE
 """Reads of at most this many messages are batched; a longer one (or an unlimited one) goes
 alone, so that it neither makes the batch that holds it slow nor waits behind one."""
 MAX_READ_BATCH = 64
-"""Most stream reads in one statement."""
+"""Most reads in one statement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,15 +166,15 @@ class _Item:
 
 
 _ReadBatch = Callable[
-    ["_NamespaceSchema", str, str, list[_StreamRead]], Awaitable[list[_Page | BaseException]]
+    ["_NamespaceSchema", str, str, str, list[_Read]], Awaitable[list[_Page | BaseException]]
 ]
 
 
 class _NamespaceSchema:
     """What the store keeps per namespace: its schema, statements, and the batchers of its
-    writes and of its stream reads (by position and by global position)."""
+    writes and of its reads (one per read statement)."""
 
-    __slots__ = ("id", "schema", "sql", "stream_reads", "stream_reads_global", "writes")
+    __slots__ = ("_read_batch", "id", "reads", "schema", "sql", "writes")
 
     def __init__(
         self,
@@ -186,15 +189,21 @@ class _NamespaceSchema:
         self.schema = schema
         self.sql = NamespaceSQL(schema)
         self.writes: Batcher[_Item, _Outcome] = Batcher(lambda items: write_batch(self, items))
-        sql = self.sql
-        self.stream_reads: Batcher[_StreamRead, _Page] = Batcher(
-            lambda reads: read_batch(self, sql.read_stream, sql.read_streams, reads),
-            max_batch=MAX_READ_BATCH,
-        )
-        self.stream_reads_global: Batcher[_StreamRead, _Page] = Batcher(
-            lambda reads: read_batch(self, sql.read_stream_global, sql.read_streams_global, reads),
-            max_batch=MAX_READ_BATCH,
-        )
+        self._read_batch = read_batch
+        self.reads: dict[str, Batcher[_Read, _Page]] = {}
+        """The batcher of each read statement used so far, by statement."""
+
+    def reads_of(self, verb: str, statement: str, read: _Read) -> Batcher[_Read, _Page]:
+        """The batcher of ``statement``'s reads (made for ``read``'s parameter types)."""
+        batcher = self.reads.get(statement)
+        if batcher is None:
+            types = tuple("text" if isinstance(value, str) else "bigint" for value in read)
+            many = self.sql.for_each(statement, types)
+            batcher = self.reads[statement] = Batcher(
+                lambda reads: self._read_batch(self, verb, statement, many, reads),
+                max_batch=MAX_READ_BATCH,
+            )
+        return batcher
 
 
 HEAD_FIRST_POLL_SECONDS = 0.002
@@ -414,7 +423,7 @@ class PostgresStore(Store):
     def _remember(self, namespace: str, schema: str) -> _NamespaceSchema:
         ns = self._namespaces.get(namespace)
         if ns is None or ns.schema != schema:
-            ns = _NamespaceSchema(namespace, schema, self._write_batch, self._read_streams)
+            ns = _NamespaceSchema(namespace, schema, self._write_batch, self._read_together)
             self._namespaces[namespace] = ns
             self._schema_owner[schema] = namespace
         return ns
@@ -785,50 +794,42 @@ class PostgresStore(Store):
         ns = await self._namespace(namespace)
         limit = None if batch_size == -1 else batch_size
         if global_position is not None:
-            read, alone, batcher = (
-                (stream_name, global_position, limit),
-                ns.sql.read_stream_global,
-                ns.stream_reads_global,
-            )
+            sql, read = ns.sql.read_stream_global, (stream_name, global_position, limit)
         else:
-            read, alone, batcher = (
-                (stream_name, position, limit),
-                ns.sql.read_stream,
-                ns.stream_reads,
-            )
-        if limit is None or limit > BATCHED_READ_LIMIT:
-            return await self._read_stream(ns, alone, read)
-        return await batcher.submit(read)
+            sql, read = ns.sql.read_stream, (stream_name, position, limit)
+        return await self._read_page(ns, "read stream", sql, read, limit)
 
-    async def _read_stream(self, ns: _NamespaceSchema, sql: str, read: _StreamRead) -> _Page:
-        stream_name, start, limit = read
+    async def _read_page(
+        self, ns: _NamespaceSchema, verb: str, statement: str, read: _Read, limit: int | None
+    ) -> _Page:
+        """One read of ``ns``: batched with the concurrent reads of the same statement, unless
+        it may return more than :data:`BATCHED_READ_LIMIT` messages."""
+        if limit is None or limit > BATCHED_READ_LIMIT:
+            return await self._read_alone(ns, verb, statement, read)
+        return await ns.reads_of(verb, statement, read).submit(read)
+
+    async def _read_alone(self, ns: _NamespaceSchema, verb: str, sql: str, read: _Read) -> _Page:
         row = await self._pool.run(
-            "read stream",
-            lambda c: c.fetchrow(sql, stream_name, start, limit),
-            namespace=ns.id,
-            retry=True,
+            verb, lambda c: c.fetchrow(sql, *read), namespace=ns.id, retry=True
         )
         return row[0], row[1]
 
-    async def _read_streams(
-        self, ns: _NamespaceSchema, one: str, many: str, reads: list[_StreamRead]
+    async def _read_together(
+        self, ns: _NamespaceSchema, verb: str, one: str, many: str, reads: list[_Read]
     ) -> list[_Page | BaseException]:
-        """Stream reads of ``ns`` in one statement: ``one`` for a lone read, else ``many``
-        (the same read for each element of its parameter arrays, one row per read).
+        """Reads of ``ns`` in one statement: ``one`` for a lone read, else ``many`` (``one``
+        for each element of its parameter arrays, one row per read).
 
         Each read sees the database as of its batch's statement, which starts after the read's
         request arrived: what was committed before it is there, as when it runs alone.
         """
         if len(reads) == 1:
-            page = await self._read_stream(ns, one, reads[0])
+            page = await self._read_alone(ns, verb, one, reads[0])
             self.stats.record_read_batch(1)
             return [page]
-        names, starts, limits = (list(column) for column in zip(*reads, strict=True))
+        columns = [list(column) for column in zip(*reads, strict=True)]
         rows = await self._pool.run(
-            "read stream",
-            lambda c: c.fetch(many, names, starts, limits),
-            namespace=ns.id,
-            retry=True,
+            verb, lambda c: c.fetch(many, *columns), namespace=ns.id, retry=True
         )
         self.stats.record_read_batch(len(reads))
         return [(row[0], row[1]) for row in rows]
@@ -843,7 +844,8 @@ class PostgresStore(Store):
         consumer_group: ConsumerGroup | None,
     ) -> tuple[str, int]:
         ns = await self._namespace(namespace)
-        args: list[Any] = [position, None if batch_size == -1 else batch_size]
+        limit = None if batch_size == -1 else batch_size
+        args: list[Any] = [position, limit]
         if category:
             args.append(category)
         if correlation is not None:
@@ -853,10 +855,7 @@ class PostgresStore(Store):
         sql = ns.sql.read_category(
             bool(category), correlation is not None, consumer_group is not None
         )
-        row = await self._pool.run(
-            "read category", lambda c: c.fetchrow(sql, *args), namespace=ns.id, retry=True
-        )
-        return row[0], row[1]
+        return await self._read_page(ns, "read category", sql, tuple(args), limit)
 
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
