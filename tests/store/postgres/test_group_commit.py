@@ -14,7 +14,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -408,7 +407,7 @@ async def test_writes_during_an_import_wait_for_it_and_land_after_it(
         await sql.execute(
             ns.sql.import_rows,
             [str(uuid.uuid4()), str(uuid.uuid4())], ["imp-1", "imp-9"], ["Imported"] * 2, [1, 0],
-            [2, 3], ["{}"] * 2, [None] * 2, [None] * 2, [None] * 2, [datetime(2025, 1, 1)] * 2,
+            [2, 3], ["{}"] * 2, [None] * 2, [None] * 2, [None] * 2, ["2025-01-01 00:00:00"] * 2,
         )  # fmt: skip
         server_write = asyncio.create_task(store.write_message(NS, "imp-1", "T", {"by": "server"}))
         sql_write = asyncio.create_task(
