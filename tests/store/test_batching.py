@@ -42,66 +42,66 @@ def finish_without_suspending(coro: Coroutine[Any, Any, int]) -> int:
 
 def test_a_lone_submit_completes_without_ever_suspending() -> None:
     run = Recorder(immediate=True)
-    commit: Batcher[int, int] = Batcher(run)
+    batcher: Batcher[int, int] = Batcher(run)
     # No event loop runs here: a timer, a flush task or a wait on other writes would all need
     # one. The write goes straight to ``run`` and back.
-    assert finish_without_suspending(commit.submit(4)) == 40
-    assert finish_without_suspending(commit.submit(6)) == 60
+    assert finish_without_suspending(batcher.submit(4)) == 40
+    assert finish_without_suspending(batcher.submit(6)) == 60
     assert run.batches == [[4], [6]]
-    assert (commit.batches, commit.items) == (2, 2)
+    assert (batcher.batches, batcher.items) == (2, 2)
 
 
 async def test_a_lone_submit_runs_in_its_callers_task() -> None:
     run = Recorder()
-    commit: Batcher[int, int] = Batcher(run)
+    batcher: Batcher[int, int] = Batcher(run)
     for i in (2, 4, 8):
-        assert await commit.submit(i) == i * 10
+        assert await batcher.submit(i) == i * 10
     me = asyncio.current_task()
     assert run.tasks == [me, me, me]
-    assert not commit._tasks
+    assert not batcher._tasks
 
 
 async def test_a_submit_goes_at_once_while_fewer_than_max_in_flight_run() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=2)
-    first = asyncio.create_task(commit.submit(2))
-    second = asyncio.create_task(commit.submit(4))
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=2)
+    first = asyncio.create_task(batcher.submit(2))
+    second = asyncio.create_task(batcher.submit(4))
     await asyncio.sleep(0)
     assert run.batches == [[2], [4]]  # both went at once, each alone
-    third = asyncio.create_task(commit.submit(6))
+    third = asyncio.create_task(batcher.submit(6))
     await asyncio.sleep(0)
     assert run.batches == [[2], [4]]  # two in flight: the third waits
-    assert commit._in_flight == 2
+    assert batcher._in_flight == 2
     run.gate.set()
     assert list(await asyncio.gather(first, second, third)) == [20, 40, 60]
     assert run.batches == [[2], [4], [6]]
 
 
-async def test_writes_arriving_while_batches_run_go_together_in_order() -> None:
+async def test_items_arriving_while_batches_run_go_together_in_order() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=2, max_batch=4)
-    held = [asyncio.create_task(commit.submit(i)) for i in (100, 102)]
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=2, max_batch=4)
+    held = [asyncio.create_task(batcher.submit(i)) for i in (100, 102)]
     await asyncio.sleep(0)
-    waiting = [asyncio.create_task(commit.submit(i)) for i in (2, 4, 6, 8, 10, 12)]
+    waiting = [asyncio.create_task(batcher.submit(i)) for i in (2, 4, 6, 8, 10, 12)]
     await asyncio.sleep(0)
-    assert len(commit._waiting) == 6
+    assert len(batcher._waiting) == 6
     run.gate.set()
     assert await asyncio.gather(*held, *waiting) == [1000, 1020, 20, 40, 60, 80, 100, 120]
     # The held batches finish one after the other; each one's end starts the next batch.
     assert run.batches == [[100], [102], [2, 4, 6, 8], [10, 12]]
-    assert (commit.batches, commit.items) == (4, 8)
-    assert not commit._tasks
+    assert (batcher.batches, batcher.items) == (4, 8)
+    assert not batcher._tasks
 
 
 async def test_each_caller_gets_its_own_items_outcome() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
-    held = asyncio.create_task(commit.submit(0))
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=1)
+    held = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
-    calls = [asyncio.create_task(commit.submit(i)) for i in (1, 2, 3, 4)]
+    calls = [asyncio.create_task(batcher.submit(i)) for i in (1, 2, 3, 4)]
     await asyncio.sleep(0)
     run.gate.set()
     outcomes = await asyncio.gather(held, *calls, return_exceptions=True)
@@ -114,7 +114,7 @@ async def test_each_caller_gets_its_own_items_outcome() -> None:
         40,
     ]
     with pytest.raises(ValueError, match="odd 5"):
-        await commit.submit(5)  # alone: its exception is raised too
+        await batcher.submit(5)  # alone: its exception is raised too
 
 
 @pytest.mark.parametrize(("answers", "error"), [(True, RuntimeError), (False, ValueError)])
@@ -133,27 +133,27 @@ async def test_a_failing_run_fails_every_item_of_its_batch_and_no_other(
             return []
         return list(items)
 
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=1, max_batch=2)
-    first = asyncio.create_task(commit.submit(1))
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=1, max_batch=2)
+    first = asyncio.create_task(batcher.submit(1))
     await asyncio.sleep(0)
-    rest = [asyncio.create_task(commit.submit(i)) for i in (13, 14, 15)]
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (13, 14, 15)]
     await asyncio.sleep(0)
     gate.set()
     outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
     assert outcomes[0] == 1
     assert [type(o) for o in outcomes[1:3]] == [error, error]
     assert outcomes[3] == 15
-    assert await commit.submit(16) == 16
+    assert await batcher.submit(16) == 16
 
 
 async def test_a_caller_that_goes_away_does_not_break_its_batch() -> None:
     run = Recorder()
     run.gate.clear()
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
-    held = asyncio.create_task(commit.submit(0))
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=1)
+    held = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
-    gone = asyncio.create_task(commit.submit(2))
-    stays = asyncio.create_task(commit.submit(4))
+    gone = asyncio.create_task(batcher.submit(2))
+    stays = asyncio.create_task(batcher.submit(4))
     await asyncio.sleep(0)
     gone.cancel()
     run.gate.set()
@@ -176,15 +176,15 @@ async def test_batches_that_form_while_one_runs_follow_in_its_task_at_once() -> 
         await release.wait()
         return [i * 10 for i in items]
 
-    commit: Batcher[int, int] = Batcher(run, max_in_flight=1)
-    first = asyncio.create_task(commit.submit(0))
+    batcher: Batcher[int, int] = Batcher(run, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
-    second = [asyncio.create_task(commit.submit(i)) for i in (2, 4)]
+    second = [asyncio.create_task(batcher.submit(i)) for i in (2, 4)]
     await asyncio.sleep(0)
     held[0][1].set()
     assert await first == 0
     await asyncio.sleep(0)
-    third = [asyncio.create_task(commit.submit(i)) for i in (6, 8)]
+    third = [asyncio.create_task(batcher.submit(i)) for i in (6, 8)]
     await asyncio.sleep(0)
     held[1][1].set()
     assert await asyncio.gather(*second) == [20, 40]
@@ -192,4 +192,4 @@ async def test_batches_that_form_while_one_runs_follow_in_its_task_at_once() -> 
     held[2][1].set()
     assert await asyncio.gather(*third) == [60, 80]
     assert tasks[1] is tasks[2] is not tasks[0]
-    assert not commit._tasks
+    assert not batcher._tasks

@@ -165,7 +165,7 @@ class EventoDBCollector(Collector):
         )
         yield _histogram(
             "eventodb_read_batch_size",
-            "Stream reads answered together by one statement (Postgres)",
+            "Reads answered together by one statement (Postgres)",
             stats.read_batches,
         )
         pool = self.services.store.pool_usage()

@@ -280,7 +280,7 @@ class StoreStats:
         self.write_batches = Histogram(SIZE_BUCKETS)
         """Writes committed per transaction (group commit batch sizes)."""
         self.read_batches = Histogram(SIZE_BUCKETS)
-        """Stream reads answered per statement (Postgres batches concurrent reads)."""
+        """Reads answered per statement (Postgres batches concurrent reads)."""
         self.pool_waits = Histogram(LATENCY_BUCKETS)
         """Seconds spent waiting for a pooled connection (backends with a pool)."""
 
@@ -310,7 +310,7 @@ class StoreStats:
         self.write_batches.observe(size)
 
     def record_read_batch(self, size: int) -> None:
-        """One statement answered ``size`` stream reads together."""
+        """One statement answered ``size`` reads together."""
         self.read_batches.observe(size)
 
     def record_pool_wait(self, seconds: float) -> None:

@@ -12,7 +12,9 @@ own item's outcome, and only after the batch holding it has finished (for writes
 
 One batch in flight is the default: on Postgres, commits that send a NOTIFY are serialised by
 the database anyway, so a second batch in flight mostly waits, and it splits the writers into
-smaller batches that each pay a flush (docs/PERFORMANCE.md, "How writes work").
+smaller batches that each pay a flush (docs/PERFORMANCE.md, "How writes work"). Reads use one
+too: a second statement in flight splits the readers into smaller batches, each paying a round
+trip, and on two cores measured slower (docs/DESIGN.md, "Batched reads").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from eventodb.core.errors import NamespaceNotFound
+from eventodb.core.errors import BackendError, NamespaceNotFound
 from eventodb.store.base import ConsumerGroup
 from eventodb.store.batching import Batcher
 from eventodb.store.postgres import PostgresStore
@@ -47,11 +47,15 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
         yield pg
 
 
-async def batchers(store: PostgresStore) -> tuple[Batcher[_Read, _Page], ...]:
-    """The batchers of stream reads by position and by global position."""
+async def by_position(store: PostgresStore) -> Batcher[_Read, _Page]:
+    """The batcher of stream reads by position."""
     ns: _NamespaceSchema = await store._namespace(NS)
-    by_position = ns.reads_of("read stream", ns.sql.read_stream, ("", 0, 0))
-    return by_position, ns.reads_of("read stream", ns.sql.read_stream_global, ("", 0, 0))
+    return ns.reads_of("read stream", ns.sql.read_stream, ns.sql.read_streams)
+
+
+def waiting(ns: _NamespaceSchema) -> int:
+    """Reads waiting for the next batch, of every kind."""
+    return sum(len(batcher._waiting) for batcher in ns.reads.values())
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +64,7 @@ async def held_in_flight(store: PostgresStore) -> AsyncIterator[Any]:
     that locked the namespace's table; yields that transaction's connection. Reads started
     meanwhile queue for the next batch; the lock goes when the block ends (the transaction
     commits, so whatever the block did in it stays)."""
-    by_position, _ = await batchers(store)
+    stream_reads = await by_position(store)
     async with plain_connection(store.dsn) as holder:
         tx = holder.transaction()
         await tx.start()
@@ -68,7 +72,7 @@ async def held_in_flight(store: PostgresStore) -> AsyncIterator[Any]:
             await holder.execute(f"LOCK TABLE {NamespaceSQL(schema_name(NS)).messages}")
             held = asyncio.create_task(store.read_stream_json(NS, "account-1"))
             await eventually_async(
-                lambda: by_position._in_flight == 1, 10, "the held read is in flight"
+                lambda: stream_reads._in_flight == 1, 10, "the held read is in flight"
             )
             yield holder
         finally:
@@ -94,22 +98,22 @@ READS: list[dict[str, Any]] = [
 async def test_concurrent_reads_go_together_and_each_gets_its_own_body(
     store: PostgresStore,
 ) -> None:
-    by_position, by_global_position = await batchers(store)
-    async with held_in_flight(store):
+    ns: _NamespaceSchema = await store._namespace(NS)
+    stream_reads = await by_position(store)
+    async with held_in_flight(store), plain_connection(store.dsn) as sql:
         tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in READS]
         await eventually_async(
-            lambda: len(by_position._waiting) + len(by_global_position._waiting) == len(READS) - 1,
-            10,
-            "every read but the first by global position waits for the next batch",
+            lambda: waiting(ns) == 7, 10, "every read by position waits for the next batch"
         )
+        # Those by global position go alone: they wait for the lock themselves.
+        await eventually_async(lambda: lock_waiters(sql, 1 + 3), 10, "the other reads wait")
     batched = await asyncio.gather(*tasks)
-    # By position: the held read alone, then one statement for the seven others. By global
-    # position: the first read alone (nothing was in flight there), then one for the two others.
-    assert (by_position.batches, by_position.items) == (2, 8)
-    assert (by_global_position.batches, by_global_position.items) == (2, 3)
-    assert store.stats.read_batches.count == 4
+    # The held read alone, then one statement for the seven others by position.
+    assert (stream_reads.batches, stream_reads.items) == (2, 8)
+    assert list(ns.reads) == [ns.sql.read_stream]
+    assert store.stats.read_batches.count == 2
     alone = [await store.read_stream_json(NS, **read) for read in READS]
-    assert by_position.batches == 2 + 7, "each read after the batch goes alone"
+    assert stream_reads.batches == 2 + 7, "each read after the batch goes alone"
     assert batched == alone
     decoded = [json.loads(body) for body in batched]
     assert [len(messages) for messages in decoded] == [30, 3, 1, 1, 0, 0, 30, 8, 4, 0]
@@ -133,8 +137,9 @@ CATEGORY_READS: list[dict[str, Any]] = [
     {"category": ""},
     {"category": "", "position": 40, "batch_size": 2},
 ]
-CATEGORY_STATEMENTS = 4
-"""Kinds of read among them (each its own statement): plain, by group, by correlation, all."""
+CATEGORY_KINDS = 3
+"""Kinds of batched read among them (each its own statement): of a category, of a category by
+consumer group, of the whole namespace; the two by correlation go alone."""
 
 
 async def test_concurrent_category_reads_go_together_and_each_gets_its_own_body(
@@ -146,18 +151,16 @@ async def test_concurrent_category_reads_go_together_and_each_gets_its_own_body(
             asyncio.create_task(store.read_category_json(NS, **read)) for read in CATEGORY_READS
         ]
 
-        def waiting() -> int:
-            return sum(len(batcher._waiting) for batcher in ns.reads.values())
-
         await eventually_async(
-            lambda: waiting() == len(CATEGORY_READS) - CATEGORY_STATEMENTS,
+            lambda: waiting(ns) == len(CATEGORY_READS) - CATEGORY_KINDS - 2,
             10,
-            "every read but the first of each kind waits for the next batch",
+            "every batched read but the first of each kind waits for the next batch",
         )
     batched = await asyncio.gather(*tasks)
-    # Each kind: its first read alone, then one statement for the others.
-    assert store.stats.read_batches.count == 1 + 2 * CATEGORY_STATEMENTS
-    assert sum(b.items for b in ns.reads.values()) == 1 + len(CATEGORY_READS)
+    # The held stream read; then for each kind its first read alone, then one statement for
+    # the others.
+    assert store.stats.read_batches.count == 1 + 2 * CATEGORY_KINDS
+    assert sum(b.items for b in ns.reads.values()) == 1 + len(CATEGORY_READS) - 2
     alone = [await store.read_category_json(NS, **read) for read in CATEGORY_READS]
     assert batched == alone
     decoded = [json.loads(body) for body in batched]
@@ -174,39 +177,69 @@ async def test_concurrent_category_reads_go_together_and_each_gets_its_own_body(
 
 
 async def test_long_and_unlimited_reads_do_not_join_a_batch(store: PostgresStore) -> None:
-    by_position, by_global_position = await batchers(store)
+    ns: _NamespaceSchema = await store._namespace(NS)
     long_reads: list[dict[str, Any]] = [
         {"stream_name": "account-1", "batch_size": BATCHED_READ_LIMIT + 1},
         {"stream_name": "account-1", "batch_size": -1},
-        {"stream_name": "account-1", "global_position": 1, "batch_size": -1},
+    ]
+    long_category_reads: list[dict[str, Any]] = [
+        {"category": "account", "batch_size": BATCHED_READ_LIMIT + 1},
+        {"category": "account", "batch_size": -1, "consumer_group": ConsumerGroup(0, 2)},
     ]
     async with held_in_flight(store), plain_connection(store.dsn) as sql:
         tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in long_reads]
+        tasks += [
+            asyncio.create_task(store.read_category_json(NS, **read))
+            for read in long_category_reads
+        ]
         # They wait for the lock on their own, beside the held read.
-        await eventually_async(
-            lambda: lock_waiters(sql, 1 + len(long_reads)), 10, "the long reads wait"
-        )
-        assert not by_position._waiting
-        assert not by_global_position._waiting
+        await eventually_async(lambda: lock_waiters(sql, 1 + len(tasks)), 10, "the reads wait")
+        assert waiting(ns) == 0
     bodies = await asyncio.gather(*tasks)
-    assert [len(json.loads(body)) for body in bodies] == [30, 30, 30]
-    assert (by_position.items, by_global_position.items) == (1, 0)
+    assert [len(json.loads(body)) for body in bodies[:3]] == [30, 30, 35]
+    assert 0 < len(json.loads(bodies[3])) < 35
+    assert sum(b.items for b in ns.reads.values()) == 1
+
+
+async def test_a_read_that_fails_in_a_batch_fails_alone(store: PostgresStore) -> None:
+    # A row written by another program with a hash whose absolute value overflows: the
+    # consumer-group read of its category fails; the batch is read again read by read.
+    ns: _NamespaceSchema = await store._namespace(NS)
+    async with plain_connection(store.dsn) as sql:
+        await sql.execute(
+            f"INSERT INTO {ns.sql.messages} (id, stream_name, type, position, data,"
+            " cardinal_id_hash) VALUES (gen_random_uuid(), 'broken-1', 'T', 0, '{}', $1)",
+            -(2**63),
+        )
+    group = ConsumerGroup(0, 2)
+    reads: list[dict[str, Any]] = [
+        {"category": "account", "consumer_group": group},
+        {"category": "broken", "consumer_group": group},
+        {"category": "order", "consumer_group": group},
+    ]
+    async with held_in_flight(store):
+        tasks = [asyncio.create_task(store.read_category_json(NS, **read)) for read in reads]
+        await eventually_async(lambda: waiting(ns) == 2, 10, "two reads wait for the batch")
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcomes[1], BackendError), outcomes[1]
+    assert outcomes[0] == await store.read_category_json(NS, **reads[0])
+    assert outcomes[2] == await store.read_category_json(NS, **reads[2])
+    assert isinstance(outcomes[0], str)
+    assert json.loads(outcomes[0])
 
 
 async def test_reads_of_a_namespace_deleted_while_they_wait_each_say_so(
     store: PostgresStore,
 ) -> None:
-    by_position, by_global_position = await batchers(store)
+    ns: _NamespaceSchema = await store._namespace(NS)
     async with held_in_flight(store) as holder:
         tasks = [asyncio.create_task(store.read_stream_json(NS, **read)) for read in READS]
         await eventually_async(
-            lambda: len(by_position._waiting) + len(by_global_position._waiting) == len(READS) - 1,
-            10,
-            "every read but the first by global position waits for the next batch",
+            lambda: waiting(ns) == 7, 10, "every read by position waits for the next batch"
         )
         # Another process deletes the namespace in the locking transaction.
         await holder.execute(f"DROP SCHEMA {schema_name(NS)} CASCADE")
         await holder.execute("DELETE FROM eventodb_store.namespaces WHERE id = $1", NS)
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(outcome, NamespaceNotFound) for outcome in outcomes), outcomes
-    assert by_position.batches + by_global_position.batches == 4
+    assert sum(b.batches for b in ns.reads.values()) == 2

@@ -101,36 +101,51 @@ async def test_category_reads_scan_the_category_index(sql: Any) -> None:
     wrong = []
     for plan_mode in ("force_generic_plan", "force_custom_plan"):
         await sql.execute(f"SET plan_cache_mode = {plan_mode}")
-        for (positions_only, correlation, consumer_group), position, batched in itertools.product(
-            READS, POSITIONS, (False, True)
+        for (positions_only, correlation, consumer_group), position in itertools.product(
+            READS, POSITIONS
         ):
-            if plan_mode == "force_custom_plan" and position == NEAR_THE_END and not batched:
+            if plan_mode == "force_custom_plan" and position == NEAR_THE_END:
                 continue  # such a plan may scan the table's end: see the module's docstring
-            if positions_only and batched:
-                continue  # position reads are not batched
             if positions_only:
                 statement = statements.category_positions(True, consumer_group)
             else:
                 statement = statements.read_category(True, correlation, consumer_group)
-            arguments = _arguments(position, correlation, consumer_group)
-            if batched:
-                statement, arguments = _batched(statements, statement, arguments)
-            plan = await _plan(sql, statement, arguments)
+            plan = await _plan(sql, statement, _arguments(position, correlation, consumer_group))
             if _wrong_turn(plan):
-                read = f"positions={positions_only} correlation={correlation} batched={batched}"
+                read = f"positions={positions_only} correlation={correlation}"
                 wrong.append(f"{plan_mode}, {read} group={consumer_group} from {position}:\n{plan}")
     assert not wrong, "\n\n".join(wrong)
 
 
-def _batched(
-    statements: NamespaceSQL, statement: str, arguments: list[str]
-) -> tuple[str, list[str]]:
-    """The statement that runs ``statement`` once per element of arrays of its parameters,
-    and arrays of two reads: the one given and one from the start of the table."""
-    types = tuple("text" if a.startswith("'") else "bigint" for a in arguments)
-    first = ["1", *arguments[1:]]
-    arrays = [f"ARRAY[{a}, {b}]::{t}[]" for a, b, t in zip(arguments, first, types, strict=True)]
-    return statements.for_each(statement, types), arrays
+async def test_batched_category_reads_scan_the_category_index_once_per_read(sql: Any) -> None:
+    # Inside the batch, each read's scan is parameterised by its array elements: a plan made
+    # without values, whatever plan_cache_mode says.
+    statements = NamespaceSQL(schema_name(NS))
+    wrong = []
+    for consumer_group, position in itertools.product((False, True), POSITIONS):
+        statement = statements.read_category_batched(True, consumer_group)
+        plan = await _plan(sql, statement, _arrays(_arguments(position, False, consumer_group)))
+        if _wrong_turn(plan) or "loops=2" not in plan:
+            wrong.append(f"group={consumer_group} from {position}:\n{plan}")
+    assert not wrong, "\n\n".join(wrong)
+
+
+async def test_batched_reads_of_the_whole_namespace_scan_the_primary_key(sql: Any) -> None:
+    statements = NamespaceSQL(schema_name(NS))
+    for consumer_group in (False, True):
+        arguments = [str(NEAR_THE_END), "100"] + ["4", "0"] * consumer_group
+        plan = await _plan(
+            sql, statements.read_category_batched(False, consumer_group), _arrays(arguments)
+        )
+        assert "Index Scan using messages_pkey" in plan, plan
+        assert "loops=2" in plan, plan
+        assert not any(wrong in plan for wrong in ("Seq Scan", "Sort Key: m")), plan
+
+
+def _arrays(arguments: list[str]) -> list[str]:
+    """Arrays of two reads for a batched statement: the read of ``arguments`` (SQL literals;
+    a position first) and the same read from the start of the table."""
+    return [f"ARRAY[{a}, {b}]" for a, b in zip(arguments, ["1", *arguments[1:]], strict=True)]
 
 
 @pytest.mark.parametrize(("earlier", "late"), [(300, 2_000), (2_000, 20_000)])
@@ -194,20 +209,12 @@ async def test_batched_stream_reads_probe_the_stream_index_once_per_read(sql: An
     statements = NamespaceSQL(schema_name(NS))
     arrays = [
         f"ARRAY['{LATE}-1', 'other3-7', 'none-1']",
-        f"ARRAY[0, 1, {EARLIER}]::bigint[]",
-        "ARRAY[100, 10, 100]::bigint[]",
+        f"ARRAY[0, 1, {EARLIER}]",
+        "ARRAY[100, 10, 100]",
     ]
-    types = ("text", "bigint", "bigint")
-    batched = [
-        statements.for_each(s, types)
-        for s in (statements.read_stream, statements.read_stream_global)
-    ]
-    for statement in batched:
-        for plan_mode in ("force_generic_plan", "force_custom_plan"):
-            await sql.execute(f"SET plan_cache_mode = {plan_mode}")
-            plan = await _plan(sql, statement, arrays)
-            assert "messages_stream" in plan, plan
-            assert not any(wrong in plan for wrong in ("Seq Scan", "Hash Join", "Merge Join")), plan
+    plan = await _plan(sql, statements.read_streams, arrays)
+    assert "Index Scan using messages_stream on messages (actual rows=14 loops=3)" in plan, plan
+    assert not any(wrong in plan for wrong in ("Seq Scan", "Hash Join", "Merge Join")), plan
 
 
 async def test_the_import_collision_check_probes_indexes(sql: Any) -> None:

@@ -172,14 +172,19 @@ def _for_each(statement: str, types: tuple[str, ...]) -> str:
     """``statement`` run once per element of parameter arrays, its rows in array order.
 
     Parameter ``$n`` of ``statement`` becomes the n-th array, of ``types[n - 1]``: one
-    round trip answers many reads, each planned as if alone (a lateral subquery per element).
+    round trip answers many reads, each planned as if alone (a lateral subquery per element,
+    its index scan parameterised by the element). ``statement`` must hold no ``$`` other than
+    its parameters (no string literal with one).
     """
+    highest = max(int(n) for n in _PARAMETER.findall(statement))
+    if highest != len(types):
+        raise ValueError(f"{highest} parameters, {len(types)} types")
     arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, 1))
     columns = ", ".join(f"p{n}" for n in range(1, len(types) + 1))
-    body = _PARAMETER.sub(lambda m: f"a.p{m.group(1)}", statement)
+    body = _PARAMETER.sub(lambda m: f"batch_read.p{m.group(1)}", statement)
     return (
-        f"SELECT r.* FROM unnest({arrays}) WITH ORDINALITY AS a({columns}, item)"
-        f" CROSS JOIN LATERAL ({body}) r ORDER BY a.item"
+        f"SELECT r.* FROM unnest({arrays}) WITH ORDINALITY AS batch_read({columns}, item)"
+        f" CROSS JOIN LATERAL ({body}) r ORDER BY batch_read.item"
     )
 
 
@@ -197,7 +202,7 @@ class NamespaceSQL:
         self.schema = schema
         self._category_reads: dict[tuple[bool, bool, bool], str] = {}
         self._category_positions: dict[tuple[bool, bool], str] = {}
-        self._for_each: dict[str, str] = {}
+        self._category_reads_batched: dict[tuple[bool, bool], str] = {}
         s = quote_ident(schema)
         self.messages = f"{s}.messages"
         seq = f"{s}.messages_global_position_seq"
@@ -223,6 +228,8 @@ class NamespaceSQL:
             "position",
             f"{s}.messages WHERE stream_name = $1 AND position >= $2 ORDER BY position LIMIT $3",
         )
+        # Many stream reads in one statement (PostgresStore._read_together): one row each.
+        self.read_streams = _for_each(self.read_stream, ("text", "bigint", "bigint"))
         self.read_stream_global = _json_array(
             self._stream_element,
             "position",
@@ -323,12 +330,16 @@ class NamespaceSQL:
             " WHERE global_position >= $1 AND global_position < $2 AND wire_json IS NULL"
         )
 
-    def for_each(self, statement: str, types: tuple[str, ...]) -> str:
-        """``statement`` run for each element of arrays of its parameters, ``types`` (SQL type
-        names) in order; one row per element, in array order. Built once per statement."""
-        sql = self._for_each.get(statement)
+    def read_category_batched(self, category: bool, consumer_group: bool) -> str:
+        """Many category reads without correlation in one statement: ``read_category``'s
+        parameters as arrays, one row per read (``PostgresStore._read_together``)."""
+        key = (category, consumer_group)
+        sql = self._category_reads_batched.get(key)
         if sql is None:
-            sql = self._for_each[statement] = _for_each(statement, types)
+            types: tuple[str, ...] = ("bigint", "bigint")  # position, limit
+            types += ("text",) * category + ("bigint", "bigint") * consumer_group
+            one = self.read_category(category, False, consumer_group)
+            sql = self._category_reads_batched[key] = _for_each(one, types)
         return sql
 
     def read_category(self, category: bool, correlation: bool, consumer_group: bool) -> str:

@@ -58,7 +58,6 @@ from eventodb.core.errors import (
 from eventodb.core.tasks import cancel_and_wait
 from eventodb.store import migrations
 from eventodb.store.base import (
-    DEFAULT_BATCH_SIZE,
     HEAD_WAIT_SECONDS,
     CategoryInfo,
     ConsumerGroup,
@@ -150,7 +149,7 @@ _Read = tuple[Any, ...]
 _Page = tuple[str, int]
 """A read's answer: the JSON array of its messages and how many it holds."""
 
-BATCHED_READ_LIMIT = DEFAULT_BATCH_SIZE
+BATCHED_READ_LIMIT = 1000
 """Reads of at most this many messages are batched; a longer one (or an unlimited one) goes
 alone, so that it neither makes the batch that holds it slow nor waits behind one."""
 MAX_READ_BATCH = 64
@@ -172,7 +171,7 @@ _ReadBatch = Callable[
 
 class _NamespaceSchema:
     """What the store keeps per namespace: its schema, statements, and the batchers of its
-    writes and of its reads (one per read statement)."""
+    writes and of its reads (one per kind of read that is batched)."""
 
     __slots__ = ("_read_batch", "id", "reads", "schema", "sql", "writes")
 
@@ -191,16 +190,14 @@ class _NamespaceSchema:
         self.writes: Batcher[_Item, _Outcome] = Batcher(lambda items: write_batch(self, items))
         self._read_batch = read_batch
         self.reads: dict[str, Batcher[_Read, _Page]] = {}
-        """The batcher of each read statement used so far, by statement."""
+        """The batcher of each kind of read used so far, by its lone statement."""
 
-    def reads_of(self, verb: str, statement: str, read: _Read) -> Batcher[_Read, _Page]:
-        """The batcher of ``statement``'s reads (made for ``read``'s parameter types)."""
-        batcher = self.reads.get(statement)
+    def reads_of(self, verb: str, one: str, many: str) -> Batcher[_Read, _Page]:
+        """The batcher of reads by statement ``one``, ``many`` when several go together."""
+        batcher = self.reads.get(one)
         if batcher is None:
-            types = tuple("text" if isinstance(value, str) else "bigint" for value in read)
-            many = self.sql.for_each(statement, types)
-            batcher = self.reads[statement] = Batcher(
-                lambda reads: self._read_batch(self, verb, statement, many, reads),
+            batcher = self.reads[one] = Batcher(
+                lambda reads: self._read_batch(self, verb, one, many, reads),
                 max_batch=MAX_READ_BATCH,
             )
         return batcher
@@ -793,20 +790,25 @@ class PostgresStore(Store):
     ) -> tuple[str, int]:
         ns = await self._namespace(namespace)
         limit = None if batch_size == -1 else batch_size
+        sql = ns.sql
         if global_position is not None:
-            sql, read = ns.sql.read_stream_global, (stream_name, global_position, limit)
-        else:
-            sql, read = ns.sql.read_stream, (stream_name, position, limit)
-        return await self._read_page(ns, "read stream", sql, read, limit)
+            # Not batched: a read from a global position late in a long stream may take long.
+            read = (stream_name, global_position, limit)
+            return await self._read_alone(ns, "read stream", sql.read_stream_global, read)
+        read = (stream_name, position, limit)
+        return await self._read_page(
+            ns, "read stream", sql.read_stream, sql.read_streams, read, limit
+        )
 
     async def _read_page(
-        self, ns: _NamespaceSchema, verb: str, statement: str, read: _Read, limit: int | None
+        self, ns: _NamespaceSchema, verb: str, one: str, many: str, read: _Read, limit: int | None
     ) -> _Page:
-        """One read of ``ns``: batched with the concurrent reads of the same statement, unless
+        """A read of ``ns`` by statement ``one`` (parameters ``read``, at most ``limit``
+        messages): together with the concurrent reads of the same statement (``many``), unless
         it may return more than :data:`BATCHED_READ_LIMIT` messages."""
         if limit is None or limit > BATCHED_READ_LIMIT:
-            return await self._read_alone(ns, verb, statement, read)
-        return await ns.reads_of(verb, statement, read).submit(read)
+            return await self._read_alone(ns, verb, one, read)
+        return await ns.reads_of(verb, one, many).submit(read)
 
     async def _read_alone(self, ns: _NamespaceSchema, verb: str, sql: str, read: _Read) -> _Page:
         row = await self._pool.run(
@@ -828,11 +830,24 @@ class PostgresStore(Store):
             self.stats.record_read_batch(1)
             return [page]
         columns = [list(column) for column in zip(*reads, strict=True)]
-        rows = await self._pool.run(
-            verb, lambda c: c.fetch(many, *columns), namespace=ns.id, retry=True
-        )
+        try:
+            rows = await self._pool.run(
+                verb, lambda c: c.fetch(many, *columns), namespace=ns.id, retry=True
+            )
+        except BackendError:
+            # One read's rows may be what failed (e.g. a row another program wrote): each
+            # read alone, with its own outcome.
+            return [await self._read_or_error(ns, verb, one, read) for read in reads]
         self.stats.record_read_batch(len(reads))
         return [(row[0], row[1]) for row in rows]
+
+    async def _read_or_error(
+        self, ns: _NamespaceSchema, verb: str, one: str, read: _Read
+    ) -> _Page | BaseException:
+        try:
+            return await self._read_alone(ns, verb, one, read)
+        except EventoDBError as exc:
+            return exc
 
     async def _read_category_json(
         self,
@@ -852,10 +867,13 @@ class PostgresStore(Store):
             args.append(correlation)
         if consumer_group is not None:
             args.extend((consumer_group.size, consumer_group.member))
-        sql = ns.sql.read_category(
-            bool(category), correlation is not None, consumer_group is not None
-        )
-        return await self._read_page(ns, "read category", sql, tuple(args), limit)
+        group = consumer_group is not None
+        one = ns.sql.read_category(bool(category), correlation is not None, group)
+        if correlation is not None:
+            # Not batched: a correlation that matches little makes the read scan far.
+            return await self._read_alone(ns, "read category", one, tuple(args))
+        many = ns.sql.read_category_batched(bool(category), group)
+        return await self._read_page(ns, "read category", one, many, tuple(args), limit)
 
     async def _last_message_json(
         self, namespace: str, stream_name: str, message_type: str | None
