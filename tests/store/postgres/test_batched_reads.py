@@ -228,6 +228,27 @@ async def test_a_read_that_fails_in_a_batch_fails_alone(store: PostgresStore) ->
     assert json.loads(outcomes[0])
 
 
+async def test_a_batch_that_cannot_reach_postgres_is_not_read_again_read_by_read(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each read alone would fail the same way, one after the other (each after its own
+    # connection attempts): the batch's failure is every read's answer.
+    ns: _NamespaceSchema = await store._namespace(NS)
+    statements: list[str] = []
+
+    async def unreachable(verb: str, work: Any, **kwargs: Any) -> Any:
+        statements.append(verb)
+        raise BackendError(f"Failed to {verb}: Postgres is unreachable") from OSError("refused")
+
+    monkeypatch.setattr(store._pool, "run", unreachable)
+    reads: list[_Read] = [("account-1", 0, 10), ("order-7", 0, 10), ("account-2", 0, 10)]
+    with pytest.raises(BackendError, match="unreachable"):
+        await store._read_together(
+            ns, "read stream", ns.sql.read_stream, ns.sql.read_streams, reads
+        )
+    assert statements == ["read stream"]
+
+
 async def test_reads_of_a_namespace_deleted_while_they_wait_each_say_so(
     store: PostgresStore,
 ) -> None:

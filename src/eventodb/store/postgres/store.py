@@ -834,7 +834,9 @@ class PostgresStore(Store):
             rows = await self._pool.run(
                 verb, lambda c: c.fetch(many, *columns), namespace=ns.id, retry=True
             )
-        except BackendError:
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, asyncpg.PostgresError):
+                raise  # Postgres unreachable: each read alone would only fail again, slowly
             # One read's rows may be what failed (e.g. a row another program wrote): each
             # read alone, with its own outcome.
             return [await self._read_or_error(ns, verb, one, read) for read in reads]
