@@ -65,6 +65,7 @@ from benchlib import (
     percentile,
     postgres_cpu,
     postgres_cpu_since,
+    run_sql,
     run_wrk,
 )
 
@@ -241,7 +242,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
     base = args.pg_url.rsplit("/", 1)[0]
     dsn = f"{base}/{database}"
     workdir = Path(tempfile.mkdtemp(prefix="eventodb-bench-mdb-"))
-    asyncio.run(_admin(args.pg_url, f'CREATE DATABASE "{database}"'))
+    run_sql(args.pg_url, f'CREATE DATABASE "{database}"')
     try:
         asyncio.run(_install_fixture(dsn))
         server = Server(["--db-url", dsn], workdir)
@@ -275,7 +276,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
         finally:
             server.stop()
     finally:
-        asyncio.run(_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        run_sql(args.pg_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -385,14 +386,6 @@ async def _analyze(dsn: str) -> None:
     try:
         for (schema,) in await conn.fetch(_SCHEMAS):
             await conn.execute(f'ANALYZE "{schema}".messages')
-    finally:
-        await conn.close()
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
     finally:
         await conn.close()
 

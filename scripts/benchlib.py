@@ -5,6 +5,7 @@ Not a test and not part of the package; imported by ``scripts/bench_*.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from eventodb.core import tokens
@@ -26,6 +28,19 @@ from eventodb.core import tokens
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "scripts" / "wrk"
 ADMIN_TOKEN = tokens.TEST_TOKEN
+
+
+def run_sql(url: str, sql: str) -> None:
+    """One statement on a connection of its own (the benchmarks create and drop databases)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 def free_port() -> int:
