@@ -10,15 +10,11 @@ Not a test: it measures a change (docs/DESIGN.md, "Performance decisions"). Usag
 Each checkout's ``src`` serves from a server of its own (``python -m eventodb serve`` with
 that ``src`` first on ``PYTHONPATH``, this script's virtualenv for the dependencies), each on
 a database of its own: a fresh Postgres database ``bench_versions_<n>`` on ``--pg-url``
-(dropped at the end) or a fresh SQLite data directory. Both get the same data: 100 messages
-in stream ``read-1`` and 100 in category ``readcat`` (10 streams). Then wrk runs against one
-server, then the other, ``--rounds`` times, and the script prints for each version the medians
+(dropped at the end) or a fresh SQLite data directory. Both get the data, and run the
+workloads, of ``scripts/bench_vs_message_db.py`` (its HTTP side). wrk runs against one server,
+then the other, ``--rounds`` times, and the script prints for each version the medians
 of the rounds: requests per second, p50/p95/p99, ``cpu us`` of its server per request and
 ``db us`` of Postgres per request (all its processes: run it where nothing else uses them).
-
-Workloads: ``write-spread`` (every write a new stream of its own category), ``write-category``
-(new streams of one category), ``stream.get`` (the 100 messages of ``read-1``),
-``category.get`` (the 100 of ``readcat``), ``group.get`` (member 0 of 4 of ``readcat``).
 """
 
 from __future__ import annotations
@@ -28,35 +24,17 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
-from benchlib import ADMIN_TOKEN, Rate, Server, machine_line, median, run_sql, run_wrk
-
-WORKLOADS = ("write-spread", "write-category", "stream.get", "category.get", "group.get")
+from bench_vs_message_db import WORKLOADS, fill_http, http_round
+from benchlib import ADMIN_TOKEN, Rate, Server, machine_line, median, run_sql
 
 
 def fill(server: Server) -> str:
-    """A namespace holding the data read; its token."""
+    """A namespace holding the data the workloads read; its token."""
     token: str = server.rpc(ADMIN_TOKEN, "ns.create", "bench", {})["token"]
-    for n in range(100):
-        data = {"type": "Bench", "data": {"i": n, "pad": "x" * 32}}
-        server.rpc(token, "stream.write", "read-1", data)
-        server.rpc(token, "stream.write", f"readcat-{n % 10}", data)
+    fill_http(server, token)
     return token
-
-
-def one_round(server: Server, token: str, workload: str, connections: int, seconds: int) -> Rate:
-    if workload.startswith("write"):
-        mode = "spread" if workload == "write-spread" else "category"
-        args = [f"v{uuid.uuid4().hex[:8]}", mode]
-        return run_wrk(server, token, "write.lua", args, connections, seconds)
-    reads = {
-        "stream.get": ["stream.get", "read-1"],
-        "category.get": ["category.get", "readcat"],
-        "group.get": ["category.get", "readcat", "0", "4"],
-    }
-    return run_wrk(server, token, "read.lua", reads[workload], connections, seconds)
 
 
 def start(tree: Path, index: int, args: argparse.Namespace, workdir: Path) -> Server:
@@ -97,7 +75,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for runs, (server, token) in zip(rounds, servers, strict=True):
                 runs.append(
-                    one_round(server, token, args.workload, args.connections, args.duration)
+                    http_round(server, token, args.workload, args.connections, args.duration)
                 )
     finally:
         for server, _ in servers:
