@@ -85,13 +85,17 @@ def main() -> None:
                 run_sql(args.pg_url, f"DROP DATABASE IF EXISTS bench_versions_{index}")
     print(f"{args.backend} {args.workload}, {args.connections} connections, medians of"
           f" {args.rounds} alternating {args.duration}s rounds")  # fmt: skip
-    print("version                        req/s   p50 ms   p95 ms   p99 ms  cpu us   db us errors")
+    print(
+        "version                        req/s   p50 ms   p95 ms   p99 ms  cpu us   db us errors"
+        " steal%"
+    )
     for tree, runs in zip(trees, rounds, strict=True):
         m = median(runs)
         db = "-" if m.db_cpu_us is None or args.backend == "sqlite" else f"{m.db_cpu_us:.0f}"
+        steal = "-" if m.steal is None else f"{m.steal:.0f}"
         print(
             f"{str(tree)[-28:]:28} {m.rps:9.0f} {m.p50_ms:8.2f} {m.p95_ms:8.2f} {m.p99_ms:8.2f}"
-            f" {m.cpu_us:7.0f} {db:>7} {m.errors:6}"
+            f" {m.cpu_us:7.0f} {db:>7} {m.errors:6} {steal:>6}"
         )
 
 

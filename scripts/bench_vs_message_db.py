@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -61,12 +62,14 @@ from benchlib import (
     Rate,
     Server,
     machine_line,
+    machine_ticks,
     median,
     percentile,
     postgres_cpu,
     postgres_cpu_since,
     run_sql,
     run_wrk,
+    steal_since,
 )
 
 FIXTURE = ROOT / "tests" / "fixtures" / "message_db_1_3_0.sql"
@@ -168,12 +171,14 @@ async def run_direct(dsn: str, workload: str, connections: int, seconds: float) 
 
     started = time.perf_counter()
     db_before = postgres_cpu()
+    machine_before = machine_ticks()
     cpu = time.process_time()
     try:
         await asyncio.gather(*(worker(k) for k in range(connections)))
     finally:
         cpu = time.process_time() - cpu
         db_cpu = postgres_cpu_since(db_before)
+        steal = steal_since(machine_before)
         elapsed = time.perf_counter() - started
         for conn in conns:
             await conn.close()
@@ -186,6 +191,7 @@ async def run_direct(dsn: str, workload: str, connections: int, seconds: float) 
         p99_ms=percentile(latencies, 0.99) * 1000,
         cpu_us=cpu * 1e6 / calls,
         db_cpu_us=None if db_cpu is None else db_cpu * 1e6 / calls,
+        steal=steal,
     )
 
 
@@ -221,14 +227,18 @@ def http_round(server: Server, token: str, workload: str, connections: int, seco
 def _header(extra: str, cpu: str) -> None:
     print(
         f"{'workload':<16}{'conns':>6}{'HTTP/s':>9}{extra}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'cpu us':>8}{cpu}{'errors':>7}{'load':>6}"
+        f"{'p99 ms':>9}{'cpu us':>8}{cpu}{'errors':>7}{'load':>6}{'steal%':>7}"
     )
 
 
-def _row(workload: str, c: int, http: Rate, extra: str, cpu: str) -> None:
+def _row(workload: str, c: int, http: Rate, extra: str, cpu: str, runs: list[Rate]) -> None:
+    """One line of the table; ``steal%`` is the median over ``runs``, every round of the row."""
+    steals = [r.steal for r in runs if r.steal is not None]
+    steal = f"{statistics.median(steals):.0f}" if steals else "-"
     print(
         f"{workload:<16}{c:>6}{http.rps:>9.0f}{extra}{http.p50_ms:>9.2f}{http.p95_ms:>9.2f}"
-        f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{cpu}{http.errors:>7}{os.getloadavg()[0]:>6.1f}",
+        f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{cpu}{http.errors:>7}{os.getloadavg()[0]:>6.1f}"
+        f"{steal:>7}",
         flush=True,
     )
 
@@ -272,6 +282,7 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
                         http,
                         f"{direct.rps:>10.0f}{ratio:>7.2f}",
                         f"{_us(http.db_cpu_us):>7}{_us(direct.cpu_us):>9}{_us(direct.db_cpu_us):>8}",
+                        https + directs,
                     )
         finally:
             server.stop()
@@ -300,7 +311,7 @@ def bench_sqlite(args: argparse.Namespace, workloads: list[str], connections: li
                         http_round(server, token, workload, c, args.duration)
                         for _ in range(args.repeat)
                     ]
-                    _row(workload, c, median(runs), "", "")
+                    _row(workload, c, median(runs), "", "", runs)
         finally:
             server.stop()
     finally:

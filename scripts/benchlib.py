@@ -119,6 +119,9 @@ class Rate:
     where not measured or not visible."""
     errors: int = 0
     """Answers other than 200 plus socket errors (must be 0)."""
+    steal: float | None = None
+    """Percent of the machine's CPU time taken by the hypervisor during the round
+    (:func:`steal_since`); ``None`` where not known."""
 
 
 _LINE = re.compile(r"^EVENTODB (.*)$", re.MULTILINE)
@@ -132,10 +135,12 @@ def run_wrk(
     command += ["--latency", "--timeout", "10s", "-H", f"Authorization: Bearer {token}"]
     command += ["-s", str(WRK_DIR / script), server.url + "/rpc", "--", *script_args]
     db_before = postgres_cpu()
+    machine_before = machine_ticks()
     cpu = server.cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     cpu = server.cpu_seconds() - cpu
     db_cpu = postgres_cpu_since(db_before)
+    steal = steal_since(machine_before)
     match = _LINE.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
@@ -152,7 +157,39 @@ def run_wrk(
         cpu_us=cpu * 1e6 / max(1, fields["requests"]),
         db_cpu_us=None if db_cpu is None else db_cpu * 1e6 / max(1, fields["requests"]),
         errors=errors,
+        steal=steal,
     )
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """CPU ticks of the whole machine so far: (stolen, all), from ``/proc/stat`` (Linux).
+
+    Steal is time a virtual machine's CPU was ready to run but its host ran something else.
+    On the shared 2-core machines of docs/PERFORMANCE.md it came and went within minutes and
+    moved every absolute figure with it; each benchmark row shows it (:func:`steal_since`).
+    """
+    try:
+        return parse_proc_stat(Path("/proc/stat").read_text())
+    except OSError:
+        return None
+
+
+def parse_proc_stat(text: str) -> tuple[int, int] | None:
+    """(stolen, all) ticks from the text of ``/proc/stat``; ``None`` without a steal field."""
+    # cpu user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    fields = text.split("\n", 1)[0].split()
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_since(before: tuple[int, int] | None) -> float | None:
+    """Percent of the machine's CPU time stolen since ``before`` (:func:`machine_ticks`)."""
+    after = machine_ticks()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 PostgresCPU = dict[tuple[int, int], int]
@@ -212,6 +249,7 @@ def median(runs: list[Rate]) -> Rate:
         cpu_us=statistics.median(r.cpu_us for r in runs),
         db_cpu_us=_median_or_none([r.db_cpu_us for r in runs]),
         errors=sum(r.errors for r in runs),
+        steal=_median_or_none([r.steal for r in runs]),
     )
 
 
@@ -235,14 +273,17 @@ def machine_line() -> str:
     of docs/PERFORMANCE.md to another machine; ratios measured in one run do not need it.
     """
     best = float("inf")
+    before = machine_ticks()
     for _ in range(3):
         started = time.perf_counter()
         total = 0
         for i in range(10_000_000):
             total += i
         best = min(best, time.perf_counter() - started)
+    steal = steal_since(before)
     load = os.getloadavg()
     return (
         f"cores={os.cpu_count()} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
         f" python-loop={best:.2f}s (10M additions, best of 3)"
+        f" steal={'-' if steal is None else f'{steal:.0f}'}%"
     )
