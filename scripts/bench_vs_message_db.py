@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -231,19 +230,18 @@ def _header(extra: str, cpu: str) -> None:
     )
 
 
-def _row(workload: str, c: int, http: Rate, extra: str, cpu: str, runs: list[Rate]) -> None:
-    """One line of the table; ``steal%`` is the median over ``runs``, every round of the row."""
-    steals = [r.steal for r in runs if r.steal is not None]
-    steal = f"{statistics.median(steals):.0f}" if steals else "-"
+def _row(workload: str, c: int, http: Rate, extra: str, cpu: str, steal: float | None) -> None:
+    """One line of the table; ``steal`` is the median over every round of the row."""
     print(
         f"{workload:<16}{c:>6}{http.rps:>9.0f}{extra}{http.p50_ms:>9.2f}{http.p95_ms:>9.2f}"
         f"{http.p99_ms:>9.2f}{http.cpu_us:>8.0f}{cpu}{http.errors:>7}{os.getloadavg()[0]:>6.1f}"
-        f"{steal:>7}",
+        f"{_rounded(steal):>7}",
         flush=True,
     )
 
 
-def _us(value: float | None) -> str:
+def _rounded(value: float | None) -> str:
+    """A figure rounded to a whole number; ``-`` where it is not known."""
     return "-" if value is None else f"{value:.0f}"
 
 
@@ -276,14 +274,10 @@ def bench_postgres(args: argparse.Namespace, workloads: list[str], connections: 
                         directs.append(direct_round(dsn, workload, c, args.duration))
                     http, direct = median(https), median(directs)
                     ratio = http.rps / direct.rps if direct.rps else 0.0
-                    _row(
-                        workload,
-                        c,
-                        http,
-                        f"{direct.rps:>10.0f}{ratio:>7.2f}",
-                        f"{_us(http.db_cpu_us):>7}{_us(direct.cpu_us):>9}{_us(direct.db_cpu_us):>8}",
-                        https + directs,
-                    )
+                    cpu = f"{_rounded(http.db_cpu_us):>7}{_rounded(direct.cpu_us):>9}"
+                    cpu += f"{_rounded(direct.db_cpu_us):>8}"
+                    steal = median(https + directs).steal
+                    _row(workload, c, http, f"{direct.rps:>10.0f}{ratio:>7.2f}", cpu, steal)
         finally:
             server.stop()
     finally:
@@ -311,7 +305,8 @@ def bench_sqlite(args: argparse.Namespace, workloads: list[str], connections: li
                         http_round(server, token, workload, c, args.duration)
                         for _ in range(args.repeat)
                     ]
-                    _row(workload, c, median(runs), "", "", runs)
+                    rate = median(runs)
+                    _row(workload, c, rate, "", "", rate.steal)
         finally:
             server.stop()
     finally:

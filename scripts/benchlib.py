@@ -166,7 +166,8 @@ def machine_ticks() -> tuple[int, int] | None:
 
     Steal is time a virtual machine's CPU was ready to run but its host ran something else.
     On the shared 2-core machines of docs/PERFORMANCE.md it came and went within minutes and
-    moved every absolute figure with it; each benchmark row shows it (:func:`steal_since`).
+    moved every absolute figure with it: the machine line shows it, and so does every row of
+    the benchmarks that report wrk rounds (:func:`steal_since`).
     """
     try:
         return parse_proc_stat(Path("/proc/stat").read_text())
@@ -285,5 +286,5 @@ def machine_line() -> str:
     return (
         f"cores={os.cpu_count()} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
         f" python-loop={best:.2f}s (10M additions, best of 3)"
-        f" steal={'-' if steal is None else f'{steal:.0f}'}%"
+        f" steal={'-' if steal is None else f'{steal:.0f}%'}"
     )
