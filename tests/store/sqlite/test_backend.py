@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -231,27 +231,33 @@ async def test_a_second_process_cannot_open_a_data_directory_in_use(tmp_path: Pa
     assert out.split() == ["0", "1"]
 
 
-async def test_database_work_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+async def test_database_work_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """Big writes and a long read do their SQLite work on the store's threads.
+
+    Measured as the event loop thread's share of the process's CPU time while the work runs:
+    CPU time does not count the time the machine gives to others, so the figure does not move
+    with the load of a shared machine, where a wall-clock stall limit failed now and then.
+    Here the loop's share stays near 0.2 for the writes (it encodes their JSON) and under 0.05
+    for the read; with the writes or the read on the loop it is 1.
+    """
     async with SQLiteStore(tmp_path / "data") as store:
         await store.create_namespace("busy", _hash("busy"))
-        worst = 0.0
-        done = False
+        big = {"blob": "x" * 200_000}  # far over INLINE_MAX_BYTES: each write goes to the thread
 
-        async def ticker() -> None:
-            nonlocal worst
-            while not done:
-                start = time.perf_counter()
-                await asyncio.sleep(0.001)
-                worst = max(worst, time.perf_counter() - start)
+        async def loop_share(work: Awaitable[object]) -> float:
+            loop_cpu, process_cpu = time.thread_time(), time.process_time()
+            await work
+            return (time.thread_time() - loop_cpu) / (time.process_time() - process_cpu)
 
-        task = asyncio.create_task(ticker())
-        big = {"blob": "x" * 200_000}
-        await asyncio.gather(*(store.write_message("busy", f"s-{i}", "T", big) for i in range(200)))
-        await store.read_category_json("busy", "s", batch_size=-1)
-        done = True
-        await task
-    # Each of those operations takes milliseconds of SQLite time; none may block the loop.
-    assert worst < 0.25
+        async def writes() -> None:
+            for wave in range(8):  # waves small enough to be committed on the loop if allowed
+                await asyncio.gather(
+                    *(store.write_message("busy", f"s-{wave}{i}", "T", big) for i in range(25))
+                )
+
+        assert await loop_share(writes()) < 0.35
+        # 40 MB of messages: past the inline budget within its first milliseconds.
+        assert await loop_share(store.read_category_json("busy", "s", batch_size=-1)) < 0.35
 
 
 # -- migrations --------------------------------------------------------------------------------
